@@ -1,0 +1,1 @@
+"""PostgreSQL access: engine and sessions, ORM models, schema check, migrations."""

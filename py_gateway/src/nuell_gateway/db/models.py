@@ -1,0 +1,153 @@
+"""The tables, as typed SQLAlchemy 2 models.
+
+Constraints live in the database as well as in the proto rules, so that no
+client of these tables can break them. `migrations/` creates exactly this
+schema; a test compares the two.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names, so migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Shared with the proto rules (nuell.users.v1.User, nuell.posts.v1.Post).
+EMAIL_MAX_CHARS = 254
+DISPLAY_NAME_MAX_CHARS = 64
+POST_CONTENT_MAX_CHARS = 5000
+ROLES = ("user", "admin")
+ANALYSIS_STATES = ("pending", "ready")
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _timestamp() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class User(Base):
+    """An account. Deactivation is a soft delete: rows are never removed."""
+
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(Text)
+    display_name: Mapped[str] = mapped_column(Text, server_default="")
+    # Argon2id PHC string; never leaves the gateway.
+    hashed_password: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(Text, server_default="user")
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_at: Mapped[datetime] = _timestamp()
+    updated_at: Mapped[datetime] = _timestamp()
+    # Bumped on every change; the etag is derived from it.
+    version: Mapped[int] = mapped_column(BigInteger, server_default="1")
+
+    __table_args__ = (
+        # Case-insensitive uniqueness without the citext extension.
+        Index("uq_users_email_lower", func.lower(email), unique=True),
+        CheckConstraint(
+            f"char_length(email) BETWEEN 3 AND {EMAIL_MAX_CHARS} AND email = btrim(email)",
+            name="email_shape",
+        ),
+        CheckConstraint(
+            f"char_length(display_name) <= {DISPLAY_NAME_MAX_CHARS}", name="display_name_length"
+        ),
+        CheckConstraint("hashed_password LIKE '$argon2id$%'", name="hashed_password_argon2id"),
+        CheckConstraint(f"role IN {ROLES!r}", name="role_known"),
+        CheckConstraint("updated_at >= created_at", name="updated_after_created"),
+        CheckConstraint("version >= 1", name="version_positive"),
+    )
+
+
+class RefreshToken(Base):
+    """A refresh token, stored only as the SHA-256 of its opaque value.
+
+    Tokens issued from one login form a family; rotation spends a token
+    (`used_at`) and issues its successor in the same family, and reuse of a
+    spent token revokes the whole family (`revoked_at`).
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    family_id: Mapped[uuid.UUID]
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    created_at: Mapped[datetime] = _timestamp()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_refresh_tokens_family_id", "family_id"),
+        Index("ix_refresh_tokens_user_id", "user_id"),
+        CheckConstraint("octet_length(token_hash) = 32", name="token_hash_sha256"),
+        CheckConstraint("expires_at > created_at", name="expires_after_created"),
+    )
+
+
+class Post(Base):
+    """A post with the analysis of its current content."""
+
+    __tablename__ = "posts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _timestamp()
+    updated_at: Mapped[datetime] = _timestamp()
+    version: Mapped[int] = mapped_column(BigInteger, server_default="1")
+    analysis_state: Mapped[str] = mapped_column(Text, server_default="pending")
+    word_count: Mapped[int | None] = mapped_column(Integer)
+    reading_time_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The unsigned 64-bit SimHash stored in a signed bigint (same bits).
+    simhash: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # Newest-first feeds, global and per author, walked by keyset.
+        Index("ix_posts_feed", created_at.desc(), id.desc()),
+        Index("ix_posts_author_feed", user_id, created_at.desc(), id.desc()),
+        CheckConstraint(
+            f"char_length(content) BETWEEN 1 AND {POST_CONTENT_MAX_CHARS}", name="content_length"
+        ),
+        # Mirrors the proto's not-blank rule: some character that is not whitespace.
+        CheckConstraint(r"content ~ '[^[:space:]]'", name="content_not_blank"),
+        CheckConstraint("updated_at >= created_at", name="updated_after_created"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint(f"analysis_state IN {ANALYSIS_STATES!r}", name="analysis_state_known"),
+        CheckConstraint(
+            "(analysis_state = 'ready') = (word_count IS NOT NULL "
+            "AND reading_time_seconds IS NOT NULL AND simhash IS NOT NULL)",
+            name="analysis_complete_when_ready",
+        ),
+        CheckConstraint(
+            "word_count >= 0 AND reading_time_seconds >= 0", name="analysis_counts_non_negative"
+        ),
+    )

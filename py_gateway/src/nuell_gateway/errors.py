@@ -1,0 +1,150 @@
+"""Domain errors and their one translation into a gRPC status.
+
+Servicers raise a `DomainError` subclass; the call boundary
+(`interceptors`) turns it into a status with `google.rpc` details
+(ErrorInfo with a stable `reason`, BadRequest field violations) in
+`grpc-status-details-bin`. Anything else that escapes a handler is a bug:
+it is logged with its stack and answered INTERNAL with no detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+# The ErrorInfo domain: which system produced the error.
+ERROR_DOMAIN = "nuell.dev"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One broken rule on one request field (a dotted path such as `post.content`)."""
+
+    field: str
+    description: str
+    reason: str = ""
+
+
+class DomainError(Exception):
+    """An expected failure that the caller should see with a precise code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    default_reason: str = "UNKNOWN"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata = dict(metadata or {})
+        self.violations = tuple(violations)
+
+    def to_rpc_status(self) -> status_pb2.Status:
+        """The `google.rpc.Status` for this error, details included."""
+        details = [
+            error_details_pb2.ErrorInfo(
+                reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+            )
+        ]
+        if self.violations:
+            details.append(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description, reason=v.reason
+                        )
+                        for v in self.violations
+                    ]
+                )
+            )
+        packed = []
+        for detail in details:
+            any_detail = any_pb2.Any()
+            any_detail.Pack(detail)
+            packed.append(any_detail)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+
+
+class InvalidArgument(DomainError):
+    """The request itself is wrong, whatever the state of the system."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(DomainError):
+    """No valid credentials."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    """Valid credentials that do not allow this call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
+
+
+class NotFound(DomainError):
+    """The named resource does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    """The resource to create exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    """The system is not in a state where this call can succeed."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class Aborted(DomainError):
+    """A concurrency conflict, such as a stale etag."""
+
+    code = grpc.StatusCode.ABORTED
+    default_reason = "ABORTED"
+
+
+class ResourceExhausted(DomainError):
+    """A quota or size limit was exceeded."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(DomainError):
+    """A dependency (database, rust_compute) cannot be reached; safe to retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "UNAVAILABLE"
+
+
+class Unimplemented(DomainError):
+    """The RPC is part of the contract but not served yet."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    default_reason = "NOT_IMPLEMENTED"
+
+
+def internal_error_status() -> status_pb2.Status:
+    """What a caller sees for a bug: nothing about its cause."""
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
