@@ -62,4 +62,4 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     """Read the settings from the environment (raises pydantic.ValidationError)."""
-    return Settings()  # type: ignore[call-arg]  # pydantic-settings fills fields from env
+    return Settings()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -40,6 +41,17 @@ SERVER_OPTIONS = [
 
 class StartupError(RuntimeError):
     """The gateway cannot start; the message says what to do."""
+
+
+def _check_bindable(address: str) -> None:
+    """Raise OSError if `address` cannot be bound.
+
+    grpc reports a failed bind on stderr in its own format before raising;
+    trying first keeps the refusal to our one clear line.
+    """
+    host, port = address.rsplit(":", 1)
+    with socket.create_server((host.strip("[]"), int(port))):
+        pass
 
 
 @dataclass(slots=True)
@@ -73,8 +85,9 @@ class Gateway:
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         enable_reflection(server, [*service_names, HEALTH_SERVICE])
         try:
+            _check_bindable(settings.gateway_addr)
             port = server.add_insecure_port(settings.gateway_addr)
-        except RuntimeError:
+        except (OSError, RuntimeError):
             await engine.dispose()
             raise StartupError(
                 f"cannot listen on {settings.gateway_addr}: the port is in use or the address "

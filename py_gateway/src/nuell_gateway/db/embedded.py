@@ -8,6 +8,7 @@ process that started it exits.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,10 @@ def start_embedded_postgres(data_dir: Path, *, delete_on_exit: bool = False) -> 
     runs unless `delete_on_exit` is set (tests use throwaway folders).
     """
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns that XDG_RUNTIME_DIR is unset; /tmp does for the lock.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            import pgserver
     except ImportError as exc:  # optional extra, so say how to get it
         raise RuntimeError(
             "embedded PostgreSQL needs the `pgserver` wheel: "

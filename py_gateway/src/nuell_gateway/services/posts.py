@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nuell.posts.v1 import post_service_pb2_grpc
+
 from nuell_gateway.resources import Resources
 
 

@@ -1,0 +1,71 @@
+"""Fixtures: a real PostgreSQL, a migrated database per session, a gateway per test.
+
+The database server is TEST_DATABASE_URL, else DATABASE_URL, else an
+embedded PostgreSQL in a scratch folder. The session migrates one throwaway
+database on it; every test that touches data starts from empty tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from nuell_gateway.config import Settings
+from nuell_gateway.db.models import Base
+from nuell_gateway.db.schema import upgrade_to_head
+from nuell_gateway.server import Gateway
+from tests.utils.database import server_url, throwaway_database
+
+
+@pytest.fixture(scope="session")
+def database_server(tmp_path_factory: pytest.TempPathFactory) -> URL:
+    return server_url(tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture(scope="session")
+def database_url(database_server: URL) -> Iterator[URL]:
+    """A migrated database for this test session (psycopg 3 driver)."""
+    with throwaway_database(database_server) as url:
+        url = url.set(drivername="postgresql+psycopg")
+        upgrade_to_head(url)
+        yield url
+
+
+def make_settings(database_url: URL, **overrides: object) -> Settings:
+    """Settings for an in-process gateway on a free port."""
+    values: dict[str, object] = {
+        "DATABASE_URL": database_url.render_as_string(hide_password=False),
+        "gateway_addr": "127.0.0.1:0",
+        "shutdown_grace_seconds": 2.0,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+async def empty_tables(database_url: URL) -> None:
+    """Start the test with every table empty."""
+    engine = create_async_engine(database_url)
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    async with engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def gateway(database_url: URL, empty_tables: None) -> AsyncIterator[Gateway]:
+    """A real gateway in this process, on a free port."""
+    running = await Gateway.start(make_settings(database_url))
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as open_channel:
+        yield open_channel

@@ -1,0 +1,133 @@
+"""The real `python -m nuell_gateway` process: start, stop, and its one-line refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import URL
+
+from tests.utils.database import throwaway_database
+
+
+def _env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUELL_")}
+    env.pop("DATABASE_URL", None)
+    env.update(overrides)
+    return env
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nuell_gateway", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _one_clear_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@contextmanager
+def _gateway_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nuell_gateway", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("nuell_gateway listening on "), (line, process.stderr)
+        yield process, line.rsplit(" ", 1)[1].strip()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def test_missing_database_url_is_one_clear_line() -> None:
+    line = _one_clear_line(_run(_env()))
+    assert "DATABASE_URL" in line
+
+
+def test_bad_settings_are_named_without_echoing_secrets() -> None:
+    env = _env(DATABASE_URL="mysql://admin:hunter2-secret@db/x", NUELL_GATEWAY_ADDR="nowhere")
+    line = _one_clear_line(_run(env))
+    assert "DATABASE_URL" in line
+    assert "NUELL_GATEWAY_ADDR" in line
+    assert "hunter2" not in line
+
+
+def test_unreachable_database_is_one_clear_line_without_password() -> None:
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = _env(DATABASE_URL=f"postgresql://nuell:s3cret-pw@127.0.0.1:{port}/nuell")
+    line = _one_clear_line(_run(env, "serve"))
+    assert "cannot reach the database" in line
+    assert "s3cret-pw" not in line
+
+
+def test_unmigrated_database_is_refused_with_what_to_do(database_server: URL) -> None:
+    with throwaway_database(database_server) as url:
+        env = _env(DATABASE_URL=url.render_as_string(hide_password=False))
+        line = _one_clear_line(_run(env, "serve"))
+        assert "make migrate" in line
+
+        migrated = _run(env, "migrate")
+        assert migrated.returncode == 0, migrated.stderr
+
+
+def test_busy_port_is_one_clear_line(database_url: URL) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = _env(
+            DATABASE_URL=database_url.render_as_string(hide_password=False),
+            NUELL_GATEWAY_ADDR=f"127.0.0.1:{port}",
+        )
+        line = _one_clear_line(_run(env, "serve"))
+    assert f"127.0.0.1:{port}" in line
+    assert "in use" in line
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_process_cleanly(database_url: URL, signum: signal.Signals) -> None:
+    env = _env(
+        DATABASE_URL=database_url.render_as_string(hide_password=False),
+        NUELL_GATEWAY_ADDR="127.0.0.1:0",
+        NUELL_SHUTDOWN_GRACE_SECONDS="2",
+    )
+    with _gateway_process(env) as (process, address):
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signum)
+        assert process.wait(timeout=10) == 0
+        _, stderr = process.communicate()
+    assert "Traceback" not in stderr
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as again:  # the port is free once it has exited
+        again.bind((host, int(port)))

@@ -1,0 +1,41 @@
+"""Throwaway databases on the test PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import URL, make_url
+
+from nuell_gateway.db.embedded import start_embedded_postgres
+
+
+def server_url(scratch_dir: Path) -> URL:
+    """The server tests use: TEST_DATABASE_URL, else DATABASE_URL, else an embedded one."""
+    configured = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if configured:
+        return make_url(configured)
+    return make_url(start_embedded_postgres(scratch_dir / "postgres", delete_on_exit=True))
+
+
+def libpq(url: URL) -> str:
+    """`url` as psycopg wants it (no SQLAlchemy driver suffix)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def throwaway_database(server: URL, prefix: str = "nuell_test") -> Iterator[URL]:
+    """Create an empty database, yield its URL, drop it afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(libpq(server), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield server.set(database=name)
+    finally:
+        with psycopg.connect(libpq(server), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -1,0 +1,58 @@
+"""A valid request for every RPC of the contract, keyed by `Service/Method`.
+
+Tests that must exercise every RPC (authorization tables, error mapping)
+start from these, so a new RPC fails loudly until it has a sample here.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
+from nuell.auth.v1 import auth_service_pb2 as auth
+from nuell.compute.v1 import compute_service_pb2 as compute
+from nuell.posts.v1 import post_pb2
+from nuell.posts.v1 import post_service_pb2 as posts
+from nuell.users.v1 import user_pb2
+from nuell.users.v1 import user_service_pb2 as users
+
+SOME_ID = "01936f0e-3c2a-7b4d-8e5f-0123456789ab"
+STRONG_PASSWORD = "Correct-Horse-42"
+
+VALID_REQUESTS: dict[str, Message] = {
+    "nuell.auth.v1.AuthService/Register": auth.RegisterRequest(
+        email="ada@example.com", password=STRONG_PASSWORD
+    ),
+    "nuell.auth.v1.AuthService/Login": auth.LoginRequest(
+        email="ada@example.com", password=STRONG_PASSWORD
+    ),
+    "nuell.auth.v1.AuthService/Refresh": auth.RefreshRequest(refresh_token="opaque"),
+    "nuell.auth.v1.AuthService/Logout": auth.LogoutRequest(refresh_token="opaque"),
+    "nuell.auth.v1.AuthService/ChangePassword": auth.ChangePasswordRequest(
+        current_password=STRONG_PASSWORD, new_password="Another-Horse-43"
+    ),
+    "nuell.users.v1.UserService/GetCurrentUser": users.GetCurrentUserRequest(),
+    "nuell.users.v1.UserService/GetUser": users.GetUserRequest(id=SOME_ID),
+    "nuell.users.v1.UserService/ListUsers": users.ListUsersRequest(page_size=10),
+    "nuell.users.v1.UserService/UpdateUser": users.UpdateUserRequest(
+        user=user_pb2.User(id=SOME_ID, display_name="Ada"),
+        update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+    ),
+    "nuell.users.v1.UserService/DeactivateUser": users.DeactivateUserRequest(id=SOME_ID),
+    "nuell.posts.v1.PostService/CreatePost": posts.CreatePostRequest(content="hello"),
+    "nuell.posts.v1.PostService/GetPost": posts.GetPostRequest(id=SOME_ID),
+    "nuell.posts.v1.PostService/ListPosts": posts.ListPostsRequest(page_size=10),
+    "nuell.posts.v1.PostService/UpdatePost": posts.UpdatePostRequest(
+        post=post_pb2.Post(id=SOME_ID, content="edited"),
+        update_mask=field_mask_pb2.FieldMask(paths=["content"]),
+    ),
+    "nuell.posts.v1.PostService/DeletePost": posts.DeletePostRequest(id=SOME_ID),
+    "nuell.compute.v1.ComputeService/Analyze": compute.AnalyzeRequest(text="hello world"),
+    "nuell.compute.v1.ComputeService/Compare": compute.CompareRequest(a="a b c", b="a b d"),
+    "nuell.compute.v1.ComputeService/FindNearDuplicates": compute.FindNearDuplicatesRequest(
+        documents=[compute.Document(id="1", text="a b c"), compute.Document(id="2", text="a b")],
+        threshold=0.5,
+    ),
+    "nuell.compute.v1.ComputeService/AnalyzeStream": compute.AnalyzeStreamRequest(
+        id="1", text="hello"
+    ),
+}
