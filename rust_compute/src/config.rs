@@ -1,0 +1,174 @@
+//! Process configuration: command-line flags, each with an environment
+//! variable fallback so the stack runner, compose and Kubernetes can set it
+//! without rewriting the command line. Flags win over the environment.
+//!
+//! Every value is checked here, once, at start-up: a bad value stops the
+//! process with one clear line instead of surfacing later as odd behaviour.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Longest accepted grace period. Orchestrators kill a pod that takes longer
+/// anyway (Kubernetes' default is 30 s); an hour-long value is a typo.
+const MAX_GRACE_SECONDS: u64 = 3600;
+
+/// Settings of one `rust_compute` process.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "rust_compute",
+    version,
+    about = "Nuell's text analytics gRPC service (nuell.compute.v1.ComputeService)"
+)]
+pub struct Config {
+    /// Address to listen on, as IP:port.
+    ///
+    /// Loopback by default because only py_gateway calls this service; it
+    /// is never exposed at the edge. Port 0 asks the OS for a free port; the
+    /// bound address is printed on stdout as `rust_compute listening on
+    /// <ip:port>` so tests and the stack runner can find it.
+    #[arg(long, env = "NUELL_COMPUTE_ADDR", default_value = "127.0.0.1:50052")]
+    pub addr: SocketAddr,
+
+    /// Seconds to let in-flight calls finish after SIGTERM or SIGINT.
+    ///
+    /// Health reports NOT_SERVING first so balancers stop sending work; calls
+    /// still running when the grace period ends are cut off so a stuck
+    /// stream cannot delay a deploy forever.
+    #[arg(
+        long,
+        env = "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_GRACE_SECONDS)
+    )]
+    pub shutdown_grace_seconds: u64,
+
+    /// Log filter in `RUST_LOG` syntax, e.g. `info` or `info,rust_compute=debug`.
+    ///
+    /// Logs are JSON lines on stderr, so stdout carries only the
+    /// `listening on` line that tools parse.
+    #[arg(
+        long,
+        env = "NUELL_COMPUTE_LOG_LEVEL",
+        default_value = "info",
+        value_parser = parse_log_filter
+    )]
+    pub log_level: String,
+}
+
+impl Config {
+    /// The grace period as a [`Duration`].
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+/// Accepts the filter only if `tracing_subscriber` can parse it, so a typo
+/// such as `info,foo=loud` is rejected at start-up rather than ignored.
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|error| error.to_string())
+}
+
+/// Turns a command-line error into one line: clap's own first line, without
+/// its usage block, naming the environment variable when that is where the
+/// bad value came from (clap's message names only the flag).
+pub fn usage_error_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let first = rendered
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match env_source(error) {
+        Some(var) => format!("{first} (value taken from {var}; see --help)"),
+        None => format!("{first} (see --help)"),
+    }
+}
+
+/// The environment variable that supplied the rejected value, if the flag
+/// itself was not on the command line.
+fn env_source(error: &clap::Error) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+
+    let Some(ContextValue::String(invalid)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let command = Config::command();
+    let arg = command.get_arguments().find(|arg| {
+        arg.get_long()
+            .is_some_and(|long| invalid.starts_with(&format!("--{long} ")))
+    })?;
+    let flag = format!("--{}", arg.get_long()?);
+    let flag_given = std::env::args_os().any(|given| {
+        given.to_str().is_some_and(|given| {
+            given == flag
+                || given
+                    .strip_prefix(&flag)
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
+    });
+    let var = arg.get_env()?.to_string_lossy().into_owned();
+    (!flag_given && std::env::var_os(&var).is_some()).then_some(var)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("rust_compute").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let config = parse(&[
+            "--addr",
+            "0.0.0.0:0",
+            "--shutdown-grace-seconds",
+            "3",
+            "--log-level",
+            "debug,h2=info",
+        ])
+        .expect("valid flags");
+        assert_eq!(config.addr, "0.0.0.0:0".parse().expect("addr"));
+        assert_eq!(config.shutdown_grace(), Duration::from_secs(3));
+        assert_eq!(config.log_level, "debug,h2=info");
+    }
+
+    #[test]
+    fn usage_errors_become_one_line() {
+        let error = parse(&["--addr", "nope"]).expect_err("invalid address");
+        let line = usage_error_line(&error);
+        assert!(!line.contains('\n'), "{line:?}");
+        assert!(
+            line.contains("'nope'") && line.contains("--addr"),
+            "{line:?}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for args in [
+            &["--addr", "localhost"][..],
+            &["--addr", "127.0.0.1:99999"],
+            &["--shutdown-grace-seconds", "-1"],
+            &["--shutdown-grace-seconds", "3601"],
+            &["--log-level", "info,foo=loud"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
+    }
+}

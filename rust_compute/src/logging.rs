@@ -1,0 +1,23 @@
+//! Structured logs: one JSON object per line on stderr.
+//!
+//! stderr because stdout is reserved for the single `listening on` line that
+//! tools parse; JSON because the stack runner and log collectors read it.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global JSON subscriber with `filter` (`RUST_LOG` syntax,
+/// already validated by [`Config`](crate::config::Config)).
+///
+/// Fails if the filter does not parse or a subscriber is already installed.
+pub fn init(filter: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tracing_subscriber::fmt()
+        .json()
+        // Fields at the top level, so `jq .addr` works on the listening line.
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(true)
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::builder().parse(filter)?)
+        .try_init()
+}

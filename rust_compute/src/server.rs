@@ -1,0 +1,199 @@
+//! Assembly and lifecycle: binds the port, mounts the compute service with
+//! health and reflection, announces the bound address, and shuts down
+//! gracefully on SIGTERM or SIGINT.
+//!
+//! Shutdown order: health turns NOT_SERVING (so balancers and the gateway
+//! stop routing here), the listener stops accepting, in-flight calls get
+//! the grace period to finish, and whatever is still running after it is
+//! cut off so a stuck stream cannot hold the process.
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+use crate::compute_service::ComputeService;
+use crate::config::Config;
+use crate::proto::{COMPUTE_SERVICE_NAME, FILE_DESCRIPTOR_SET};
+
+/// Why the server could not start or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another process holds the port; the message says what to do about it.
+    #[error(
+        "address {addr} is already in use: stop the process listening there, \
+         or pass a free address with --addr / NUELL_COMPUTE_ADDR (port 0 picks one)"
+    )]
+    AddrInUse {
+        /// The address that was asked for.
+        addr: SocketAddr,
+    },
+    /// Any other reason the address cannot be bound (not a local IP, a
+    /// privileged port, ...).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address that was asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// SIGTERM/SIGINT handlers could not be installed, so shutdown could not
+    /// be graceful; refusing to start is safer than ignoring signals.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] io::Error),
+    /// The embedded descriptor sets are unusable (a build problem).
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed while serving.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs the process until SIGTERM or SIGINT: binds `config.addr`, prints
+/// `rust_compute listening on <ip:port>` on stdout, serves, drains.
+pub async fn run(config: &Config) -> Result<(), ServeError> {
+    let listener = bind(config.addr).await?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    // Handlers go in before the announcement: a supervisor may signal as
+    // soon as it reads the line, and an unhandled SIGTERM kills abruptly.
+    let shutdown = shutdown_signal().map_err(ServeError::Signals)?;
+
+    info!(
+        addr = %addr,
+        version = env!("CARGO_PKG_VERSION"),
+        shutdown_grace_seconds = config.shutdown_grace_seconds,
+        "listening"
+    );
+    announce(addr);
+
+    serve(listener, config.shutdown_grace(), shutdown).await
+}
+
+/// Binds `addr`. Separate from [`serve`] so the caller learns the real
+/// address (port 0) before serving starts.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            ServeError::AddrInUse { addr }
+        } else {
+            ServeError::Bind { addr, source }
+        }
+    })
+}
+
+/// Serves every service on `listener` until `shutdown` resolves, then shuts
+/// down gracefully, giving in-flight calls at most `grace` to finish.
+///
+/// Connections that arrive before this is polled wait in the listen
+/// backlog, and health already says SERVING when they are accepted.
+pub async fn serve(
+    listener: TcpListener,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // The reporter starts with "" SERVING; the named service is added here.
+    health
+        .set_service_status(COMPUTE_SERVICE_NAME, ServingStatus::Serving)
+        .await;
+
+    let (stop_accepting, stop_accepting_rx) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(ComputeService::default().into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            // Err means the sender is gone, which only happens when this
+            // function is; stopping is right either way.
+            let _ = stop_accepting_rx.await;
+        });
+    let mut server = pin!(server);
+
+    tokio::select! {
+        result = &mut server => return result.map_err(ServeError::from),
+        () = shutdown => {}
+    }
+
+    report_not_serving(&health).await;
+    info!(grace_seconds = grace.as_secs(), "draining in-flight calls");
+    let _ = stop_accepting.send(());
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result?,
+        Err(_) => warn!(
+            grace_seconds = grace.as_secs(),
+            "grace period over; cutting off calls still in flight"
+        ),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// A reflection builder that knows every service this server mounts and
+/// the `google.rpc` types its error details use.
+///
+/// Both reflection versions register both reflection descriptors, so a
+/// `list` over either protocol shows the same complete set of services.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc error details, so grpcurl can render ErrorInfo/BadRequest.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+}
+
+async fn report_not_serving(health: &HealthReporter) {
+    for service in ["", COMPUTE_SERVICE_NAME] {
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+}
+
+/// Prints the one stdout line that tools parse to find the real port.
+fn announce(addr: SocketAddr) {
+    let mut stdout = io::stdout().lock();
+    // A closed stdout (the reader went away) must not stop the service.
+    let _ = writeln!(stdout, "rust_compute listening on {addr}").and_then(|()| stdout.flush());
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C), logging which one.
+#[cfg(unix)]
+fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        info!(signal = name, "shutdown requested");
+    })
+}
+
+/// Resolves on Ctrl-C, the only shutdown signal outside Unix.
+#[cfg(not(unix))]
+fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            info!(signal = "ctrl_c", "shutdown requested");
+        }
+    })
+}
