@@ -1,0 +1,136 @@
+# Nuell: `make help` lists every target. `make run` and `make test` are all
+# a newcomer needs; every target installs what it is missing first.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := proto/node_modules/.bin/buf
+CARGO ?= cargo
+CARGO_MANIFEST := --manifest-path rust_compute/Cargo.toml
+# Set to any buf input (e.g. '.git#tag=v1.0.0') to check breaking changes against it.
+BREAKING_AGAINST ?=
+COMPUTE_BIN := rust_compute/target/release/rust_compute
+
+PROTO_FILES := $(shell find proto/nuell proto/third_party -name '*.proto' 2>/dev/null)
+RUST_SOURCES := $(shell find rust_compute/src rust_compute/build.rs rust_compute/Cargo.toml rust_compute/Cargo.lock 2>/dev/null)
+PY_GEN_DIR := py_gateway/src
+PY_GEN_STAMP := $(PY_GEN_DIR)/nuell/.generated
+
+.PHONY: help
+help: ## List every target with what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# ---------------------------------------------------------------- toolchains
+
+$(VENV)/.installed: py_gateway/pyproject.toml py_gateway/constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11 (or set PYTHON=...)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c py_gateway/constraints.txt -e 'py_gateway[dev]'
+	touch $@
+
+proto/node_modules/.installed: proto/package.json proto/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm not found: install Node.js 20 with npm" >&2; exit 1; }
+	cd proto && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: deps
+deps: $(VENV)/.installed proto/node_modules/.installed ## Install the Python venv and the contract tools (buf)
+
+# ------------------------------------------------------------------- build
+
+$(PY_GEN_STAMP): $(PROTO_FILES) $(VENV)/.installed
+	rm -rf $(PY_GEN_DIR)/nuell $(PY_GEN_DIR)/buf
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iproto -Iproto/third_party \
+		--python_out=$(PY_GEN_DIR) --grpc_python_out=$(PY_GEN_DIR) \
+		--mypy_out=quiet:$(PY_GEN_DIR) --mypy_grpc_out=quiet:$(PY_GEN_DIR) \
+		$(patsubst proto/%,%,$(filter proto/nuell/%,$(PROTO_FILES))) buf/validate/validate.proto
+	touch $@
+
+.PHONY: gen
+gen: $(PY_GEN_STAMP) ## Generate the Python stubs (and type stubs) from proto/
+
+$(COMPUTE_BIN): $(RUST_SOURCES) $(PROTO_FILES)
+	@command -v $(CARGO) >/dev/null || { echo "make: cargo not found: install Rust (rustup) 1.95 or newer" >&2; exit 1; }
+	$(CARGO) build --release --locked $(CARGO_MANIFEST)
+
+.PHONY: build
+build: gen $(COMPUTE_BIN) ## Generate code and build rust_compute (release)
+
+# --------------------------------------------------------------------- run
+
+.PHONY: run
+run: build ## Run the whole stack: PostgreSQL (embedded unless DATABASE_URL), compute, gateway, Envoy
+	$(PY) deploy/local/run_stack.py
+
+.PHONY: migrate
+migrate: gen ## Apply database migrations (DATABASE_URL, else the embedded PostgreSQL under .data/)
+	$(PY) deploy/local/run_stack.py --migrate-only
+
+# -------------------------------------------------------------------- test
+
+.PHONY: test
+test: proto-check build test-rust test-python test-deploy ## Every test: contract, Rust, gateway, Envoy and the stack
+
+.PHONY: proto-check
+proto-check: proto/node_modules/.installed ## buf lint and buf breaking (against main, or the previous commit on main)
+	$(BUF) lint
+	@# On a branch, compare with main; on main itself (a clean clone of main
+	@# has nothing else), with the previous commit.
+	@if [ -n "$(BREAKING_AGAINST)" ]; then against="$(BREAKING_AGAINST)"; \
+	elif [ "$$(git rev-parse --abbrev-ref HEAD)" != main ] && git rev-parse -q --verify main >/dev/null; then \
+		against='.git#branch=main'; \
+	elif git rev-parse -q --verify HEAD~1 >/dev/null; then against='.git#ref=HEAD~1'; \
+	else echo "buf breaking: no earlier commit to compare with"; exit 0; fi; \
+	echo "$(BUF) breaking --against '$$against'"; \
+	$(BUF) breaking --against "$$against"
+
+.PHONY: test-rust
+test-rust: ## rust_compute's unit and black-box tests
+	$(CARGO) test --release --locked $(CARGO_MANIFEST)
+
+.PHONY: test-python
+test-python: gen ## py_gateway's tests (TEST_DATABASE_URL, else DATABASE_URL, else embedded PostgreSQL)
+	cd py_gateway && ../$(PY) -m pytest
+
+.PHONY: test-deploy
+test-deploy: build ## Envoy config validation and the real stack (grpcurl, gRPC-Web, runner)
+	$(PY) -m pytest deploy/tests
+
+# -------------------------------------------------------------------- lint
+
+.PHONY: lint
+lint: gen proto/node_modules/.installed ## buf lint, ruff, mypy, clippy (warnings are errors), rustfmt
+	$(BUF) lint
+	$(VENV)/bin/ruff check py_gateway deploy
+	$(VENV)/bin/ruff format --check py_gateway deploy
+	cd py_gateway && ../$(VENV)/bin/mypy
+	$(CARGO) clippy --locked --all-targets $(CARGO_MANIFEST) -- -D warnings
+	$(CARGO) fmt --check $(CARGO_MANIFEST)
+
+.PHONY: fmt
+fmt: $(VENV)/.installed ## Format Python and Rust sources in place
+	$(VENV)/bin/ruff format py_gateway deploy
+	$(VENV)/bin/ruff check --fix py_gateway deploy
+	$(CARGO) fmt $(CARGO_MANIFEST)
+
+# ------------------------------------------------------------------- bench
+
+.PHONY: bench
+bench: build ## Benchmarks that print figures (see bench/README.md)
+	$(PY) bench/run.py
+
+# ------------------------------------------------------------------- clean
+
+.PHONY: clean
+clean: ## Remove generated code and build output (keeps .data/ and the venv)
+	rm -rf $(PY_GEN_DIR)/nuell $(PY_GEN_DIR)/buf rust_compute/target
+
+.PHONY: distclean
+distclean: clean ## Also remove the venv, node_modules and local data under .data/
+	rm -rf $(VENV) proto/node_modules .data
