@@ -22,6 +22,10 @@ from nuell_gateway.server import Gateway
 from tests.utils.database import server_url, throwaway_database
 
 
+# Two keys: the first signs, the second is still accepted (rotation).
+TEST_JWT_KEYS = "k2026:" + "s" * 40 + ",k2025:" + "o" * 40
+
+
 @pytest.fixture(scope="session")
 def database_server(tmp_path_factory: pytest.TempPathFactory) -> URL:
     return server_url(tmp_path_factory.mktemp("db"))
@@ -42,6 +46,7 @@ def make_settings(database_url: URL, **overrides: object) -> Settings:
         "DATABASE_URL": database_url.render_as_string(hide_password=False),
         "gateway_addr": "127.0.0.1:0",
         "shutdown_grace_seconds": 2.0,
+        "jwt_keys": TEST_JWT_KEYS,
     }
     values.update(overrides)
     return Settings.model_validate(values)

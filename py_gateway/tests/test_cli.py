@@ -15,12 +15,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import URL
 
+from tests.conftest import TEST_JWT_KEYS
 from tests.utils.database import throwaway_database
 
 
 def _env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUELL_")}
     env.pop("DATABASE_URL", None)
+    env["NUELL_JWT_KEYS"] = TEST_JWT_KEYS
     env.update(overrides)
     return env
 

@@ -6,31 +6,50 @@ import pytest
 from pydantic import ValidationError
 
 from nuell_gateway.config import Settings
+from tests.conftest import TEST_JWT_KEYS
+
+BASE = {"DATABASE_URL": "postgresql://u@h/db", "jwt_keys": TEST_JWT_KEYS}
 
 
-def test_defaults_match_the_documented_ports() -> None:
-    settings = Settings.model_validate({"DATABASE_URL": "postgresql://u@h/db"})
+def test_defaults_match_the_documented_ports_and_owasp_minimums() -> None:
+    settings = Settings.model_validate(BASE)
     assert settings.gateway_addr == "127.0.0.1:50051"
     assert settings.compute_target == "127.0.0.1:50052"
+    assert (settings.argon2_memory_kib, settings.argon2_time_cost) == (19456, 2)
+    assert settings.access_token_ttl_seconds == 1800
 
 
-def test_the_database_password_never_shows() -> None:
-    settings = Settings.model_validate({"DATABASE_URL": "postgresql://u:topsecret@h/db"})
-    assert "topsecret" not in repr(settings)
-    assert "topsecret" not in str(settings.model_dump())
+def test_secrets_never_show() -> None:
+    settings = Settings.model_validate(
+        {"DATABASE_URL": "postgresql://u:topsecret@h/db", "jwt_keys": "a:" + "q" * 40}
+    )
+    for text in (repr(settings), str(settings.model_dump())):
+        assert "topsecret" not in text
+        assert "q" * 40 not in text
     assert settings.sqlalchemy_url.drivername == "postgresql+psycopg"
+
+
+def test_signing_keys_keep_their_order() -> None:
+    settings = Settings.model_validate(BASE)
+    assert list(settings.signing_keys) == ["k2026", "k2025"]
 
 
 @pytest.mark.parametrize(
     "bad",
     [
         {"DATABASE_URL": "sqlite:///x.db"},
-        {"DATABASE_URL": "postgresql://u@h/db", "gateway_addr": "no-port"},
-        {"DATABASE_URL": "postgresql://u@h/db", "shutdown_grace_seconds": 0},
-        {"DATABASE_URL": "postgresql://u@h/db", "db_pool_size": 0},
-        {"DATABASE_URL": "postgresql://u@h/db", "log_level": "LOUD"},
+        {"gateway_addr": "no-port"},
+        {"shutdown_grace_seconds": 0},
+        {"db_pool_size": 0},
+        {"log_level": "LOUD"},
+        {"jwt_keys": "short:tooshort"},
+        {"jwt_keys": "no-separator" + "x" * 40},
+        {"jwt_keys": "a:" + "x" * 40 + ",a:" + "y" * 40},
+        {"argon2_memory_kib": 8192},
+        {"argon2_time_cost": 1},
     ],
 )
 def test_invalid_settings_are_refused(bad: dict[str, object]) -> None:
-    with pytest.raises(ValidationError):
-        Settings.model_validate(bad)
+    with pytest.raises(ValidationError) as caught:
+        Settings.model_validate({**BASE, **bad})
+    assert "x" * 40 not in str(caught.value.errors(include_input=False))

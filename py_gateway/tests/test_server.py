@@ -16,6 +16,7 @@ from nuell_gateway.server import Gateway
 from nuell_gateway.services import SERVICES
 from nuell_gateway.services.users import UserService
 from tests.conftest import make_settings
+from tests.utils.factories import bearer, make_user
 from tests.utils.rpc import call_any, contract_methods, error_details, method_path
 from tests.utils.samples import VALID_REQUESTS
 
@@ -72,13 +73,27 @@ def test_every_contract_rpc_has_a_sample_request() -> None:
     assert {method_path(m).lstrip("/") for m in contract_methods()} == set(VALID_REQUESTS)
 
 
-@pytest.mark.parametrize("path", sorted(VALID_REQUESTS))
+# Contract RPCs whose implementation has not landed yet.
+NOT_YET_SERVED = sorted(
+    path
+    for path in VALID_REQUESTS
+    if path.startswith(("nuell.posts.v1.", "nuell.compute.v1."))
+)
+
+
+@pytest.mark.parametrize("path", NOT_YET_SERVED)
 async def test_unserved_rpcs_answer_unimplemented_with_reason(
-    channel: grpc.aio.Channel, path: str
+    gateway: Gateway, channel: grpc.aio.Channel, path: str
 ) -> None:
+    user = await make_user(gateway.resources.sessions)
     method = next(m for m in contract_methods() if method_path(m) == f"/{path}")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call_any(channel, method, VALID_REQUESTS[path])
+        await call_any(
+            channel,
+            method,
+            VALID_REQUESTS[path],
+            metadata=bearer(gateway.resources.access_tokens, user),
+        )
     details = error_details(caught.value)
     assert details.code == grpc.StatusCode.UNIMPLEMENTED
     assert details.error_info is not None
@@ -86,7 +101,7 @@ async def test_unserved_rpcs_answer_unimplemented_with_reason(
     assert path in details.message
 
 
-async def test_invalid_request_lists_every_violation_before_any_work(
+async def test_invalid_request_lists_every_violation(
     channel: grpc.aio.Channel,
 ) -> None:
     auth = auth_service_pb2_grpc.AuthServiceStub(channel)
@@ -105,14 +120,17 @@ async def test_invalid_request_lists_every_violation_before_any_work(
     }
 
 
-async def test_violation_paths_name_nested_fields(channel: grpc.aio.Channel) -> None:
+async def test_violation_paths_name_nested_fields(
+    gateway: Gateway, channel: grpc.aio.Channel
+) -> None:
+    user = await make_user(gateway.resources.sessions)
     update = channel.unary_unary(
         "/nuell.users.v1.UserService/UpdateUser",
         request_serializer=user_service_pb2.UpdateUserRequest.SerializeToString,
     )
     request = user_service_pb2.UpdateUserRequest(user=user_pb2.User(id="not-a-uuid"))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await update(request)
+        await update(request, metadata=bearer(gateway.resources.access_tokens, user))
     details = error_details(caught.value)
     assert {(v.field, v.reason) for v in details.violations} == {
         ("user.id", "string.uuid"),
@@ -120,6 +138,7 @@ async def test_violation_paths_name_nested_fields(channel: grpc.aio.Channel) -> 
     }
 
 
+@pytest.mark.usefixtures("empty_tables")
 async def test_shutdown_goes_not_serving_then_drains_in_flight_calls(
     database_url: URL, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,6 +153,7 @@ async def test_shutdown_goes_not_serving_then_drains_in_flight_calls(
 
     monkeypatch.setattr(UserService, "GetCurrentUser", slow_get_current_user)
     gateway = await Gateway.start(make_settings(database_url, shutdown_grace_seconds=5))
+    me = bearer(gateway.resources.access_tokens, await make_user(gateway.resources.sessions))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
@@ -143,7 +163,9 @@ async def test_shutdown_goes_not_serving_then_drains_in_flight_calls(
             request_serializer=user_service_pb2.GetCurrentUserRequest.SerializeToString,
             response_deserializer=user_service_pb2.GetCurrentUserResponse.FromString,
         )
-        in_flight = asyncio.ensure_future(get_me(user_service_pb2.GetCurrentUserRequest()))
+        in_flight = asyncio.ensure_future(
+            get_me(user_service_pb2.GetCurrentUserRequest(), metadata=me)
+        )
         await started.wait()
 
         stopping = asyncio.ensure_future(gateway.stop())
@@ -151,7 +173,7 @@ async def test_shutdown_goes_not_serving_then_drains_in_flight_calls(
         reply = await in_flight
         assert reply.user.email == "a@b.co"
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await get_me(user_service_pb2.GetCurrentUserRequest(), timeout=2)
+            await get_me(user_service_pb2.GetCurrentUserRequest(), metadata=me, timeout=2)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         watch.cancel()
         await stopping

@@ -6,6 +6,7 @@ never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from typing import Annotated
 
@@ -13,6 +14,9 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+# HS256 keys shorter than the hash output weaken it (RFC 7518, section 3.2).
+MIN_SIGNING_KEY_BYTES = 32
 
 HostPort = Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")]
 
@@ -42,6 +46,33 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
+    # Tokens (see docs/security.md for key rotation).
+    jwt_keys: SecretStr = Field(
+        description=(
+            "Access-token signing keys as `kid:secret` pairs separated by commas; the first "
+            "signs, all verify. Each secret is at least 32 bytes."
+        ),
+    )
+    jwt_issuer: str = Field(default="nuell", min_length=1)
+    jwt_audience: str = Field(default="nuell-api", min_length=1)
+    access_token_ttl_seconds: int = Field(default=1800, ge=60, le=86400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=3600, le=365 * 86400)
+
+    # Argon2id; the defaults are OWASP's minimum, and lower values are refused.
+    argon2_memory_kib: int = Field(default=19456, ge=19456, le=4 * 1024 * 1024)
+    argon2_time_cost: int = Field(default=2, ge=2, le=20)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    password_hash_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=64,
+        description="Threads hashing passwords in parallel (argon2 releases the GIL).",
+    )
+
+    # First start: create this admin when no admin exists yet (see README).
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_password: SecretStr | None = None
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: SecretStr) -> SecretStr:
@@ -53,11 +84,37 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
+    @field_validator("jwt_keys")
+    @classmethod
+    def _jwt_keys_are_well_formed(cls, value: SecretStr) -> SecretStr:
+        parse_signing_keys(value)
+        return value
+
+    @cached_property
+    def signing_keys(self) -> dict[str, bytes]:
+        """Key id to secret, in configuration order (the first signs)."""
+        return parse_signing_keys(self.jwt_keys)
+
     @cached_property
     def sqlalchemy_url(self) -> URL:
         """The database URL with the async psycopg 3 driver selected."""
         url = make_url(self.database_url.get_secret_value())
         return url.set(drivername="postgresql+psycopg")
+
+
+def parse_signing_keys(value: SecretStr) -> dict[str, bytes]:
+    """Parse `kid:secret,kid:secret`; errors never quote a secret."""
+    keys: dict[str, bytes] = {}
+    for position, pair in enumerate(value.get_secret_value().split(","), start=1):
+        kid, sep, secret = pair.strip().partition(":")
+        if not sep or not kid or not secret:
+            raise ValueError(f"key {position} is not of the form kid:secret")
+        if kid in keys:
+            raise ValueError(f"key id {kid!r} appears twice")
+        if len(secret.encode()) < MIN_SIGNING_KEY_BYTES:
+            raise ValueError(f"key {kid!r} is shorter than {MIN_SIGNING_KEY_BYTES} bytes")
+        keys[kid] = secret.encode()
+    return keys
 
 
 def load_settings() -> Settings:

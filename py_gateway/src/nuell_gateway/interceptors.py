@@ -1,44 +1,68 @@
 """The call boundary every Nuell RPC passes through.
 
-One interceptor wraps each handler so that, in one place and for every RPC:
-the request (each message, for streams) is validated against the proto's
-rules before any work; `DomainError`s become statuses with details; a
-contract RPC with no implementation yet answers UNIMPLEMENTED; and anything
-unexpected is logged with its stack and answered INTERNAL without detail.
-Health and reflection pass through untouched.
+One interceptor wraps each handler so that, in one place and for every RPC,
+in this order: the access token is verified and the caller loaded (once per
+call, into a ContextVar); the RPC's required scope from `authz.POLICIES` is
+checked; the request (each message, for streams) is validated against the
+proto's rules; then the servicer runs. `DomainError`s become statuses with
+details; an unreachable database is UNAVAILABLE; a contract RPC with no
+implementation yet is UNIMPLEMENTED; anything else is logged with its stack
+and answered INTERNAL without detail. Health and reflection pass through.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 from grpc_status import rpc_status
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
 
-from nuell_gateway.errors import DomainError, Unimplemented, internal_error_status
+from nuell_gateway.authz import POLICIES, ROLE_SCOPES, Caller, Role, set_caller
+from nuell_gateway.db.models import User
+from nuell_gateway.errors import (
+    DomainError,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    internal_error_status,
+)
+from nuell_gateway.resources import Resources
+from nuell_gateway.security.tokens import InvalidTokenError
 from nuell_gateway.validation import validate_request
 
 logger = logging.getLogger(__name__)
 
 # Only the contract's services get the boundary; health and reflection are
-# grpc's own and validate nothing of ours.
+# grpc's own.
 _NUELL_PREFIX = "/nuell."
+
+# Failures of the database connection (not of a query): retryable.
+_DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+def _status_for(exc: BaseException, method: str) -> Any:
+    if isinstance(exc, NotImplementedError):
+        exc = Unimplemented(f"{method.lstrip('/')} is not implemented yet")
+    elif isinstance(exc, _DATABASE_DOWN):
+        logger.warning("database unavailable in %s: %s", method, type(exc).__name__)
+        exc = Unavailable("the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE")
+    if isinstance(exc, DomainError):
+        return exc.to_rpc_status()
+    logger.error("unexpected error in %s", method, exc_info=exc, extra={"method": method})
+    return internal_error_status()
 
 
 async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
     """Answer the call with the status `exc` stands for (always raises)."""
-    if isinstance(exc, NotImplementedError):
-        exc = Unimplemented(f"{method.lstrip('/')} is not implemented yet")
-    if isinstance(exc, DomainError):
-        status = exc.to_rpc_status()
-    else:
-        logger.error("unexpected error in %s", method, exc_info=exc, extra={"method": method})
-        status = internal_error_status()
-    await context.abort_with_status(rpc_status.to_status(status))
+    await context.abort_with_status(rpc_status.to_status(_status_for(exc, method)))
 
 
 async def _validated(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
@@ -52,79 +76,24 @@ async def _resolve(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        inner_uu: Callable[..., Awaitable[Message]] = handler.unary_unary
-
-        async def unary_unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
-            try:
-                validate_request(request)
-                return await _resolve(inner_uu(request, context))  # type: ignore[no-any-return]
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                await _abort_for(exc, method, context)
-                raise  # unreachable: abort raises
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
-
-    if handler.stream_unary:
-        inner_su: Callable[..., Awaitable[Message]] = handler.stream_unary
-
-        async def stream_unary(
-            requests: AsyncIterator[Message], context: grpc.aio.ServicerContext
-        ) -> Message:
-            try:
-                return await _resolve(inner_su(_validated(requests), context))  # type: ignore[no-any-return]
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                await _abort_for(exc, method, context)
-                raise
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
-
-    def streaming(
-        call: Callable[[Any, grpc.aio.ServicerContext], Any],
-    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Message]]:
-        # grpc.aio picks the streaming mode by asking whether the handler is
-        # an async generator function, so the wrapper must be one.
-        async def handler(
-            request: Any, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Message]:
-            try:
-                async for response in await _resolve(call(request, context)):
-                    yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                await _abort_for(exc, method, context)
-
-        return handler
-
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        def unary_stream(request: Message, context: grpc.aio.ServicerContext) -> Any:
-            validate_request(request)
-            return inner_us(request, context)
-
-        return grpc.unary_stream_rpc_method_handler(streaming(unary_stream), **serializers)
-
-    inner_ss = handler.stream_stream
-
-    def stream_stream(requests: AsyncIterator[Message], context: grpc.aio.ServicerContext) -> Any:
-        return inner_ss(_validated(requests), context)
-
-    return grpc.stream_stream_rpc_method_handler(streaming(stream_stream), **serializers)
+def _bearer_token(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated(
+                    "the authorization header must be `Bearer <access token>`",
+                    reason="INVALID_TOKEN",
+                )
+            return token.strip()
+    raise Unauthenticated("this call needs an access token", reason="MISSING_TOKEN")
 
 
 class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Validates, translates errors and hides bugs for every Nuell RPC."""
+    """Authenticates, authorizes, validates and translates errors for every Nuell RPC."""
+
+    def __init__(self, resources: Resources) -> None:
+        self._resources = resources
 
     async def intercept_service(
         self,
@@ -135,4 +104,118 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         if handler is None or not method.startswith(_NUELL_PREFIX):
             return handler
-        return _wrap(handler, method)
+        return self._wrap(handler, method)
+
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        """Authenticate and check the RPC's scope; sets the caller for this call."""
+        policy = POLICIES.get(method)
+        if policy is None:  # deny by default: an RPC nobody classified
+            raise PermissionDenied("this call is not allowed", reason="NO_POLICY")
+        if policy.scope is None:
+            set_caller(None)
+            return
+        caller = await self._authenticate(_bearer_token(context))
+        set_caller(caller)
+        caller.require(policy.scope)
+
+    async def _authenticate(self, token: str) -> Caller:
+        try:
+            claims = self._resources.access_tokens.verify(token)
+        except InvalidTokenError as exc:
+            logger.info("rejected access token", extra={"why": str(exc)})
+            raise Unauthenticated(
+                "the access token is invalid or expired", reason="INVALID_TOKEN"
+            ) from None
+        # The account's current state, not the token's: a deactivation or a
+        # demotion takes effect on the next call.
+        async with self._resources.sessions() as session:
+            row = (
+                await session.execute(
+                    select(User.role, User.is_active).where(User.id == claims.user_id)
+                )
+            ).first()
+        if row is None or not row.is_active:
+            raise Unauthenticated("the account is not active", reason="ACCOUNT_INACTIVE")
+        role = Role(row.role)
+        return Caller(
+            user_id=uuid.UUID(str(claims.user_id)),
+            role=role,
+            scopes=claims.scopes & ROLE_SCOPES[role],
+        )
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        admit = self._admit
+
+        if handler.unary_unary:
+            inner_uu: Callable[..., Awaitable[Message]] = handler.unary_unary
+
+            async def unary_unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
+                try:
+                    await admit(method, context)
+                    validate_request(request)
+                    return await _resolve(inner_uu(request, context))  # type: ignore[no-any-return]
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort_for(exc, method, context)
+                    raise  # unreachable: abort raises
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
+
+        if handler.stream_unary:
+            inner_su: Callable[..., Awaitable[Message]] = handler.stream_unary
+
+            async def stream_unary(
+                requests: AsyncIterator[Message], context: grpc.aio.ServicerContext
+            ) -> Message:
+                try:
+                    await admit(method, context)
+                    return await _resolve(inner_su(_validated(requests), context))  # type: ignore[no-any-return]
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort_for(exc, method, context)
+                    raise
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
+
+        def streaming(
+            call: Callable[[Any, grpc.aio.ServicerContext], Any],
+        ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Message]]:
+            # grpc.aio picks the streaming mode by asking whether the handler
+            # is an async generator function, so the wrapper must be one.
+            async def handler(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Message]:
+                try:
+                    await admit(method, context)
+                    async for response in await _resolve(call(request, context)):
+                        yield response
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort_for(exc, method, context)
+
+            return handler
+
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            def unary_stream(request: Message, context: grpc.aio.ServicerContext) -> Any:
+                validate_request(request)
+                return inner_us(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(streaming(unary_stream), **serializers)
+
+        inner_ss = handler.stream_stream
+
+        def stream_stream(
+            requests: AsyncIterator[Message], context: grpc.aio.ServicerContext
+        ) -> Any:
+            return inner_ss(_validated(requests), context)
+
+        return grpc.stream_stream_rpc_method_handler(streaming(stream_stream), **serializers)

@@ -20,8 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from sqlalchemy.exc import DBAPIError
 
+from nuell_gateway.bootstrap import bootstrap_admin_from_settings
 from nuell_gateway.config import Settings
-from nuell_gateway.db.engine import create_engine, create_session_factory, unreachable_message
+from nuell_gateway.db.engine import create_engine, unreachable_message
 from nuell_gateway.db.schema import ensure_schema_current
 from nuell_gateway.interceptors import CallBoundary
 from nuell_gateway.reflection import enable_reflection
@@ -75,11 +76,14 @@ class Gateway:
         except Exception:
             await engine.dispose()
             raise
-        resources = Resources(
-            settings=settings, engine=engine, sessions=create_session_factory(engine)
-        )
+        resources = Resources.build(settings, engine)
+        try:
+            await bootstrap_admin_from_settings(resources)
+        except Exception:
+            await resources.close()
+            raise
 
-        server = grpc.aio.server(interceptors=[CallBoundary()], options=SERVER_OPTIONS)
+        server = grpc.aio.server(interceptors=[CallBoundary(resources)], options=SERVER_OPTIONS)
         service_names = mount_services(server, resources)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -88,7 +92,7 @@ class Gateway:
             _check_bindable(settings.gateway_addr)
             port = server.add_insecure_port(settings.gateway_addr)
         except (OSError, RuntimeError):
-            await engine.dispose()
+            await resources.close()
             raise StartupError(
                 f"cannot listen on {settings.gateway_addr}: the port is in use or the address "
                 "is not local; stop the other process or set NUELL_GATEWAY_ADDR"
@@ -102,7 +106,7 @@ class Gateway:
         """NOT_SERVING, stop accepting, drain in-flight calls, close the pool."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.resources.settings.shutdown_grace_seconds)
-        await self.resources.engine.dispose()
+        await self.resources.close()
 
 
 async def serve(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -57,19 +58,20 @@ async def call_any(
     channel: grpc.aio.Channel,
     method: MethodDescriptor,
     request: Message,
-    timeout: float = 5,  # noqa: ASYNC109 - a gRPC deadline
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> object:
     """Call any RPC by descriptor; streams send the one request and drain replies."""
     path = method_path(method)
     serialize = type(request).SerializeToString
+    options: dict[str, Any] = {"metadata": metadata, "timeout": 10}
     if method.client_streaming and method.server_streaming:
         stream = channel.stream_stream(path, request_serializer=serialize)
-        return [reply async for reply in stream(iter([request]), timeout=timeout)]
+        return [reply async for reply in stream(iter([request]), **options)]
     if method.client_streaming:
         return await channel.stream_unary(path, request_serializer=serialize)(
-            iter([request]), timeout=timeout
+            iter([request]), **options
         )
     if method.server_streaming:
         stream = channel.unary_stream(path, request_serializer=serialize)
-        return [reply async for reply in stream(request, timeout=timeout)]
-    return await channel.unary_unary(path, request_serializer=serialize)(request, timeout=timeout)
+        return [reply async for reply in stream(request, **options)]
+    return await channel.unary_unary(path, request_serializer=serialize)(request, **options)

@@ -1,0 +1,127 @@
+"""Who may call what: the one table of required scopes, and ownership rules.
+
+Every RPC of the contract has exactly one entry in `POLICIES` (a test
+enforces it, and an RPC missing from it is refused). The call boundary
+checks the scope before any work; servicers apply the ownership rules
+below once they know whose resource it is. The authenticated caller
+travels in a `ContextVar`, set by the boundary, read with `caller()`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+from enum import StrEnum
+
+from nuell_gateway.errors import PermissionDenied, Unauthenticated
+
+
+class Scope(StrEnum):
+    """Permissions an access token can carry."""
+
+    PROFILE = "profile"
+    POSTS = "posts"
+    COMPUTE = "compute"
+    USERS_ADMIN = "users:admin"
+    POSTS_MODERATE = "posts:moderate"
+
+
+class Role(StrEnum):
+    """Account roles as stored in `users.role`."""
+
+    USER = "user"
+    ADMIN = "admin"
+
+
+ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
+    Role.USER: frozenset({Scope.PROFILE, Scope.POSTS, Scope.COMPUTE}),
+    Role.ADMIN: frozenset(Scope),
+}
+
+
+def scope_string(role: Role) -> str:
+    """The space-separated `scope` claim for `role`, in a stable order."""
+    return " ".join(sorted(ROLE_SCOPES[role]))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What an RPC requires: nothing (`public`) or one scope."""
+
+    scope: Scope | None
+
+    @property
+    def public(self) -> bool:
+        return self.scope is None
+
+
+PUBLIC = Policy(scope=None)
+
+POLICIES: dict[str, Policy] = {
+    "/nuell.auth.v1.AuthService/Register": PUBLIC,
+    "/nuell.auth.v1.AuthService/Login": PUBLIC,
+    "/nuell.auth.v1.AuthService/Refresh": PUBLIC,
+    "/nuell.auth.v1.AuthService/Logout": PUBLIC,
+    "/nuell.auth.v1.AuthService/ChangePassword": Policy(Scope.PROFILE),
+    "/nuell.users.v1.UserService/GetCurrentUser": Policy(Scope.PROFILE),
+    # Own account with `profile`; anyone's with `users:admin` (ownership below).
+    "/nuell.users.v1.UserService/GetUser": Policy(Scope.PROFILE),
+    "/nuell.users.v1.UserService/ListUsers": Policy(Scope.USERS_ADMIN),
+    # Own `display_name` with `profile`; role and is_active with `users:admin`.
+    "/nuell.users.v1.UserService/UpdateUser": Policy(Scope.PROFILE),
+    "/nuell.users.v1.UserService/DeactivateUser": Policy(Scope.USERS_ADMIN),
+    "/nuell.posts.v1.PostService/CreatePost": Policy(Scope.POSTS),
+    "/nuell.posts.v1.PostService/GetPost": Policy(Scope.POSTS),
+    "/nuell.posts.v1.PostService/ListPosts": Policy(Scope.POSTS),
+    # The author with `posts`; anyone's with `posts:moderate`.
+    "/nuell.posts.v1.PostService/UpdatePost": Policy(Scope.POSTS),
+    "/nuell.posts.v1.PostService/DeletePost": Policy(Scope.POSTS),
+    "/nuell.compute.v1.ComputeService/Analyze": Policy(Scope.COMPUTE),
+    "/nuell.compute.v1.ComputeService/Compare": Policy(Scope.COMPUTE),
+    "/nuell.compute.v1.ComputeService/FindNearDuplicates": Policy(Scope.COMPUTE),
+    "/nuell.compute.v1.ComputeService/AnalyzeStream": Policy(Scope.COMPUTE),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated account behind the current call."""
+
+    user_id: uuid.UUID
+    role: Role
+    # The token's scopes narrowed to what the account's current role allows,
+    # so a demotion takes effect before old tokens expire.
+    scopes: frozenset[str]
+
+    def has(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+    def require(self, scope: Scope) -> None:
+        if not self.has(scope):
+            raise PermissionDenied(
+                f"this call needs the `{scope}` scope",
+                reason="MISSING_SCOPE",
+                metadata={"scope": str(scope)},
+            )
+
+    def require_self_or(self, owner_id: uuid.UUID, override: Scope) -> None:
+        """Allow the owner, or a caller holding `override` (an admin scope)."""
+        if owner_id != self.user_id:
+            self.require(override)
+
+
+_current_caller: ContextVar[Caller | None] = ContextVar("nuell_caller", default=None)
+
+
+def caller() -> Caller:
+    """The authenticated caller; only public RPCs run without one."""
+    current = _current_caller.get()
+    if current is None:
+        raise Unauthenticated("this call needs an access token", reason="MISSING_TOKEN")
+    return current
+
+
+def set_caller(value: Caller | None) -> None:
+    """Used by the call boundary alone, once per call (each call has its own context)."""
+    _current_caller.set(value)

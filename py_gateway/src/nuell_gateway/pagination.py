@@ -1,0 +1,76 @@
+"""Opaque, tamper-evident page tokens for keyset pagination (AIP-158).
+
+A token is `base64url(json) "." base64url(hmac)`: the JSON holds the last
+row's sort key and a fingerprint of the request's filters, the HMAC (keyed
+from the token signing keys) makes any edit detectable. A malformed,
+tampered or foreign token is INVALID_ARGUMENT on `page_token`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from nuell_gateway.errors import FieldViolation, InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+
+
+def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE) -> int:
+    """0 means the default; anything above the maximum is the maximum (AIP-158)."""
+    return min(requested or default, MAX_PAGE_SIZE)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class PageTokens:
+    """Signs cursors with the first key and accepts any configured key."""
+
+    def __init__(self, signing_keys: Iterable[bytes]) -> None:
+        # Derived, so page tokens and access tokens never share a MAC key.
+        self._keys = [hashlib.sha256(b"nuell page token\0" + key).digest() for key in signing_keys]
+
+    def encode(self, cursor: dict[str, Any], *, scope: str) -> str:
+        payload = json.dumps({"c": cursor, "s": scope}, separators=(",", ":")).encode()
+        mac = hmac.new(self._keys[0], payload, hashlib.sha256).digest()
+        return f"{_b64(payload)}.{_b64(mac)}"
+
+    def decode(self, token: str, *, scope: str) -> dict[str, Any]:
+        """The cursor inside `token`, which must have been issued for `scope`."""
+        try:
+            payload_part, mac_part = token.split(".")
+            payload, mac = _unb64(payload_part), _unb64(mac_part)
+            if not any(
+                hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest())
+                for key in self._keys
+            ):
+                raise ValueError("bad signature")
+            content = json.loads(payload)
+            if content["s"] != scope or not isinstance(content["c"], dict):
+                raise ValueError("issued for another request")
+            cursor: dict[str, Any] = content["c"]
+            return cursor
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise InvalidArgument(
+                "page_token is not a token this request issued",
+                reason="INVALID_PAGE_TOKEN",
+                violations=[
+                    FieldViolation(
+                        field="page_token",
+                        description="not a page token from a previous call with the same filters",
+                        reason="INVALID_PAGE_TOKEN",
+                    )
+                ],
+            ) from None

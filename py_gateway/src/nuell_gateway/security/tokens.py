@@ -1,0 +1,120 @@
+"""Access tokens (JWT, HS256) and opaque refresh tokens.
+
+Access tokens carry `sub`, `exp`, `iat`, `nbf`, `jti`, `iss`, `aud` and
+`scope`, and name their signing key in the `kid` header. Verification pins
+HS256 (so `alg: none` and algorithm switching fail), accepts every
+configured key (so keys can rotate, see docs/security.md) and requires every
+claim. Refresh tokens are random strings; only their SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from nuell_gateway.config import Settings
+
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["sub", "exp", "iat", "nbf", "jti", "iss", "aud", "scope"]
+# Tolerated clock difference between the issuing and the verifying process.
+LEEWAY_SECONDS = 5
+
+
+class InvalidTokenError(Exception):
+    """The access token cannot be trusted; the message is for logs only."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """What a verified access token says."""
+
+    user_id: uuid.UUID
+    scopes: frozenset[str]
+    token_id: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedAccessToken:
+    token: str
+    expires_in: int
+
+
+class AccessTokens:
+    """Issues and verifies access tokens with the configured keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._keys = settings.signing_keys
+        self._signing_kid = next(iter(self._keys))
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._ttl = settings.access_token_ttl_seconds
+
+    def issue(self, *, user_id: uuid.UUID, scopes: str) -> IssuedAccessToken:
+        now = int(time.time())
+        claims = {
+            "sub": str(user_id),
+            "iat": now,
+            "nbf": now,
+            "exp": now + self._ttl,
+            "jti": uuid.uuid4().hex,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "scope": scopes,
+        }
+        token = jwt.encode(
+            claims,
+            self._keys[self._signing_kid],
+            algorithm=ALGORITHM,
+            headers={"kid": self._signing_kid},
+        )
+        return IssuedAccessToken(token=token, expires_in=self._ttl)
+
+    def verify(self, token: str) -> AccessClaims:
+        """The token's claims, or `InvalidTokenError` for any doubt at all."""
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.get(str(header.get("kid", "")))
+            if key is None:
+                raise InvalidTokenError("unknown key id")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": REQUIRED_CLAIMS, "strict_aud": True},
+            )
+            return AccessClaims(
+                user_id=uuid.UUID(str(claims["sub"])),
+                scopes=frozenset(str(claims["scope"]).split()),
+                token_id=str(claims["jti"]),
+                expires_at=int(claims["exp"]),
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise InvalidTokenError(type(exc).__name__) from None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRefreshToken:
+    """A refresh token: the value for the client and the digest to store."""
+
+    value: str
+    digest: bytes
+
+
+def new_refresh_token() -> NewRefreshToken:
+    """256 bits from the OS CSPRNG; only the digest is ever stored."""
+    value = secrets.token_urlsafe(32)
+    return NewRefreshToken(value=value, digest=refresh_token_digest(value))
+
+
+def refresh_token_digest(value: str) -> bytes:
+    """SHA-256 suffices: the token is random, so there is nothing to brute-force."""
+    return hashlib.sha256(value.encode()).digest()

@@ -1,0 +1,67 @@
+"""Users and their credentials, made straight in the database for test setup.
+
+Hashing once per password keeps setup fast; the hashes are real Argon2id
+with the gateway's default parameters, so Login works against them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from functools import cache
+
+import argon2
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from uuid_utils.compat import uuid7
+
+from nuell_gateway.authz import Role, scope_string
+from nuell_gateway.db.models import User
+from nuell_gateway.security.tokens import AccessTokens
+from tests.utils.samples import STRONG_PASSWORD
+
+
+@cache
+def hash_of(password: str) -> str:
+    return argon2.PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1).hash(password)
+
+
+@dataclass(frozen=True)
+class TestUser:
+    """A user row plus what a client would hold."""
+
+    __test__ = False  # not a pytest test class
+
+    id: uuid.UUID
+    email: str
+    password: str
+    role: Role
+
+
+async def make_user(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    email: str | None = None,
+    role: Role = Role.USER,
+    password: str = STRONG_PASSWORD,
+    is_active: bool = True,
+    hashed_password: str | None = None,
+) -> TestUser:
+    user_id = uuid7()
+    email = email or f"user-{user_id.hex[-12:]}@example.com"
+    async with sessions.begin() as session:
+        session.add(
+            User(
+                id=user_id,
+                email=email,
+                hashed_password=hashed_password or hash_of(password),
+                role=str(role),
+                is_active=is_active,
+            )
+        )
+    return TestUser(id=user_id, email=email, password=password, role=role)
+
+
+def bearer(tokens: AccessTokens, user: TestUser) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying a fresh, valid access token for `user`."""
+    token = tokens.issue(user_id=user.id, scopes=scope_string(user.role)).token
+    return (("authorization", f"Bearer {token}"),)

@@ -1,0 +1,18 @@
+"""Whole-database snapshots, to prove a rejected request changed nothing."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nuell_gateway.db.models import Base
+
+
+async def snapshot(sessions: async_sessionmaker[AsyncSession]) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, in a stable order."""
+    rows: dict[str, list[tuple[object, ...]]] = {}
+    async with sessions() as session:
+        for table in Base.metadata.sorted_tables:
+            result = await session.execute(select(table).order_by(*table.primary_key.columns))
+            rows[table.name] = [tuple(row) for row in result]
+    return rows
