@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
+from nuell.auth.v1 import auth_service_pb2_grpc
+from nuell.users.v1 import user_service_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -18,8 +20,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from nuell_gateway.config import Settings
 from nuell_gateway.db.models import Base
 from nuell_gateway.db.schema import upgrade_to_head
+from nuell_gateway.resources import Resources
 from nuell_gateway.server import Gateway
-from tests.utils.database import server_url, throwaway_database
+from tests.utils.database import scratch_dir, server_url, throwaway_database
 
 
 # Two keys: the first signs, the second is still accepted (rotation).
@@ -27,8 +30,8 @@ TEST_JWT_KEYS = "k2026:" + "s" * 40 + ",k2025:" + "o" * 40
 
 
 @pytest.fixture(scope="session")
-def database_server(tmp_path_factory: pytest.TempPathFactory) -> URL:
-    return server_url(tmp_path_factory.mktemp("db"))
+def database_server() -> URL:
+    return server_url(scratch_dir())
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +77,18 @@ async def gateway(database_url: URL, empty_tables: None) -> AsyncIterator[Gatewa
 async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as open_channel:
         yield open_channel
+
+
+@pytest.fixture
+def resources(gateway: Gateway) -> Resources:
+    return gateway.resources
+
+
+@pytest.fixture
+def auth(channel: grpc.aio.Channel) -> auth_service_pb2_grpc.AuthServiceStub:
+    return auth_service_pb2_grpc.AuthServiceStub(channel)
+
+
+@pytest.fixture
+def users(channel: grpc.aio.Channel) -> user_service_pb2_grpc.UserServiceStub:
+    return user_service_pb2_grpc.UserServiceStub(channel)

@@ -19,6 +19,7 @@ from nuell_gateway.db.embedded import start_embedded_postgres
 from nuell_gateway.db.schema import upgrade_to_head
 from nuell_gateway.server import Gateway
 from tests.conftest import make_settings
+from tests.utils.database import scratch_dir
 
 # Each phase runs in its own process: the embedded server stops when the
 # process that started it exits, as it does when `make run` ends.
@@ -56,8 +57,8 @@ def test_embedded_data_survives_a_restart(tmp_path: Path) -> None:
     assert (data_dir / "PG_VERSION").exists()
 
 
-async def test_gateway_serves_on_the_embedded_database(tmp_path: Path) -> None:
-    url = make_url(start_embedded_postgres(tmp_path / "postgres", delete_on_exit=True))
+async def test_gateway_serves_on_the_embedded_database() -> None:
+    url = make_url(start_embedded_postgres(scratch_dir() / "postgres", delete_on_exit=True))
     url = url.set(drivername="postgresql+psycopg")
     upgrade_to_head(url)
     gateway = await Gateway.start(make_settings(url))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +16,19 @@ from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
 from nuell_gateway.db.embedded import start_embedded_postgres
+
+
+def scratch_dir() -> Path:
+    """A folder for an embedded server that lives until this process exits.
+
+    Not under pytest's tmp_path: pytest prunes old base folders when another
+    run starts, which would pull the data out from under a live server. The
+    embedded server deletes its data at exit; the empty folder goes after it
+    (atexit runs in reverse order of registration).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="nuell-test-db-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def server_url(scratch_dir: Path) -> URL:

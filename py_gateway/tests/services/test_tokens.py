@@ -1,0 +1,164 @@
+"""Access tokens under attack: every forged or stale token is UNAUTHENTICATED.
+
+Each case crafts a token the way an attacker would and presents it to a
+real RPC through the real gateway.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+import jwt
+import pytest
+from nuell.users.v1 import user_service_pb2
+from nuell.users.v1.user_service_pb2_grpc import UserServiceStub
+from sqlalchemy import update
+
+from nuell_gateway.db.models import User
+from nuell_gateway.resources import Resources
+from tests.utils.factories import TestUser, make_user
+from tests.utils.rpc import error_details
+
+KEY = b"s" * 40  # the signing key of TEST_JWT_KEYS (kid k2026)
+OLD_KEY = b"o" * 40  # the previous key (kid k2025), still accepted
+
+
+def _claims(user_id: uuid.UUID, **overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": str(user_id),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        "iss": "nuell",
+        "aud": "nuell-api",
+        "scope": "profile posts compute",
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _sign(claims: dict[str, object], key: bytes = KEY, kid: str = "k2026", alg: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _unsigned(user_id: uuid.UUID) -> str:
+    return f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': 'k2026'})}.{_b64(_claims(user_id))}."
+
+
+def _tampered(user_id: uuid.UUID) -> str:
+    header, _, signature = _sign(_claims(user_id)).split(".")
+    forged = _b64(_claims(user_id, scope="profile posts compute users:admin"))
+    return f"{header}.{forged}.{signature}"
+
+
+ATTACKS: dict[str, Callable[[uuid.UUID], str]] = {
+    "alg none": _unsigned,
+    "tampered payload": _tampered,
+    "wrong key": lambda u: _sign(_claims(u), key=b"w" * 40),
+    "unknown kid": lambda u: _sign(_claims(u), kid="k1999"),
+    "algorithm switch to HS512": lambda u: _sign(_claims(u), alg="HS512"),
+    "expired": lambda u: _sign(_claims(u, iat=int(time.time()) - 4000, exp=int(time.time()) - 60)),
+    "not yet valid": lambda u: _sign(_claims(u, nbf=int(time.time()) + 600)),
+    "wrong issuer": lambda u: _sign(_claims(u, iss="someone-else")),
+    "wrong audience": lambda u: _sign(_claims(u, aud="another-api")),
+    "audience list": lambda u: _sign(_claims(u, aud=["nuell-api", "another-api"])),
+    "missing jti": lambda u: _sign(_claims(u, jti=None)),
+    "missing exp": lambda u: _sign(_claims(u, exp=None)),
+    "subject not a uuid": lambda u: _sign(_claims(u, sub="admin")),
+    "malformed": lambda u: "not.a.jwt",
+    "garbage": lambda u: "%%%%",
+}
+
+
+async def _get_me(users: UserServiceStub, metadata: tuple[tuple[str, str], ...]) -> object:
+    return await users.GetCurrentUser(user_service_pb2.GetCurrentUserRequest(), metadata=metadata)
+
+
+@pytest.fixture
+async def alice(resources: Resources) -> TestUser:
+    return await make_user(resources.sessions)
+
+
+async def test_a_well_formed_token_is_accepted(users: UserServiceStub, alice: TestUser) -> None:
+    reply = await _get_me(users, (("authorization", f"Bearer {_sign(_claims(alice.id))}"),))
+    assert reply.user.id == str(alice.id)  # type: ignore[attr-defined]
+
+
+async def test_a_token_signed_with_the_previous_key_is_still_accepted(
+    users: UserServiceStub, alice: TestUser
+) -> None:
+    token = _sign(_claims(alice.id), key=OLD_KEY, kid="k2025")
+    reply = await _get_me(users, (("authorization", f"Bearer {token}"),))
+    assert reply.user.id == str(alice.id)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+async def test_forged_and_stale_tokens_are_unauthenticated(
+    users: UserServiceStub, alice: TestUser, attack: str
+) -> None:
+    token = ATTACKS[attack](alice.id)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _get_me(users, (("authorization", f"Bearer {token}"),))
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.UNAUTHENTICATED
+    assert details.error_info is not None
+    assert details.error_info.reason == "INVALID_TOKEN"
+    assert token not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [(), (("authorization", "Basic YWRhOnB3"),), (("authorization", "Bearer "),)],
+    ids=["missing", "wrong scheme", "empty"],
+)
+async def test_missing_or_misshapen_credentials_are_unauthenticated(
+    users: UserServiceStub, header: tuple[tuple[str, str], ...]
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _get_me(users, header)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_deactivated_accounts_token_stops_working_at_once(
+    users: UserServiceStub, resources: Resources, alice: TestUser
+) -> None:
+    metadata = (("authorization", f"Bearer {_sign(_claims(alice.id))}"),)
+    await _get_me(users, metadata)
+    async with resources.sessions.begin() as session:
+        await session.execute(update(User).where(User.id == alice.id).values(is_active=False))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _get_me(users, metadata)
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.UNAUTHENTICATED
+    assert details.error_info is not None
+    assert details.error_info.reason == "ACCOUNT_INACTIVE"
+
+
+async def test_a_token_for_an_unknown_account_is_refused(users: UserServiceStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _get_me(users, (("authorization", f"Bearer {_sign(_claims(uuid.uuid4()))}"),))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_scopes_beyond_the_role_grant_nothing(
+    resources: Resources, users: UserServiceStub, alice: TestUser
+) -> None:
+    # Even correctly signed, a user's token claiming admin scopes is narrowed
+    # to what the account's role allows.
+    token = _sign(_claims(alice.id, scope="profile users:admin"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await users.ListUsers(
+            user_service_pb2.ListUsersRequest(), metadata=(("authorization", f"Bearer {token}"),)
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

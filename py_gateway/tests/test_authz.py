@@ -1,0 +1,166 @@
+"""Every RPC for every kind of caller: the authorization table, end to end.
+
+Callers: anonymous (no token), the resource's owner (`self`), another user
+(`other`), a deactivated user holding a once-valid token, and an admin. The
+target resource is always the owner's. A new RPC fails here until it has a
+row, and `authz.POLICIES` must name every RPC of the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
+from nuell.auth.v1 import auth_service_pb2 as auth
+from nuell.users.v1 import user_pb2
+from nuell.users.v1 import user_service_pb2 as users
+from sqlalchemy import update
+from uuid_utils.compat import uuid7
+
+from nuell_gateway.authz import POLICIES, Role
+from nuell_gateway.db.models import User
+from nuell_gateway.server import Gateway
+from tests.utils.factories import TestUser, bearer, make_user
+from tests.utils.rpc import call_any, contract_methods, method_path
+from tests.utils.samples import STRONG_PASSWORD, VALID_REQUESTS
+
+OK = grpc.StatusCode.OK
+UNAUTH = grpc.StatusCode.UNAUTHENTICATED
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+# Allowed through authorization, but the RPC itself has not landed yet.
+LATER = grpc.StatusCode.UNIMPLEMENTED
+
+CALLERS = ("anonymous", "self", "other", "deactivated", "admin")
+
+
+@dataclass
+class World:
+    owner: TestUser
+    refresh_token: str
+
+
+Build = Callable[[World], Message]
+
+
+def _sample(path: str) -> Build:
+    return lambda world: VALID_REQUESTS[path]
+
+
+# RPC (with a variant after `#`) -> request builder, expected code per caller.
+TABLE: dict[str, tuple[Build, tuple[grpc.StatusCode, ...]]] = {
+    "nuell.auth.v1.AuthService/Register": (
+        lambda w: auth.RegisterRequest(email=f"new-{uuid7().hex}@example.com", password=STRONG_PASSWORD),
+        (OK, OK, OK, OK, OK),
+    ),
+    "nuell.auth.v1.AuthService/Login": (
+        lambda w: auth.LoginRequest(email=w.owner.email, password=STRONG_PASSWORD),
+        (OK, OK, OK, OK, OK),
+    ),
+    "nuell.auth.v1.AuthService/Refresh": (
+        lambda w: auth.RefreshRequest(refresh_token=w.refresh_token),
+        (OK, OK, OK, OK, OK),
+    ),
+    "nuell.auth.v1.AuthService/Logout": (
+        lambda w: auth.LogoutRequest(refresh_token=w.refresh_token),
+        (OK, OK, OK, OK, OK),
+    ),
+    "nuell.auth.v1.AuthService/ChangePassword": (
+        lambda w: auth.ChangePasswordRequest(
+            current_password=STRONG_PASSWORD, new_password="Another-Horse-43"
+        ),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    "nuell.users.v1.UserService/GetCurrentUser": (
+        lambda w: users.GetCurrentUserRequest(),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    "nuell.users.v1.UserService/GetUser": (
+        lambda w: users.GetUserRequest(id=str(w.owner.id)),
+        (UNAUTH, OK, DENIED, UNAUTH, OK),
+    ),
+    "nuell.users.v1.UserService/ListUsers": (
+        lambda w: users.ListUsersRequest(),
+        (UNAUTH, DENIED, DENIED, UNAUTH, OK),
+    ),
+    "nuell.users.v1.UserService/UpdateUser": (
+        lambda w: users.UpdateUserRequest(
+            user=user_pb2.User(id=str(w.owner.id), display_name="Renamed"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        ),
+        (UNAUTH, OK, DENIED, UNAUTH, OK),
+    ),
+    "nuell.users.v1.UserService/UpdateUser#role": (
+        lambda w: users.UpdateUserRequest(
+            user=user_pb2.User(id=str(w.owner.id), role=user_pb2.ROLE_ADMIN),
+            update_mask=field_mask_pb2.FieldMask(paths=["role"]),
+        ),
+        (UNAUTH, DENIED, DENIED, UNAUTH, OK),
+    ),
+    "nuell.users.v1.UserService/UpdateUser#is_active": (
+        lambda w: users.UpdateUserRequest(
+            user=user_pb2.User(id=str(w.owner.id), is_active=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["is_active"]),
+        ),
+        (UNAUTH, DENIED, DENIED, UNAUTH, OK),
+    ),
+    "nuell.users.v1.UserService/DeactivateUser": (
+        lambda w: users.DeactivateUserRequest(id=str(w.owner.id)),
+        (UNAUTH, DENIED, DENIED, UNAUTH, OK),
+    ),
+    **{
+        path: (_sample(path), (UNAUTH, LATER, LATER, UNAUTH, LATER))
+        for path in VALID_REQUESTS
+        if path.startswith(("nuell.posts.v1.", "nuell.compute.v1."))
+    },
+}
+
+
+def test_every_contract_rpc_has_exactly_one_policy() -> None:
+    paths = {method_path(m) for m in contract_methods()}
+    assert set(POLICIES) == paths
+
+
+def test_every_contract_rpc_has_a_row() -> None:
+    rows = {"/" + key.split("#")[0] for key in TABLE}
+    assert rows == {method_path(m) for m in contract_methods()}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("row", sorted(TABLE))
+async def test_authorization_table(
+    gateway: Gateway, channel: grpc.aio.Channel, row: str, caller: str
+) -> None:
+    sessions, tokens = gateway.resources.sessions, gateway.resources.access_tokens
+    owner = await make_user(sessions)
+    login = await channel.unary_unary(
+        "/nuell.auth.v1.AuthService/Login",
+        request_serializer=auth.LoginRequest.SerializeToString,
+        response_deserializer=auth.LoginResponse.FromString,
+    )(auth.LoginRequest(email=owner.email, password=STRONG_PASSWORD))
+    callers: dict[str, TestUser | None] = {
+        "anonymous": None,
+        "self": owner,
+        "other": await make_user(sessions),
+        "deactivated": await make_user(sessions),
+        "admin": await make_user(sessions, role=Role.ADMIN),
+    }
+    metadata = {name: bearer(tokens, user) if user else () for name, user in callers.items()}
+    deactivated = callers["deactivated"]
+    assert deactivated is not None
+    async with sessions.begin() as session:
+        await session.execute(update(User).where(User.id == deactivated.id).values(is_active=False))
+
+    build, expected = TABLE[row]
+    path = "/" + row.split("#")[0]
+    method = next(m for m in contract_methods() if method_path(m) == path)
+    request = build(World(owner=owner, refresh_token=login.refresh_token))
+    try:
+        await call_any(channel, method, request, metadata=metadata[caller])
+        code = grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as error:
+        code = error.code()
+    assert code == expected[CALLERS.index(caller)]
