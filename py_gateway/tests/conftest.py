@@ -24,7 +24,6 @@ from nuell_gateway.resources import Resources
 from nuell_gateway.server import Gateway
 from tests.utils.database import scratch_dir, server_url, throwaway_database
 
-
 # Two keys: the first signs, the second is still accepted (rotation).
 TEST_JWT_KEYS = "k2026:" + "s" * 40 + ",k2025:" + "o" * 40
 

@@ -53,7 +53,9 @@ def _sample(path: str) -> Build:
 # RPC (with a variant after `#`) -> request builder, expected code per caller.
 TABLE: dict[str, tuple[Build, tuple[grpc.StatusCode, ...]]] = {
     "nuell.auth.v1.AuthService/Register": (
-        lambda w: auth.RegisterRequest(email=f"new-{uuid7().hex}@example.com", password=STRONG_PASSWORD),
+        lambda w: auth.RegisterRequest(
+            email=f"new-{uuid7().hex}@example.com", password=STRONG_PASSWORD
+        ),
         (OK, OK, OK, OK, OK),
     ),
     "nuell.auth.v1.AuthService/Login": (

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,6 +32,7 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nuell_gateway", *args],
         env=env,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,
@@ -133,3 +135,33 @@ def test_signal_stops_the_process_cleanly(database_url: URL, signum: signal.Sign
     host, port = address.rsplit(":", 1)
     with socket.socket() as again:  # the port is free once it has exited
         again.bind((host, int(port)))
+
+
+def test_create_admin_makes_an_admin_who_can_log_in(database_url: URL) -> None:
+    env = _env(
+        DATABASE_URL=database_url.render_as_string(hide_password=False),
+        NUELL_BOOTSTRAP_ADMIN_PASSWORD="Admin-Password-2026",
+    )
+    email = f"admin-{os.getpid()}-{time.monotonic_ns()}@example.com"
+    created = _run(env, "create-admin", "--email", email)
+    assert created.returncode == 0, created.stderr
+    assert f"created admin {email}" in created.stdout
+
+    again = _one_clear_line(_run(env, "create-admin", "--email", email))
+    assert "exists already" in again
+
+
+def test_create_admin_refuses_a_weak_password_without_echoing_it(database_url: URL) -> None:
+    env = _env(
+        DATABASE_URL=database_url.render_as_string(hide_password=False),
+        NUELL_BOOTSTRAP_ADMIN_PASSWORD="weakpass",
+    )
+    line = _one_clear_line(_run(env, "create-admin", "--email", "weak@example.com"))
+    assert "password" in line
+    assert "weakpass" not in line
+
+
+def test_create_admin_without_a_password_or_terminal_says_what_to_set(database_url: URL) -> None:
+    env = _env(DATABASE_URL=database_url.render_as_string(hide_password=False))
+    line = _one_clear_line(_run(env, "create-admin", "--email", "someone@example.com"))
+    assert "NUELL_BOOTSTRAP_ADMIN_PASSWORD" in line

@@ -30,7 +30,9 @@ from tests.utils.samples import STRONG_PASSWORD
 from tests.utils.snapshot import snapshot
 
 
-async def _login(auth: AuthServiceStub, email: str, password: str = STRONG_PASSWORD) -> pb.LoginResponse:
+async def _login(
+    auth: AuthServiceStub, email: str, password: str = STRONG_PASSWORD
+) -> pb.LoginResponse:
     response: pb.LoginResponse = await auth.Login(pb.LoginRequest(email=email, password=password))
     return response
 
@@ -132,7 +134,9 @@ async def test_login_issues_a_complete_access_token_and_a_refresh_token(
 async def test_login_email_is_case_insensitive(auth: AuthServiceStub, resources: Resources) -> None:
     user = await make_user(resources.sessions, email="Grace@Example.com")
     reply = await _login(auth, "grace@EXAMPLE.com")
-    assert jwt.decode(reply.access_token, options={"verify_signature": False})["sub"] == str(user.id)
+    assert jwt.decode(reply.access_token, options={"verify_signature": False})["sub"] == str(
+        user.id
+    )
 
 
 async def test_login_failures_are_indistinguishable(
@@ -273,13 +277,16 @@ async def test_refresh_with_unknown_token_is_unauthenticated(
     assert await snapshot(resources.sessions) == before
 
 
-async def test_expired_refresh_token_is_refused(auth: AuthServiceStub, resources: Resources) -> None:
+async def test_expired_refresh_token_is_refused(
+    auth: AuthServiceStub, resources: Resources
+) -> None:
     user = await make_user(resources.sessions)
     login = await _login(auth, user.email)
     async with resources.sessions.begin() as session:
         await session.execute(
             update(RefreshToken).values(
-                created_at=func.now() - timedelta(days=31), expires_at=func.now() - timedelta(days=1)
+                created_at=func.now() - timedelta(days=31),
+                expires_at=func.now() - timedelta(days=1),
             )
         )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -349,7 +356,9 @@ async def test_change_password_needs_the_current_one(
     before = await snapshot(resources.sessions)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await auth.ChangePassword(
-            pb.ChangePasswordRequest(current_password="Not-The-Password-1", new_password="Brand-New-Pass-9"),
+            pb.ChangePasswordRequest(
+                current_password="Not-The-Password-1", new_password="Brand-New-Pass-9"
+            ),
             metadata=_bearer(login.access_token),
         )
     assert error_details(caught.value).code == grpc.StatusCode.UNAUTHENTICATED

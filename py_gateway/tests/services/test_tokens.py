@@ -44,7 +44,9 @@ def _claims(user_id: uuid.UUID, **overrides: object) -> dict[str, object]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def _sign(claims: dict[str, object], key: bytes = KEY, kid: str = "k2026", alg: str = "HS256") -> str:
+def _sign(
+    claims: dict[str, object], key: bytes = KEY, kid: str = "k2026", alg: str = "HS256"
+) -> str:
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import shutil
 import tempfile
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path

@@ -8,7 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nuell_gateway.db.models import Base
 
 
-async def snapshot(sessions: async_sessionmaker[AsyncSession]) -> dict[str, list[tuple[object, ...]]]:
+async def snapshot(
+    sessions: async_sessionmaker[AsyncSession],
+) -> dict[str, list[tuple[object, ...]]]:
     """Every row of every table, in a stable order."""
     rows: dict[str, list[tuple[object, ...]]] = {}
     async with sessions() as session:

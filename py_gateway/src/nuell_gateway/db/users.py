@@ -75,7 +75,9 @@ async def update_user(
         .where(User.id == user_id)
         .values(**values, version=User.version + 1, updated_at=func.now())
         .returning(User)
-        .execution_options(synchronize_session=False)
+        # The identity map may hold this row from an earlier read in the same
+        # session; the returned values must replace it.
+        .execution_options(populate_existing=True)
     )
     if expected_version is not None:
         query = query.where(User.version == expected_version)
