@@ -1,0 +1,238 @@
+"""Helpers for the deploy tests: real binaries, free ports, polling, processes.
+
+Fixtures built on these live in conftest.py; tests import the plain
+functions from here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_DIR = REPO / "deploy"
+RUNNER = DEPLOY_DIR / "local" / "run_stack.py"
+RENDER = DEPLOY_DIR / "render.py"
+GATEWAY_SRC = REPO / "py_gateway" / "src"
+VENV_BIN = Path(sys.executable).parent
+ENVOY = VENV_BIN / "envoy"
+GRPCURL = VENV_BIN / "grpcurl"
+COMPUTE_BIN = Path(
+    os.environ.get("NUELL_COMPUTE_BIN")
+    or REPO / "rust_compute" / "target" / "release" / "rust_compute"
+)
+LISTENING = re.compile(r"^(?:rust_compute|nuell_gateway) listening on (\S+)\s*$", re.MULTILINE)
+
+# Generous: two cores, and a cargo build may be running next to the tests.
+START_TIMEOUT = float(os.environ.get("NUELL_TEST_START_TIMEOUT_SECONDS", "90"))
+
+# Fresh per session: nothing outside the tests can mint a token they accept.
+TEST_JWT_KEYS = f"deploy-tests:{secrets.token_urlsafe(48)}"
+
+T = TypeVar("T")
+
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A port nothing listens on now and that this session has not handed out before."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
+def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := probe():
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Proc:
+    """A child process whose stdout and stderr go to one log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def wait_for_output(
+        self, pattern: re.Pattern[str], *, timeout: float = START_TIMEOUT
+    ) -> re.Match[str]:
+        """The first match of `pattern` in the output; fails early if the process exits."""
+
+        def matched() -> re.Match[str] | None:
+            if match := pattern.search(self.output()):
+                return match
+            if (code := self.popen.poll()) is not None:
+                raise AssertionError(
+                    f"{self.name} exited with {code} before printing "
+                    f"{pattern.pattern!r}; its output:\n{self.tail()}"
+                )
+            return None
+
+        try:
+            return wait_for(matched, timeout=timeout, what=f"{self.name}: {pattern.pattern!r}")
+        except AssertionError as exc:
+            if "timed out" in str(exc):
+                raise AssertionError(f"{exc}; its output:\n{self.tail()}") from None
+            raise
+
+    def listening_on(self) -> str:
+        """The `ip:port` from the process's `... listening on` line."""
+        return self.wait_for_output(LISTENING).group(1)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} still running after {timeout:.0f} s; its output:\n{self.tail()}"
+            ) from None
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM its process group, then SIGKILL if it lingers."""
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        except ProcessLookupError:
+            self.popen.wait()
+
+
+@dataclass
+class ProcessGroup:
+    """Starts processes (each in its own session) and stops them all, newest first."""
+
+    log_dir: Path
+    started: list[Proc] = field(default_factory=list)
+
+    def start(
+        self, name: str, argv: Sequence[str | Path], env: Mapping[str, str] | None = None
+    ) -> Proc:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                [str(arg) for arg in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ if env is None else env),
+                cwd=REPO,
+                start_new_session=True,  # signals we send reach it and its children only
+            )
+        proc = Proc(name, popen, log_path)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            proc.stop()
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    """The environment for a stack process: no inherited Nuell settings or databases."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("NUELL_") and key not in ("DATABASE_URL", "TEST_DATABASE_URL")
+    }
+    if importlib.util.find_spec("nuell_gateway") is None:  # not installed yet: use the source
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GATEWAY_SRC), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["NUELL_JWT_KEYS"] = TEST_JWT_KEYS
+    env.update(overrides)
+    return env
+
+
+def health_status(target: str, service: str = "", timeout: float = 2.0) -> str | None:
+    """The grpc.health.v1 status name at `target`, or None if the call fails."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return None
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def grpcurl(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(GRPCURL), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_health_protoset(path: Path) -> Path:
+    """grpc/health/v1/health.proto as a protoset, for grpcurl where reflection is off."""
+    descriptors = descriptor_pb2.FileDescriptorSet()
+    health_pb2.DESCRIPTOR.CopyToProto(descriptors.file.add())
+    path.write_bytes(descriptors.SerializeToString())
+    return path
+
+
+def admin_get(port: int, path: str) -> tuple[int, str] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def envoy_ready(admin_port: int) -> bool:
+    reply = admin_get(admin_port, "/ready")
+    return reply is not None and reply[0] == 200 and reply[1].strip() == "LIVE"
