@@ -16,6 +16,8 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 from nuell.auth.v1 import auth_service_pb2 as auth
+from nuell.posts.v1 import post_pb2
+from nuell.posts.v1 import post_service_pb2 as posts
 from nuell.users.v1 import user_pb2
 from nuell.users.v1 import user_service_pb2 as users
 from sqlalchemy import update
@@ -24,7 +26,7 @@ from uuid_utils.compat import uuid7
 from nuell_gateway.authz import POLICIES, Role
 from nuell_gateway.db.models import User
 from nuell_gateway.server import Gateway
-from tests.utils.factories import TestUser, bearer, make_user
+from tests.utils.factories import TestUser, bearer, make_post, make_user
 from tests.utils.rpc import call_any, contract_methods, method_path
 from tests.utils.samples import STRONG_PASSWORD, VALID_REQUESTS
 
@@ -41,6 +43,7 @@ CALLERS = ("anonymous", "self", "other", "deactivated", "admin")
 class World:
     owner: TestUser
     refresh_token: str
+    post_id: str
 
 
 Build = Callable[[World], Message]
@@ -113,10 +116,33 @@ TABLE: dict[str, tuple[Build, tuple[grpc.StatusCode, ...]]] = {
         lambda w: users.DeactivateUserRequest(id=str(w.owner.id)),
         (UNAUTH, DENIED, DENIED, UNAUTH, OK),
     ),
+    "nuell.posts.v1.PostService/CreatePost": (
+        lambda w: posts.CreatePostRequest(content="mine"),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    "nuell.posts.v1.PostService/GetPost": (
+        lambda w: posts.GetPostRequest(id=w.post_id),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    "nuell.posts.v1.PostService/ListPosts": (
+        lambda w: posts.ListPostsRequest(author_id=str(w.owner.id)),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    "nuell.posts.v1.PostService/UpdatePost": (
+        lambda w: posts.UpdatePostRequest(
+            post=post_pb2.Post(id=w.post_id, content="edited"),
+            update_mask=field_mask_pb2.FieldMask(paths=["content"]),
+        ),
+        (UNAUTH, OK, DENIED, UNAUTH, OK),
+    ),
+    "nuell.posts.v1.PostService/DeletePost": (
+        lambda w: posts.DeletePostRequest(id=w.post_id),
+        (UNAUTH, OK, DENIED, UNAUTH, OK),
+    ),
     **{
         path: (_sample(path), (UNAUTH, LATER, LATER, UNAUTH, LATER))
         for path in VALID_REQUESTS
-        if path.startswith(("nuell.posts.v1.", "nuell.compute.v1."))
+        if path.startswith("nuell.compute.v1.")
     },
 }
 
@@ -159,7 +185,8 @@ async def test_authorization_table(
     build, expected = TABLE[row]
     path = "/" + row.split("#")[0]
     method = next(m for m in contract_methods() if method_path(m) == path)
-    request = build(World(owner=owner, refresh_token=login.refresh_token))
+    post_id = await make_post(sessions, author=owner)
+    request = build(World(owner=owner, refresh_token=login.refresh_token, post_id=str(post_id)))
     try:
         await call_any(channel, method, request, metadata=metadata[caller])
         code = grpc.StatusCode.OK

@@ -7,9 +7,10 @@ import uuid
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from nuell.posts.v1 import post_pb2
 from nuell.users.v1 import user_pb2
 
-from nuell_gateway.db.models import User
+from nuell_gateway.db.models import Post, User
 
 ROLE_TO_PROTO = {"user": user_pb2.ROLE_USER, "admin": user_pb2.ROLE_ADMIN}
 ROLE_FROM_PROTO = {value: key for key, value in ROLE_TO_PROTO.items()}
@@ -36,4 +37,28 @@ def user_to_proto(user: User) -> user_pb2.User:
         create_time=timestamp(user.created_at),
         update_time=timestamp(user.updated_at),
         etag=etag(user.id, user.version),
+    )
+
+
+ANALYSIS_STATE_TO_PROTO = {
+    "pending": post_pb2.ANALYSIS_STATE_PENDING,
+    "ready": post_pb2.ANALYSIS_STATE_READY,
+}
+
+
+def post_to_proto(post: Post) -> post_pb2.Post:
+    analysis = post_pb2.PostAnalysis(state=ANALYSIS_STATE_TO_PROTO[post.analysis_state])
+    if post.analysis_state == "ready":
+        analysis.word_count = post.word_count or 0
+        analysis.reading_time_seconds = post.reading_time_seconds or 0
+        # Stored as a signed bigint; the proto field is the same 64 bits unsigned.
+        analysis.simhash = (post.simhash or 0) & 0xFFFF_FFFF_FFFF_FFFF
+    return post_pb2.Post(
+        id=str(post.id),
+        author_id=str(post.user_id),
+        content=post.content,
+        create_time=timestamp(post.created_at),
+        update_time=timestamp(post.updated_at),
+        etag=etag(post.id, post.version),
+        analysis=analysis,
     )

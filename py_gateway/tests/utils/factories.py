@@ -16,6 +16,7 @@ from uuid_utils.compat import uuid7
 
 from nuell_gateway.authz import Role, scope_string
 from nuell_gateway.db.models import User
+from nuell_gateway.db.posts import create_post
 from nuell_gateway.security.tokens import AccessTokens
 from tests.utils.samples import STRONG_PASSWORD
 
@@ -65,3 +66,12 @@ def bearer(tokens: AccessTokens, user: TestUser) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying a fresh, valid access token for `user`."""
     token = tokens.issue(user_id=user.id, scopes=scope_string(user.role)).token
     return (("authorization", f"Bearer {token}"),)
+
+
+async def make_post(
+    sessions: async_sessionmaker[AsyncSession], *, author: TestUser, content: str = "hello"
+) -> uuid.UUID:
+    """A post by `author`, straight into the database; returns its id."""
+    async with sessions.begin() as session:
+        post = await create_post(session, author_id=author.id, content=content)
+    return post.id

@@ -2,13 +2,144 @@
 
 from __future__ import annotations
 
-from nuell.posts.v1 import post_service_pb2_grpc
+import uuid
+from datetime import datetime
 
+import grpc
+from nuell.posts.v1 import post_service_pb2 as pb
+from nuell.posts.v1 import post_service_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nuell_gateway.authz import Caller, Scope, caller
+from nuell_gateway.convert import etag, post_to_proto
+from nuell_gateway.db import posts
+from nuell_gateway.db.models import Post
+from nuell_gateway.errors import Aborted, NotFound
+from nuell_gateway.fieldmask import checked_paths
+from nuell_gateway.pagination import page_size
 from nuell_gateway.resources import Resources
+
+DEFAULT_PAGE_SIZE = 20
+MUTABLE_PATHS = frozenset({"content"})
+IMMUTABLE_PATHS = frozenset({"id", "author_id", "create_time", "update_time", "etag", "analysis"})
+
+
+def _not_found(post_id: uuid.UUID) -> NotFound:
+    return NotFound("no post has this id", reason="POST_NOT_FOUND", metadata={"id": str(post_id)})
+
+
+def _stale() -> Aborted:
+    return Aborted(
+        "the post changed since you read it; read it again and retry", reason="ETAG_MISMATCH"
+    )
+
+
+def _moderates(me: Caller) -> bool:
+    """Moderators see and act on every post, those of deactivated authors included."""
+    return me.has(Scope.POSTS_MODERATE)
 
 
 class PostService(post_service_pb2_grpc.PostServiceServicer):
-    """Not served yet: every RPC answers UNIMPLEMENTED through the call boundary."""
+    """Posts: the author writes; everyone signed in reads; moderators may edit or remove."""
 
     def __init__(self, resources: Resources) -> None:
         self._resources = resources
+
+    async def CreatePost(
+        self, request: pb.CreatePostRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreatePostResponse:
+        async with self._resources.sessions.begin() as session:
+            post = await posts.create_post(
+                session, author_id=caller().user_id, content=request.content
+            )
+        return pb.CreatePostResponse(post=post_to_proto(post))
+
+    async def GetPost(
+        self, request: pb.GetPostRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPostResponse:
+        post_id = uuid.UUID(request.id)
+        async with self._resources.sessions() as session:
+            post = await posts.get_post(
+                session, post_id=post_id, include_inactive_authors=_moderates(caller())
+            )
+        if post is None:
+            raise _not_found(post_id)
+        return pb.GetPostResponse(post=post_to_proto(post))
+
+    async def ListPosts(
+        self, request: pb.ListPostsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPostsResponse:
+        limit = page_size(request.page_size, default=DEFAULT_PAGE_SIZE)
+        author_id = uuid.UUID(request.author_id) if request.author_id else None
+        moderates = _moderates(caller())
+        # A token only pages the listing it came from (same author filter and view).
+        scope = f"posts.list:{author_id or '*'}:{int(moderates)}"
+        before = None
+        if request.page_token:
+            cursor = self._resources.page_tokens.decode(request.page_token, scope=scope)
+            before = (datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"]))
+        async with self._resources.sessions() as session:
+            # One extra row tells whether another page exists.
+            rows = await posts.list_posts(
+                session,
+                author_id=author_id,
+                before=before,
+                limit=limit + 1,
+                include_inactive_authors=moderates,
+            )
+        page = rows[:limit]
+        next_token = ""
+        if len(rows) > limit:
+            last = page[-1]
+            next_token = self._resources.page_tokens.encode(
+                {"t": last.created_at.isoformat(), "id": str(last.id)}, scope=scope
+            )
+        return pb.ListPostsResponse(
+            posts=[post_to_proto(p) for p in page], next_page_token=next_token
+        )
+
+    async def UpdatePost(
+        self, request: pb.UpdatePostRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdatePostResponse:
+        checked_paths(request.update_mask, mutable=MUTABLE_PATHS, immutable=IMMUTABLE_PATHS)
+        post_id = uuid.UUID(request.post.id)
+        async with self._resources.sessions.begin() as session:
+            current = await self._writable(session, post_id, request.post.etag)
+            if current.content == request.post.content:
+                # Nothing changes, so neither do update_time and the etag.
+                return pb.UpdatePostResponse(post=post_to_proto(current))
+            updated = await posts.update_post_content(
+                session,
+                post_id=post_id,
+                expected_version=current.version,
+                content=request.post.content,
+            )
+        if updated is None:
+            # Another writer committed between our read and our write.
+            raise _stale()
+        return pb.UpdatePostResponse(post=post_to_proto(updated))
+
+    async def DeletePost(
+        self, request: pb.DeletePostRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeletePostResponse:
+        post_id = uuid.UUID(request.id)
+        async with self._resources.sessions.begin() as session:
+            current = await self._writable(session, post_id, request.etag)
+            if not await posts.delete_post(
+                session, post_id=post_id, expected_version=current.version
+            ):
+                raise _stale()
+        return pb.DeletePostResponse()
+
+    async def _writable(self, session: AsyncSession, post_id: uuid.UUID, etag_value: str) -> Post:
+        """The post the caller may change: NOT_FOUND, PERMISSION_DENIED or ABORTED otherwise."""
+        me = caller()
+        post = await posts.get_post(
+            session, post_id=post_id, include_inactive_authors=_moderates(me)
+        )
+        if post is None:
+            raise _not_found(post_id)
+        me.require_self_or(post.user_id, Scope.POSTS_MODERATE)
+        if etag_value and etag_value != etag(post.id, post.version):
+            raise _stale()
+        return post
