@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import URL
@@ -165,3 +166,70 @@ def test_create_admin_without_a_password_or_terminal_says_what_to_set(database_u
     env = _env(DATABASE_URL=database_url.render_as_string(hide_password=False))
     line = _one_clear_line(_run(env, "create-admin", "--email", "someone@example.com"))
     assert "NUELL_BOOTSTRAP_ADMIN_PASSWORD" in line
+
+
+def _workers_of(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    children = psutil.Process(process.pid).children()
+    return [
+        c
+        for c in children
+        if "multiprocessing" in " ".join(c.cmdline()) and "spawn_main" in " ".join(c.cmdline())
+    ]
+
+
+def test_workers_share_the_port_and_stop_together(database_url: URL) -> None:
+    env = _env(
+        DATABASE_URL=database_url.render_as_string(hide_password=False),
+        NUELL_GATEWAY_ADDR="127.0.0.1:0",
+        NUELL_WORKERS="2",
+        NUELL_SHUTDOWN_GRACE_SECONDS="2",
+    )
+    with _gateway_process(env) as (process, address):
+        workers = _workers_of(process)
+        assert len(workers) == 2
+        port = int(address.rsplit(":", 1)[1])
+        # A local subchannel pool each: grpc would otherwise share one connection.
+        own_connection = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [grpc.insecure_channel(address, options=own_connection) for _ in range(16)]
+        try:
+            for channel in channels:  # each its own connection, placed by the kernel
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            accepted = [
+                sum(
+                    1
+                    for c in w.net_connections("tcp")
+                    if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+                )
+                for w in workers
+            ]
+        finally:
+            for channel in channels:
+                channel.close()
+        # All 16 on one worker would happen 1 time in 32768.
+        assert all(count > 0 for count in accepted), accepted
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as again:
+        again.bind((host, int(port)))
+
+
+def test_a_dead_worker_stops_the_gateway_with_a_clear_line(database_url: URL) -> None:
+    env = _env(
+        DATABASE_URL=database_url.render_as_string(hide_password=False),
+        NUELL_GATEWAY_ADDR="127.0.0.1:0",
+        NUELL_WORKERS="2",
+        NUELL_SHUTDOWN_GRACE_SECONDS="2",
+    )
+    with _gateway_process(env) as (process, _address):
+        victim, survivor = _workers_of(process)
+        victim.kill()
+        assert process.wait(timeout=15) == 1
+        _, stderr = process.communicate()
+        assert "exited with status -9" in stderr
+        assert "Traceback" not in stderr
+        survivor.wait(timeout=10)

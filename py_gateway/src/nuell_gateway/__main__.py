@@ -17,7 +17,8 @@ from nuell_gateway.db.engine import create_engine, unreachable_message
 from nuell_gateway.db.schema import SchemaBehindError, ensure_schema_current, upgrade_to_head
 from nuell_gateway.log import configure_logging
 from nuell_gateway.resources import Resources
-from nuell_gateway.server import StartupError, serve
+from nuell_gateway.server import StartupError
+from nuell_gateway.workers import WorkerDiedError, serve
 
 EXIT_REFUSED = 2
 
@@ -85,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise BootstrapError("give --email (or set NUELL_BOOTSTRAP_ADMIN_EMAIL)")
             asyncio.run(_create_admin(settings, args.email))
         else:
-            asyncio.run(serve(settings))
+            serve(settings)
     except (StartupError, SchemaBehindError, BootstrapError) as exc:
         print(f"nuell-gateway: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except WorkerDiedError as exc:
+        print(f"nuell-gateway: {exc}", file=sys.stderr)
+        return 1
     except DBAPIError as exc:
         print(
             f"nuell-gateway: {unreachable_message(settings.sqlalchemy_url, exc)}", file=sys.stderr

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     compute_target: HostPort = Field(
         default="127.0.0.1:50052", description="Where rust_compute listens."
     )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the port (SO_REUSEPORT); one per core by default.",
+    )
     shutdown_grace_seconds: float = Field(
         default=10.0, gt=0, le=300, description="How long in-flight calls may finish on shutdown."
     )

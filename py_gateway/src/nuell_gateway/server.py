@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -33,26 +34,27 @@ logger = logging.getLogger(__name__)
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
-SERVER_OPTIONS = [
-    # A second gateway on a busy port must fail loudly, not share it silently
-    # (grpc enables SO_REUSEPORT by default on Linux).
-    ("grpc.so_reuseport", 0),
-]
-
 
 class StartupError(RuntimeError):
     """The gateway cannot start; the message says what to do."""
 
 
-def _check_bindable(address: str) -> None:
-    """Raise OSError if `address` cannot be bound.
+def check_bindable(address: str) -> int:
+    """The port `address` would bind (resolving port 0), or `StartupError`.
 
     grpc reports a failed bind on stderr in its own format before raising;
     trying first keeps the refusal to our one clear line.
     """
     host, port = address.rsplit(":", 1)
-    with socket.create_server((host.strip("[]"), int(port))):
-        pass
+    try:
+        with socket.create_server((host.strip("[]"), int(port))) as probe:
+            bound: int = probe.getsockname()[1]
+            return bound
+    except OSError:
+        raise StartupError(
+            f"cannot listen on {address}: the port is in use or the address "
+            "is not local; stop the other process or set NUELL_GATEWAY_ADDR"
+        ) from None
 
 
 @dataclass(slots=True)
@@ -65,38 +67,32 @@ class Gateway:
     port: int
 
     @classmethod
-    async def start(cls, settings: Settings) -> Gateway:
-        """Check the database, build everything and start serving."""
-        engine = create_engine(settings)
-        try:
-            await ensure_schema_current(engine)
-        except DBAPIError as exc:
-            await engine.dispose()
-            raise StartupError(unreachable_message(settings.sqlalchemy_url, exc)) from None
-        except Exception:
-            await engine.dispose()
-            raise
-        resources = Resources.build(settings, engine)
-        try:
-            await bootstrap_admin_from_settings(resources)
-        except Exception:
-            await resources.close()
-            raise
+    async def start(cls, settings: Settings, *, worker_of: str | None = None) -> Gateway:
+        """Check the database, build everything and start serving.
 
-        server = grpc.aio.server(interceptors=[CallBoundary(resources)], options=SERVER_OPTIONS)
-        service_names = mount_services(server, resources)
-        health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        enable_reflection(server, [*service_names, HEALTH_SERVICE])
+        `worker_of` is the address a supervisor already checked and shares
+        among its worker processes (SO_REUSEPORT); the supervisor also did
+        the once-per-start work (`prepare`).
+        """
+        resources = await _open_resources(settings)
         try:
-            _check_bindable(settings.gateway_addr)
-            port = server.add_insecure_port(settings.gateway_addr)
-        except (OSError, RuntimeError):
+            if worker_of is None:
+                await bootstrap_admin_from_settings(resources)
+                check_bindable(settings.gateway_addr)
+            server = grpc.aio.server(
+                interceptors=[CallBoundary(resources)],
+                # grpc shares ports (SO_REUSEPORT) by default on Linux; only
+                # workers should, so a busy port otherwise fails loudly.
+                options=[("grpc.so_reuseport", int(worker_of is not None))],
+            )
+            service_names = mount_services(server, resources)
+            health = HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(health, server)
+            enable_reflection(server, [*service_names, HEALTH_SERVICE])
+            port = server.add_insecure_port(worker_of or settings.gateway_addr)
+        except BaseException:
             await resources.close()
-            raise StartupError(
-                f"cannot listen on {settings.gateway_addr}: the port is in use or the address "
-                "is not local; stop the other process or set NUELL_GATEWAY_ADDR"
-            ) from None
+            raise
         await server.start()
         for name in ["", *service_names]:
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -109,19 +105,51 @@ class Gateway:
         await self.resources.close()
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    gateway = await Gateway.start(settings)
-    host = settings.gateway_addr.rsplit(":", 1)[0]
-    logger.info("serving", extra={"addr": f"{host}:{gateway.port}"})
-    # The one line a runner or test reads to learn the real port.
-    print(f"nuell_gateway listening on {host}:{gateway.port}", flush=True)
+async def _open_resources(settings: Settings) -> Resources:
+    """Connect, insist on the current schema, and build the shared resources."""
+    engine = create_engine(settings)
+    try:
+        await ensure_schema_current(engine)
+    except DBAPIError as exc:
+        await engine.dispose()
+        raise StartupError(unreachable_message(settings.sqlalchemy_url, exc)) from None
+    except BaseException:
+        await engine.dispose()
+        raise
+    return Resources.build(settings, engine)
 
+
+async def prepare(settings: Settings) -> None:
+    """What must happen once per start, not once per worker process."""
+    check_bindable(settings.gateway_addr)
+    resources = await _open_resources(settings)
+    try:
+        await bootstrap_admin_from_settings(resources)
+    finally:
+        await resources.close()
+
+
+async def run_until_signalled(gateway: Gateway, on_ready: Callable[[int], None]) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
+    on_ready(gateway.port)
     await stop_requested.wait()
-    logger.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    grace = gateway.resources.settings.shutdown_grace_seconds
+    logger.info("shutting down", extra={"grace_seconds": grace})
     await gateway.stop()
     logger.info("stopped")
+
+
+def announce(settings: Settings, port: int) -> None:
+    """The one stdout line a runner or test reads to learn the real address."""
+    host = settings.gateway_addr.rsplit(":", 1)[0]
+    logger.info("serving", extra={"addr": f"{host}:{port}", "workers": settings.workers})
+    print(f"nuell_gateway listening on {host}:{port}", flush=True)
+
+
+async def serve_in_this_process(settings: Settings) -> None:
+    gateway = await Gateway.start(settings)
+    await run_until_signalled(gateway, lambda port: announce(settings, port))

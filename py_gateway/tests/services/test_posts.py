@@ -59,7 +59,9 @@ async def _rejected(call: object) -> grpc.aio.AioRpcError:
 
 
 async def _create(posts: PostServiceStub, metadata: Metadata, content: str) -> post_pb2.Post:
-    reply = await posts.CreatePost(pb.CreatePostRequest(content=content), metadata=metadata)
+    reply: pb.CreatePostResponse = await posts.CreatePost(
+        pb.CreatePostRequest(content=content), metadata=metadata
+    )
     return reply.post
 
 
