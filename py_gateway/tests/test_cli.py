@@ -213,9 +213,8 @@ def test_workers_share_the_port_and_stop_together(database_url: URL) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
-    host, port = address.rsplit(":", 1)
     with socket.socket() as again:
-        again.bind((host, int(port)))
+        again.bind(("127.0.0.1", port))
 
 
 def test_a_dead_worker_stops_the_gateway_with_a_clear_line(database_url: URL) -> None:
