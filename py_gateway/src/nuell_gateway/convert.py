@@ -17,8 +17,25 @@ ROLE_FROM_PROTO = {value: key for key, value in ROLE_TO_PROTO.items()}
 
 
 def etag(resource_id: uuid.UUID, version: int) -> str:
-    """Opaque, changes with every write; clients compare it, never parse it."""
-    return hashlib.blake2b(f"{resource_id}:{version}".encode(), digest_size=9).hexdigest()
+    """Opaque to clients, changes with every write: `<version>-<check>`.
+
+    The version lets a conditional write go straight into one UPDATE; the
+    check (bound to the resource id) tells a real etag from an invented one.
+    """
+    return f"{version}-{_etag_check(resource_id, version)}"
+
+
+def version_from_etag(resource_id: uuid.UUID, value: str) -> int | None:
+    """The version an etag of this resource names; None if it names none (stale)."""
+    version_text, _, check = value.partition("-")
+    if not version_text.isdigit() or len(version_text) > 18:
+        return None
+    version = int(version_text)
+    return version if check == _etag_check(resource_id, version) else None
+
+
+def _etag_check(resource_id: uuid.UUID, version: int) -> str:
+    return hashlib.blake2b(f"{resource_id}:{version}".encode(), digest_size=6).hexdigest()
 
 
 def timestamp(value: datetime) -> Timestamp:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -68,13 +69,35 @@ async def list_posts(
     return list((await session.execute(query)).scalars())
 
 
+def _writable_by(author_id: uuid.UUID | None, expected_version: int | None) -> list[Any]:
+    """Conditions for a write: the author's own post (None: a moderator's, any) at a version."""
+    conditions: list[Any] = []
+    if author_id is not None:
+        conditions.append(Post.user_id == author_id)
+    if expected_version is not None:
+        conditions.append(Post.version == expected_version)
+    return conditions
+
+
 async def update_post_content(
-    session: AsyncSession, *, post_id: uuid.UUID, expected_version: int, content: str
+    session: AsyncSession,
+    *,
+    post_id: uuid.UUID,
+    content: str,
+    author_id: uuid.UUID | None,
+    expected_version: int | None,
 ) -> Post | None:
-    """Change the content if the post is still at `expected_version`; None otherwise."""
+    """Change the content in one statement, if every condition holds and it differs.
+
+    None when nothing was written: the caller asks `get_post` why.
+    """
     query = (
         update(Post)
-        .where(Post.id == post_id, Post.version == expected_version)
+        .where(
+            Post.id == post_id,
+            Post.content != content,
+            *_writable_by(author_id, expected_version),
+        )
         .values(content=content, version=Post.version + 1, updated_at=func.now())
         .returning(Post)
         .execution_options(populate_existing=True)
@@ -82,9 +105,17 @@ async def update_post_content(
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def delete_post(session: AsyncSession, *, post_id: uuid.UUID, expected_version: int) -> bool:
-    """Delete the post if it is still at `expected_version`."""
+async def delete_post(
+    session: AsyncSession,
+    *,
+    post_id: uuid.UUID,
+    author_id: uuid.UUID | None,
+    expected_version: int | None,
+) -> bool:
+    """Delete in one statement if every condition holds; False otherwise."""
     result = await session.execute(
-        delete(Post).where(Post.id == post_id, Post.version == expected_version).returning(Post.id)
+        delete(Post)
+        .where(Post.id == post_id, *_writable_by(author_id, expected_version))
+        .returning(Post.id)
     )
     return result.first() is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TypedDict
 
 import grpc
 from nuell.posts.v1 import post_service_pb2 as pb
@@ -11,7 +12,7 @@ from nuell.posts.v1 import post_service_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nuell_gateway.authz import Caller, Scope, caller
-from nuell_gateway.convert import etag, post_to_proto
+from nuell_gateway.convert import post_to_proto, version_from_etag
 from nuell_gateway.db import posts
 from nuell_gateway.db.models import Post
 from nuell_gateway.errors import Aborted, NotFound
@@ -103,43 +104,72 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
     ) -> pb.UpdatePostResponse:
         checked_paths(request.update_mask, mutable=MUTABLE_PATHS, immutable=IMMUTABLE_PATHS)
         post_id = uuid.UUID(request.post.id)
+        me = caller()
         async with self._resources.sessions.begin() as session:
-            current = await self._writable(session, post_id, request.post.etag)
-            if current.content == request.post.content:
-                # Nothing changes, so neither do update_time and the etag.
-                return pb.UpdatePostResponse(post=post_to_proto(current))
+            # The common case is one statement; only a refusal reads the row
+            # to say why.
             updated = await posts.update_post_content(
                 session,
                 post_id=post_id,
-                expected_version=current.version,
                 content=request.post.content,
+                **_write_conditions(me, post_id, request.post.etag),
             )
-        if updated is None:
-            # Another writer committed between our read and our write.
-            raise _stale()
-        return pb.UpdatePostResponse(post=post_to_proto(updated))
+            if updated is not None:
+                return pb.UpdatePostResponse(post=post_to_proto(updated))
+            current = await self._explain_refusal(session, me, post_id, request.post.etag)
+        # Every condition held, so the content was already this: nothing
+        # changes, neither update_time nor the etag.
+        return pb.UpdatePostResponse(post=post_to_proto(current))
 
     async def DeletePost(
         self, request: pb.DeletePostRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeletePostResponse:
         post_id = uuid.UUID(request.id)
+        me = caller()
         async with self._resources.sessions.begin() as session:
-            current = await self._writable(session, post_id, request.etag)
-            if not await posts.delete_post(
-                session, post_id=post_id, expected_version=current.version
-            ):
-                raise _stale()
+            deleted = await posts.delete_post(
+                session, post_id=post_id, **_write_conditions(me, post_id, request.etag)
+            )
+            if not deleted:
+                await self._explain_refusal(session, me, post_id, request.etag)
+                raise AssertionError("a refused delete always has a reason")
         return pb.DeletePostResponse()
 
-    async def _writable(self, session: AsyncSession, post_id: uuid.UUID, etag_value: str) -> Post:
-        """The post the caller may change: NOT_FOUND, PERMISSION_DENIED or ABORTED otherwise."""
-        me = caller()
+    async def _explain_refusal(
+        self, session: AsyncSession, me: Caller, post_id: uuid.UUID, etag_value: str
+    ) -> Post:
+        """Raise NOT_FOUND, PERMISSION_DENIED or ABORTED for a write that did not happen.
+
+        Returns the post only when every condition holds (an update that
+        would not change anything).
+        """
         post = await posts.get_post(
             session, post_id=post_id, include_inactive_authors=_moderates(me)
         )
         if post is None:
             raise _not_found(post_id)
         me.require_self_or(post.user_id, Scope.POSTS_MODERATE)
-        if etag_value and etag_value != etag(post.id, post.version):
+        if etag_value and version_from_etag(post_id, etag_value) != post.version:
             raise _stale()
         return post
+
+
+def _write_conditions(me: Caller, post_id: uuid.UUID, etag_value: str) -> WriteConditions:
+    """Who may write (the author, or anyone for a moderator) and at which version.
+
+    An etag that names no version of this post can never match: -1 makes
+    the write refuse, and the refusal is explained as ABORTED.
+    """
+    expected = None
+    if etag_value:
+        expected = version_from_etag(post_id, etag_value)
+        if expected is None:
+            expected = -1
+    return WriteConditions(
+        author_id=None if _moderates(me) else me.user_id, expected_version=expected
+    )
+
+
+class WriteConditions(TypedDict):
+    author_id: uuid.UUID | None
+    expected_version: int | None

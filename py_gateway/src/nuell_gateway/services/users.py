@@ -12,7 +12,7 @@ from nuell.users.v1 import user_service_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nuell_gateway.authz import Scope, caller
-from nuell_gateway.convert import ROLE_FROM_PROTO, etag, user_to_proto
+from nuell_gateway.convert import ROLE_FROM_PROTO, user_to_proto, version_from_etag
 from nuell_gateway.db import refresh_tokens, users
 from nuell_gateway.db.models import User
 from nuell_gateway.errors import (
@@ -156,7 +156,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         user = await session.get(User, user_id, with_for_update=True)
         if user is None:
             raise _not_found(user_id)
-        if etag_value and etag_value != etag(user.id, user.version):
+        if etag_value and version_from_etag(user.id, etag_value) != user.version:
             raise _stale()
         return user
 
