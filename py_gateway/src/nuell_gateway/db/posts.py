@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 from uuid_utils.compat import uuid7
@@ -57,14 +57,10 @@ async def list_posts(
     if author_id is not None:
         query = query.where(Post.user_id == author_id)
     if before is not None:
-        created_at, post_id = before
-        # Spelled out rather than a row comparison so both feed indexes serve it.
-        query = query.where(
-            or_(
-                Post.created_at < created_at,
-                and_(Post.created_at == created_at, Post.id < post_id),
-            )
-        )
+        # A row comparison, not the equivalent OR of column comparisons:
+        # PostgreSQL turns only the former into an index condition, so a
+        # deep page costs what the first does (see docs/posts.md).
+        query = query.where(tuple_(Post.created_at, Post.id) < tuple_(*before))
     query = _visible(query, include_inactive_authors=include_inactive_authors)
     return list((await session.execute(query)).scalars())
 

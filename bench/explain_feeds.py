@@ -1,0 +1,121 @@
+"""Query plans of the post feeds with 100k posts (reproduces docs/posts.md).
+
+    .venv/bin/python bench/explain_feeds.py [--posts 100000]
+
+Fills a throwaway database (DATABASE_URL's server, else an embedded one)
+with users and posts, then prints EXPLAIN (ANALYZE, BUFFERS) of the exact
+SQL the gateway sends for: the global feed's first page and a deep page,
+one author's feed, and GetPost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py_gateway"))
+
+from nuell_gateway.db import posts  # noqa: E402
+from nuell_gateway.db.embedded import start_embedded_postgres  # noqa: E402
+from nuell_gateway.db.schema import upgrade_to_head  # noqa: E402
+from tests.utils.database import libpq, throwaway_database  # noqa: E402
+
+PAGE = 50
+
+
+class _Capture:
+    """A stand-in session that records the statement a repository function builds."""
+
+    statement: object = None
+
+    async def execute(self, statement: object) -> _Capture:
+        self.statement = statement
+        return self
+
+    def scalars(self) -> list[object]:
+        return []
+
+    def scalar_one_or_none(self) -> None:
+        return None
+
+
+async def _sql(build: object) -> str:
+    capture = _Capture()
+    await build(capture)  # type: ignore[operator]
+    compiled = capture.statement.compile(  # type: ignore[attr-defined]
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    return str(compiled)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--posts", type=int, default=100_000)
+    parser.add_argument("--authors", type=int, default=1_000)
+    args = parser.parse_args()
+
+    configured = os.environ.get("DATABASE_URL")
+    server = make_url(
+        configured
+        or start_embedded_postgres(Path(tempfile.mkdtemp()) / "pg", delete_on_exit=True)
+    )
+    with throwaway_database(server, prefix="nuell_explain") as url:
+        upgrade_to_head(url.set(drivername="postgresql+psycopg"))
+        with psycopg.connect(libpq(url), autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO users (id, email, hashed_password) "
+                "SELECT gen_random_uuid(), 'u' || n || '@example.com', '$argon2id$x' "
+                "FROM generate_series(1, %s) n",
+                [args.authors],
+            )
+            conn.execute(
+                "INSERT INTO posts (id, user_id, content, created_at, updated_at) "
+                "SELECT gen_random_uuid(), u.id, 'post ' || n, now() - n * interval '1 second', "
+                "now() - n * interval '1 second' "
+                "FROM generate_series(1, %s) n "
+                "JOIN LATERAL (SELECT id FROM users ORDER BY id OFFSET (n %% %s) LIMIT 1) u ON true",
+                [args.posts, args.authors],
+            )
+            conn.execute("ANALYZE")
+            author = conn.execute("SELECT user_id FROM posts LIMIT 1").fetchone()[0]  # type: ignore[index]
+            post_id = conn.execute("SELECT id FROM posts LIMIT 1").fetchone()[0]  # type: ignore[index]
+            deep = datetime.now(UTC) - timedelta(seconds=args.posts // 2)
+            queries = {
+                "global feed, first page": lambda s: posts.list_posts(
+                    s, author_id=None, before=None, limit=PAGE + 1, include_inactive_authors=False
+                ),
+                "global feed, a page half-way down": lambda s: posts.list_posts(
+                    s, author_id=None, before=(deep, uuid.UUID(int=0)), limit=PAGE + 1,
+                    include_inactive_authors=False,
+                ),
+                "one author's feed, first page": lambda s: posts.list_posts(
+                    s, author_id=author, before=None, limit=PAGE + 1, include_inactive_authors=False
+                ),
+                "one author's feed, a page half-way down": lambda s: posts.list_posts(
+                    s, author_id=author, before=(deep, uuid.UUID(int=0)), limit=PAGE + 1,
+                    include_inactive_authors=False,
+                ),
+                "GetPost": lambda s: posts.get_post(
+                    s, post_id=post_id, include_inactive_authors=False
+                ),
+            }  # fmt: skip
+            for title, build in queries.items():
+                sql = asyncio.run(_sql(build))
+                plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}").fetchall()  # type: ignore[arg-type]
+                print(f"### {title}\n\n```sql\n{sql}\n```\n\n```")
+                print("\n".join(row[0] for row in plan))
+                print("```\n")
+
+
+if __name__ == "__main__":
+    main()
