@@ -13,10 +13,14 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
-from typing import Any
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from nuell_gateway.errors import FieldViolation, InvalidArgument
+
+K = TypeVar("K", bound="Keyed")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -35,12 +39,45 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+class Keyed(Protocol):
+    """A row of a keyset-paged listing: ordered by (created_at, id)."""
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+Position = tuple[datetime, uuid.UUID]
+
+
 class PageTokens:
     """Signs cursors with the first key and accepts any configured key."""
 
     def __init__(self, signing_keys: Iterable[bytes]) -> None:
         # Derived, so page tokens and access tokens never share a MAC key.
         self._keys = [hashlib.sha256(b"nuell page token\0" + key).digest() for key in signing_keys]
+
+    def position(self, token: str, *, scope: str) -> Position | None:
+        """Where a listing resumes: the (created_at, id) of the last row served."""
+        if not token:
+            return None
+        cursor = self.decode(token, scope=scope)
+        try:
+            return datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"])
+        except (KeyError, TypeError, ValueError):
+            raise _invalid_token() from None
+
+    def next_page(self, rows: Sequence[K], limit: int, *, scope: str) -> tuple[Sequence[K], str]:
+        """The page to serve from `limit + 1` fetched rows, and the token that follows it."""
+        page = rows[:limit]
+        if len(rows) <= limit:
+            return page, ""
+        last = page[-1]
+        return page, self.encode(
+            {"t": last.created_at.isoformat(), "id": str(last.id)}, scope=scope
+        )
 
     def encode(self, cursor: dict[str, Any], *, scope: str) -> str:
         payload = json.dumps({"c": cursor, "s": scope}, separators=(",", ":")).encode()
@@ -63,14 +100,18 @@ class PageTokens:
             cursor: dict[str, Any] = content["c"]
             return cursor
         except (ValueError, KeyError, TypeError, binascii.Error):
-            raise InvalidArgument(
-                "page_token is not a token this request issued",
+            raise _invalid_token() from None
+
+
+def _invalid_token() -> InvalidArgument:
+    return InvalidArgument(
+        "page_token is not a token this request issued",
+        reason="INVALID_PAGE_TOKEN",
+        violations=[
+            FieldViolation(
+                field="page_token",
+                description="not a page token from a previous call with the same filters",
                 reason="INVALID_PAGE_TOKEN",
-                violations=[
-                    FieldViolation(
-                        field="page_token",
-                        description="not a page token from a previous call with the same filters",
-                        reason="INVALID_PAGE_TOKEN",
-                    )
-                ],
-            ) from None
+            )
+        ],
+    )

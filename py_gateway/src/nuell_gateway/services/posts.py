@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import TypedDict
 
 import grpc
@@ -75,10 +74,8 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
         moderates = _moderates(caller())
         # A token only pages the listing it came from (same author filter and view).
         scope = f"posts.list:{author_id or '*'}:{int(moderates)}"
-        before = None
-        if request.page_token:
-            cursor = self._resources.page_tokens.decode(request.page_token, scope=scope)
-            before = (datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"]))
+        tokens = self._resources.page_tokens
+        before = tokens.position(request.page_token, scope=scope)
         async with self._resources.sessions() as session:
             # One extra row tells whether another page exists.
             rows = await posts.list_posts(
@@ -88,13 +85,7 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
                 limit=limit + 1,
                 include_inactive_authors=moderates,
             )
-        page = rows[:limit]
-        next_token = ""
-        if len(rows) > limit:
-            last = page[-1]
-            next_token = self._resources.page_tokens.encode(
-                {"t": last.created_at.isoformat(), "id": str(last.id)}, scope=scope
-            )
+        page, next_token = tokens.next_page(rows, limit, scope=scope)
         return pb.ListPostsResponse(
             posts=[post_to_proto(p) for p in page], next_page_token=next_token
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -77,20 +76,12 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListUsersResponse:
         limit = page_size(request.page_size)
-        after = None
-        if request.page_token:
-            cursor = self._resources.page_tokens.decode(request.page_token, scope=LIST_SCOPE)
-            after = (datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"]))
+        tokens = self._resources.page_tokens
+        after = tokens.position(request.page_token, scope=LIST_SCOPE)
         async with self._resources.sessions() as session:
             # One extra row tells whether another page exists.
             rows = await users.list_users(session, after=after, limit=limit + 1)
-        page, more = rows[:limit], len(rows) > limit
-        next_token = ""
-        if more:
-            last = page[-1]
-            next_token = self._resources.page_tokens.encode(
-                {"t": last.created_at.isoformat(), "id": str(last.id)}, scope=LIST_SCOPE
-            )
+        page, next_token = tokens.next_page(rows, limit, scope=LIST_SCOPE)
         return pb.ListUsersResponse(
             users=[user_to_proto(u) for u in page], next_page_token=next_token
         )
