@@ -107,16 +107,17 @@ test-deploy: build ## Envoy config validation and the real stack (grpcurl, gRPC-
 .PHONY: lint
 lint: gen proto/node_modules/.installed ## buf lint, ruff, mypy, clippy (warnings are errors), rustfmt
 	$(BUF) lint
-	$(VENV)/bin/ruff check py_gateway deploy
-	$(VENV)/bin/ruff format --check py_gateway deploy
+	$(VENV)/bin/ruff check py_gateway deploy bench
+	$(VENV)/bin/ruff format --check py_gateway deploy bench
 	cd py_gateway && ../$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict bench
 	$(CARGO) clippy --locked --all-targets $(CARGO_MANIFEST) -- -D warnings
 	$(CARGO) fmt --check $(CARGO_MANIFEST)
 
 .PHONY: fmt
 fmt: $(VENV)/.installed ## Format Python and Rust sources in place
-	$(VENV)/bin/ruff format py_gateway deploy
-	$(VENV)/bin/ruff check --fix py_gateway deploy
+	$(VENV)/bin/ruff format py_gateway deploy bench
+	$(VENV)/bin/ruff check --fix py_gateway deploy bench
 	$(CARGO) fmt $(CARGO_MANIFEST)
 
 # ------------------------------------------------------------------- bench

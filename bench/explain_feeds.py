@@ -13,24 +13,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
+import secrets
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from nuell_gateway.db import posts
+from nuell_gateway.db.embedded import start_embedded_postgres
+from nuell_gateway.db.schema import upgrade_to_head
+from psycopg import sql as pg_sql
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py_gateway"))
-
-from nuell_gateway.db import posts  # noqa: E402
-from nuell_gateway.db.embedded import start_embedded_postgres  # noqa: E402
-from nuell_gateway.db.schema import upgrade_to_head  # noqa: E402
-from tests.utils.database import libpq, throwaway_database  # noqa: E402
+from sqlalchemy.engine import URL, make_url
 
 PAGE = 50
+
+
+@contextmanager
+def _throwaway_database(server: URL) -> Iterator[URL]:
+    name = f"nuell_explain_{secrets.token_hex(4)}"
+    admin_url = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(pg_sql.SQL("CREATE DATABASE {}").format(pg_sql.Identifier(name)))
+    try:
+        yield server.set(database=name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(
+                pg_sql.SQL("DROP DATABASE {} WITH (FORCE)").format(pg_sql.Identifier(name))
+            )
 
 
 class _Capture:
@@ -49,11 +64,13 @@ class _Capture:
         return None
 
 
-async def _sql(build: object) -> str:
+async def _sql(build: Callable[[Any], Awaitable[object]]) -> str:
     capture = _Capture()
-    await build(capture)  # type: ignore[operator]
-    compiled = capture.statement.compile(  # type: ignore[attr-defined]
-        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    await build(capture)
+    statement: Any = capture.statement
+    compiled = statement.compile(
+        dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
+        compile_kwargs={"literal_binds": True},
     )
     return str(compiled)
 
@@ -66,12 +83,12 @@ def main() -> None:
 
     configured = os.environ.get("DATABASE_URL")
     server = make_url(
-        configured
-        or start_embedded_postgres(Path(tempfile.mkdtemp()) / "pg", delete_on_exit=True)
+        configured or start_embedded_postgres(Path(tempfile.mkdtemp()) / "pg", delete_on_exit=True)
     )
-    with throwaway_database(server, prefix="nuell_explain") as url:
+    with _throwaway_database(server) as url:
         upgrade_to_head(url.set(drivername="postgresql+psycopg"))
-        with psycopg.connect(libpq(url), autocommit=True) as conn:
+        libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(libpq, autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO users (id, email, hashed_password) "
                 "SELECT gen_random_uuid(), 'u' || n || '@example.com', '$argon2id$x' "
@@ -83,7 +100,8 @@ def main() -> None:
                 "SELECT gen_random_uuid(), u.id, 'post ' || n, now() - n * interval '1 second', "
                 "now() - n * interval '1 second' "
                 "FROM generate_series(1, %s) n "
-                "JOIN LATERAL (SELECT id FROM users ORDER BY id OFFSET (n %% %s) LIMIT 1) u ON true",
+                "JOIN LATERAL "
+                "(SELECT id FROM users ORDER BY id OFFSET (n %% %s) LIMIT 1) u ON true",
                 [args.posts, args.authors],
             )
             conn.execute("ANALYZE")
@@ -111,7 +129,8 @@ def main() -> None:
             }  # fmt: skip
             for title, build in queries.items():
                 sql = asyncio.run(_sql(build))
-                plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}").fetchall()  # type: ignore[arg-type]
+                explain = f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}"
+                plan = conn.execute(explain).fetchall()
                 print(f"### {title}\n\n```sql\n{sql}\n```\n\n```")
                 print("\n".join(row[0] for row in plan))
                 print("```\n")

@@ -1,0 +1,717 @@
+"""End-to-end load runs against the real stack (`make bench`).
+
+    .venv/bin/python bench/run.py [--duration S] [--concurrency N] [--only NAME]...
+
+Starts, on free loopback ports: a throwaway PostgreSQL database (a fresh one
+on the server at TEST_DATABASE_URL, else DATABASE_URL, dropped at the end;
+else an embedded server in a temporary folder), migrated with
+`nuell_gateway migrate`; rust_compute; py_gateway; Envoy in front of it,
+configured by deploy/render.py from deploy/settings.py; and
+bench/echo_server.py, the ceiling for Python gRPC on this machine, with as
+many worker processes as the gateway (`--workers`, default NUELL_WORKERS,
+else one per core, the gateway's own default). Only what the chosen
+scenarios need is started.
+
+Each scenario is one run of bench/load.py, in a process of its own, with the
+same settings. The figures are printed as a table, followed by the ratios
+that matter, and saved to bench/results/<UTC timestamp>.json. Children are
+stopped and the database dropped at the end, on Ctrl-C and on failure too;
+on failure the children's logs are kept and their folder named.
+
+Process handling is deploy/local/run_stack.py's (the runner behind
+`make run`); the Envoy config is deploy/render.py's. NUELL_* tuning
+variables in the environment (NUELL_DB_POOL_SIZE, ...) reach the gateway;
+its addresses, signing key and database are the benchmark's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc  # type: ignore[import-untyped]
+from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc  # type: ignore[import-untyped]
+from nuell.users.v1 import user_service_pb2  # type: ignore[import-untyped]
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+LOAD = BENCH / "load.py"
+ECHO_SERVER = BENCH / "echo_server.py"
+sys.path[:0] = [str(REPO / "deploy" / "local"), str(REPO / "deploy")]
+
+import run_stack  # type: ignore[import-not-found]  # noqa: E402
+from render import write_envoy  # type: ignore[import-not-found]  # noqa: E402
+from settings import Address, SettingsError, StackSettings  # type: ignore[import-not-found]  # noqa: E402
+
+ECHO_METHOD = "/nuell.bench.v1.EchoService/Echo"
+ECHO_PAYLOAD = bytes(range(128))  # about the size of a GetCurrentUser reply
+HEALTH_METHOD = "/grpc.health.v1.Health/Check"
+CURRENT_USER_METHOD = "/nuell.users.v1.UserService/GetCurrentUser"
+LOGIN_METHOD = "/nuell.auth.v1.AuthService/Login"
+PASSWORD = "Correct-Horse-42"  # noqa: S105 - the benchmark account's, in a throwaway database
+ECHO_LISTENING = re.compile(r"^echo_server listening on (\S+)\s*$", re.MULTILINE)
+STARTUP_TIMEOUT = 90.0  # two cores, and the embedded server's initdb on first use
+# Set in the load driver's environment, so the token stays out of the process list.
+AUTHORIZATION_VARIABLE = "NUELL_BENCH_AUTHORIZATION"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # what --only takes
+    label: str  # the table's row
+    needs: frozenset[str]  # parts of the stack: echo, gateway, edge, user
+    argon2_bound: bool = False  # runs at --login-concurrency
+
+
+SCENARIOS = (
+    Scenario("echo", "echo (bare grpc.aio)", frozenset({"echo"})),
+    Scenario("health", "Health/Check direct", frozenset({"gateway"})),
+    Scenario("user", "GetCurrentUser direct", frozenset({"gateway", "user"})),
+    Scenario("user-envoy", "GetCurrentUser via Envoy", frozenset({"gateway", "edge", "user"})),
+    Scenario("login", "Login direct", frozenset({"gateway", "user"}), argon2_bound=True),
+)
+BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
+
+
+class BenchError(Exception):
+    """The run cannot go on; the message says why."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one scenario's driver sends, where, and whose CPU it watches."""
+
+    target: str
+    method: str
+    request: bytes = b""
+    authorization: str | None = None
+    watch: Mapping[str, int] = field(default_factory=dict)
+    # The watched server whose workers get equal shares of the client's connections.
+    balance_over: str | None = None
+
+
+@dataclass
+class Running:
+    """What has been started so far; `Stack` is run_stack's."""
+
+    stack: Any
+    env: dict[str, str]
+    # A key for this run only: nothing outside it can mint a token the gateway accepts.
+    jwt_keys: str = field(default_factory=lambda: f"bench:{secrets.token_urlsafe(36)}")
+    database: str = "none"
+    postgres_pid: int | None = None
+    echo: str | None = None
+    echo_pid: int | None = None
+    gateway: str | None = None
+    gateway_pid: int | None = None
+    edge: str | None = None
+    edge_pid: int | None = None
+    email: str | None = None
+    access_token: str | None = None
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def libpq_url(url: str) -> str:
+    """SQLAlchemy-style `postgresql+driver://` URLs as libpq wants them."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}{sep}{rest}"
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pids(**named: int | None) -> dict[str, int]:
+    return {name: pid for name, pid in named.items() if pid is not None}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# --- the stack ------------------------------------------------------------------
+
+
+def start_database(run: Running, cleanup: ExitStack) -> str:
+    """A fresh, migrated database; dropped (or deleted with its server) at the end."""
+    import psycopg
+    from psycopg import sql
+
+    server_url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if server_url:
+        run.database = f"server at {run_stack.redact(server_url)}"
+        say(f"database: a fresh one on {run_stack.redact(server_url)}")
+    else:
+        from nuell_gateway.db.embedded import (
+            start_embedded_postgres,
+        )
+
+        data_dir = Path(tempfile.mkdtemp(prefix="nuell-bench-pg-"))
+        # atexit runs last-in first-out: this runs after pgserver has stopped the server.
+        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+        say("database: embedded PostgreSQL in a temporary folder")
+        server_url = str(start_embedded_postgres(data_dir, delete_on_exit=True))
+        run.database = "embedded"
+        run.postgres_pid = postmaster_pid(data_dir)
+
+    name = f"nuell_bench_{uuid.uuid4().hex[:12]}"
+    admin_url = libpq_url(server_url)
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BenchError(
+            f"cannot create a database on {run_stack.redact(server_url)} ({reason})"
+        ) from None
+
+    def drop() -> None:
+        stop_children(run)  # the gateway first, so nothing is connected
+        try:
+            with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+        except psycopg.Error as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"bench: could not drop database {name} ({reason})", file=sys.stderr)
+
+    cleanup.callback(drop)
+    database_url = with_database(server_url, name)
+
+    say("applying migrations")
+    migrate = run.stack.spawn(
+        "migrate",
+        [sys.executable, "-m", "nuell_gateway", "migrate"],
+        run.env | {"DATABASE_URL": database_url, "NUELL_JWT_KEYS": run.jwt_keys},
+        5,
+    )
+    if (code := run.stack.wait_exit(migrate)) != 0:
+        raise migrate.died(code)
+    run.stack.children.remove(migrate)
+    return database_url
+
+
+def start_echo(run: Running, workers: int) -> None:
+    say("starting echo_server")
+    argv = [sys.executable, str(ECHO_SERVER), "--addr", "127.0.0.1:0", "--workers", str(workers)]
+    child = run.stack.spawn("echo_server", argv, run.env, 10)
+
+    def bound() -> str | None:
+        text = child.log_path.read_text(encoding="utf-8", errors="replace")
+        return match.group(1) if (match := ECHO_LISTENING.search(text)) else None
+
+    run.echo = str(run.stack.wait_until(child, "ready to listen", bound))
+    run.echo_pid = child.process.pid
+
+
+def start_gateway(run: Running, cleanup: ExitStack, workers: int) -> None:
+    compute_bin = run_stack.find_compute_binary()
+    database_url = start_database(run, cleanup)
+
+    say("starting rust_compute")
+    compute = run.stack.spawn(
+        "rust_compute", [str(compute_bin), "--addr", "127.0.0.1:0"], run.env, 10
+    )
+    compute_at = run.stack.listening_address(compute)
+    run.stack.wait_healthy(compute, compute_at.connect_target)
+
+    say("starting py_gateway")
+    gateway_env = run.env | {
+        "DATABASE_URL": database_url,
+        "NUELL_GATEWAY_ADDR": "127.0.0.1:0",
+        "NUELL_COMPUTE_TARGET": compute_at.connect_target,
+        "NUELL_JWT_KEYS": run.jwt_keys,
+        "NUELL_WORKERS": str(workers),
+    }
+    gateway = run.stack.spawn(
+        "py_gateway", [sys.executable, "-m", "nuell_gateway", "serve"], gateway_env, 15
+    )
+    gateway_at = run.stack.listening_address(gateway)
+    run.stack.wait_healthy(gateway, gateway_at.connect_target)
+    run.gateway = gateway_at.connect_target
+    run.gateway_pid = gateway.process.pid
+
+
+def start_edge(run: Running, work_dir: Path) -> Any:
+    """Envoy in front of the gateway; returns its run_stack child."""
+    envoy = run_stack.find_envoy()
+    assert run.gateway is not None
+    # Free ports through the variables deploy/settings.py reads, as `make run` would.
+    settings = StackSettings.from_env(
+        {
+            "NUELL_EDGE_HTTP_PORT": str(free_port()),
+            "NUELL_EDGE_HTTPS_PORT": str(free_port()),
+            "NUELL_EDGE_ADMIN_PORT": str(free_port()),
+            "NUELL_GATEWAY_ADDR": run.gateway,
+        }
+    )
+    # The edge listens on every interface by default; a benchmark needs loopback only.
+    settings = dataclasses.replace(
+        settings, edge_http=Address("127.0.0.1", settings.edge_http.port)
+    )
+    config = write_envoy(settings, work_dir / "envoy.yaml")
+
+    edge = run.stack.spawn(
+        "envoy",
+        [str(envoy), "-c", str(config), "--log-level", "warning", "--disable-hot-restart"],
+        run.env,
+        10,
+    )
+    run.stack.wait_until(edge, "ready", lambda: run_stack.admin_ready(settings.edge_admin))
+    run.edge = settings.edge_http.connect_target
+    run.stack.wait_healthy(edge, run.edge)
+    run.edge_pid = edge.process.pid
+    return edge
+
+
+def create_user(run: Running) -> None:
+    """Register and log in the account the authenticated scenarios use."""
+    assert run.gateway is not None
+    run.email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+    with grpc.insecure_channel(run.gateway) as channel:
+        auth = auth_service_pb2_grpc.AuthServiceStub(channel)
+        try:
+            auth.Register(
+                auth_service_pb2.RegisterRequest(email=run.email, password=PASSWORD), timeout=30
+            )
+            reply = auth.Login(
+                auth_service_pb2.LoginRequest(email=run.email, password=PASSWORD), timeout=30
+            )
+        except grpc.RpcError as exc:
+            raise BenchError(
+                f"registering the benchmark account failed: {exc.code().name}: {exc.details()}"
+            ) from None
+    run.access_token = reply.access_token
+
+
+# --- scenarios ------------------------------------------------------------------
+
+
+def load_for(scenario: Scenario, run: Running) -> Load:
+    if scenario.name == "echo":
+        assert run.echo is not None
+        watch = pids(echo=run.echo_pid)
+        return Load(run.echo, ECHO_METHOD, ECHO_PAYLOAD, watch=watch, balance_over="echo")
+    assert run.gateway is not None
+    backend = pids(gateway=run.gateway_pid, postgres=run.postgres_pid)
+    bearer = f"Bearer {run.access_token}"
+    if scenario.name == "health":
+        return Load(run.gateway, HEALTH_METHOD, watch=backend, balance_over="gateway")
+    if scenario.name == "user":
+        return Load(
+            run.gateway,
+            CURRENT_USER_METHOD,
+            authorization=bearer,
+            watch=backend,
+            balance_over="gateway",
+        )
+    if scenario.name == "user-envoy":
+        # Not balanced: Envoy's own upstream connections reach the gateway's
+        # workers wherever the kernel puts them, as they do in production.
+        assert run.edge is not None
+        watch = pids(envoy=run.edge_pid) | backend
+        return Load(run.edge, CURRENT_USER_METHOD, authorization=bearer, watch=watch)
+    if scenario.name == "login":
+        request = auth_service_pb2.LoginRequest(email=run.email, password=PASSWORD)
+        return Load(
+            run.gateway,
+            LOGIN_METHOD,
+            request.SerializeToString(),
+            watch=backend,
+            balance_over="gateway",
+        )
+    raise AssertionError(scenario.name)
+
+
+def first_call(scenario: Scenario, load: Load, run: Running) -> None:
+    """One call before the load, so a broken scenario fails loudly, not as a row of errors."""
+    metadata = (("authorization", load.authorization),) if load.authorization else ()
+    with grpc.insecure_channel(load.target) as channel:
+        try:
+            reply = channel.unary_unary(load.method)(load.request, metadata=metadata, timeout=30)
+        except grpc.RpcError as exc:
+            raise BenchError(
+                f"{scenario.label}: the first call failed: {exc.code().name}: {exc.details()}"
+            ) from None
+    if load.method == CURRENT_USER_METHOD:
+        user = user_service_pb2.GetCurrentUserResponse.FromString(reply).user
+        if user.email != run.email:
+            raise BenchError(f"{scenario.label}: answered for {user.email!r}, not {run.email!r}")
+
+
+def drive(
+    scenario: Scenario, load: Load, run: Running, args: argparse.Namespace, work_dir: Path
+) -> dict[str, Any]:
+    """Run bench/load.py for this scenario and return its figures."""
+    concurrency = args.login_concurrency if scenario.argon2_bound else args.concurrency
+    out = work_dir / f"{scenario.name}.json"
+    argv = [
+        sys.executable,
+        str(LOAD),
+        "--target",
+        load.target,
+        "--method",
+        load.method,
+        "--request-hex",
+        load.request.hex(),
+        "--concurrency",
+        str(concurrency),
+        "--channels",
+        str(args.channels),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--out",
+        str(out),
+    ]
+    env = dict(run.env)
+    if load.authorization:
+        env[AUTHORIZATION_VARIABLE] = load.authorization
+        argv += ["--metadata", f"authorization=${AUTHORIZATION_VARIABLE}"]
+    for name, pid in load.watch.items():
+        argv += ["--watch", f"{name}={pid}"]
+    if load.balance_over and args.balance:
+        argv += ["--balance-over", load.balance_over]
+
+    child = run.stack.spawn(f"load-{scenario.name}", argv, env, 5)
+    deadline = time.monotonic() + args.warmup + args.duration + 60
+    while (code := child.process.poll()) is None:
+        if time.monotonic() > deadline:
+            raise BenchError(f"the load driver for {scenario.label} did not finish in time")
+        time.sleep(0.1)
+    if code != 0:
+        raise child.died(code)
+    run.stack.children.remove(child)
+    result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    # The server's CPU for one call (ms): steadier than RPS on a shared machine.
+    server = "echo" if "echo" in result["cpu_percent"] else "gateway"
+    per_call = 10 * result["cpu_percent"][server] / result["rps"] if result["rps"] else math.nan
+    return {"label": scenario.label, "server_cpu_ms_per_call": per_call} | result
+
+
+# --- output ---------------------------------------------------------------------
+
+SPLIT_CPU = frozenset({"echo", "gateway"})
+
+COLUMNS = (
+    f"{'scenario':<26} {'conc':>4} {'rps':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+    f"{'errors':>6} {'srv ms':>6}  cpu % of one core"
+)
+
+
+def cpu_cell(result: Mapping[str, Any]) -> str:
+    """`gateway 150 (98+52; conns 5+3), postgres 20, client 60`: for a server with
+    several worker processes, each worker's CPU and the connections the kernel
+    gave it (SO_REUSEPORT places connections, not calls)."""
+    parts = []
+    for name, total in result["cpu_percent"].items():
+        part = f"{name} {total:.0f}"
+        workers = [p for p in result["processes"][name] if p["listens"]]
+        if name in SPLIT_CPU and len(workers) > 1:
+            cpu = "+".join(f"{p['cpu_percent']:.0f}" for p in workers)
+            conns = "+".join(str(p["connections"]) for p in workers)
+            part += f" ({cpu}; conns {conns})"
+        parts.append(part)
+    return ", ".join(parts)
+
+
+def row(result: Mapping[str, Any]) -> str:
+    cpu = cpu_cell(result)
+    return (
+        f"{result['label']:<26} {result['concurrency']:>4} {result['rps']:>7.0f} "
+        f"{result['p50_ms']:>7.2f} {result['p90_ms']:>7.2f} {result['p99_ms']:>7.2f} "
+        f"{result['errors']:>6} {result['server_cpu_ms_per_call']:>6.2f}  {cpu}"
+    )
+
+
+def ratios(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+
+    def share(name: str, of: str, key: str) -> float | None:
+        if name in results and of in results and results[of][key]:
+            return float(100 * results[name][key] / results[of][key])
+        return None
+
+    for name in ("user", "health"):
+        if (value := share(name, "echo", "rps")) is not None:
+            out[f"{name}_rps_percent_of_echo"] = value
+    if "user" in results and "user-envoy" in results:
+        direct, edge = results["user"], results["user-envoy"]
+        if not (direct["rps"] and edge["rps"]):  # every call failed: no ratio to speak of
+            return out
+        out["envoy_p50_overhead_ms"] = edge["p50_ms"] - direct["p50_ms"]
+        out["envoy_p50_overhead_percent"] = 100 * (edge["p50_ms"] / direct["p50_ms"] - 1)
+        out["envoy_rps_change_percent"] = 100 * (edge["rps"] / direct["rps"] - 1)
+    return out
+
+
+def print_ratios(found: Mapping[str, float]) -> None:
+    lines = []
+    if "user_rps_percent_of_echo" in found:
+        line = f"GetCurrentUser direct: {found['user_rps_percent_of_echo']:.0f}% of the echo RPS"
+        if "health_rps_percent_of_echo" in found:
+            line += f" (Health/Check direct: {found['health_rps_percent_of_echo']:.0f}%)"
+        lines.append(line)
+    elif "health_rps_percent_of_echo" in found:
+        lines.append(
+            f"Health/Check direct: {found['health_rps_percent_of_echo']:.0f}% of the echo RPS"
+        )
+    if "envoy_p50_overhead_ms" in found:
+        lines.append(
+            f"Envoy in front of GetCurrentUser: p50 {found['envoy_p50_overhead_ms']:+.2f} ms "
+            f"({found['envoy_p50_overhead_percent']:+.0f}% of direct), "
+            f"RPS {found['envoy_rps_change_percent']:+.0f}% of direct"
+        )
+    if lines:
+        say("")
+        for line in lines:
+            say(line)
+
+
+def tuning_variables() -> dict[str, str]:
+    """NUELL_* variables that reached the gateway (secrets left out), for the record."""
+    secret = re.compile(r"KEY|PASSWORD|SECRET|TOKEN|DATABASE_URL")
+    return {
+        name: value
+        for name, value in sorted(os.environ.items())
+        if name.startswith("NUELL_") and not secret.search(name)
+    }
+
+
+def save(report: Mapping[str, Any], stamp: datetime) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{stamp:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN: a figure with no samples becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    return value
+
+
+# --- the run ----------------------------------------------------------------------
+
+
+def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: Path) -> Path:
+    started = datetime.now(UTC)
+    load_average = os.getloadavg()
+    chosen = [BY_NAME[name] for name in args.only] if args.only else list(SCENARIOS)
+    needs = frozenset[str]().union(*(scenario.needs for scenario in chosen))
+    if load_average[0] > 0.5:
+        say(
+            f"note: load average {load_average[0]:.2f} before starting; "
+            "other work on this machine skews the figures"
+        )
+
+    if "echo" in needs:
+        start_echo(run, args.workers)
+    if "gateway" in needs:
+        start_gateway(run, cleanup, args.workers)
+    if "user" in needs:
+        create_user(run)
+    # Envoy runs only for its own scenario, so the direct ones see no idle
+    # edge and no connections of its in the gateway.
+    direct = [scenario for scenario in chosen if "edge" not in scenario.needs]
+    for scenario in direct:  # fail before measuring anything
+        first_call(scenario, load_for(scenario, run), run)
+
+    say(
+        f"\n{args.duration:g} s per scenario after {args.warmup:g} s of warm-up, "
+        f"{args.workers} worker process(es) per Python server (NUELL_WORKERS), "
+        f"one client process with {args.channels} channels\n"
+    )
+    say(COLUMNS)
+    results: dict[str, dict[str, Any]] = {}
+    for scenario in chosen:
+        edge = start_edge(run, work_dir) if "edge" in scenario.needs else None
+        load = load_for(scenario, run)
+        if edge is not None:
+            first_call(scenario, load, run)
+        results[scenario.name] = drive(scenario, load, run, args, work_dir)
+        if edge is not None:
+            edge.stop()
+            run.stack.children.remove(edge)
+        say(row(results[scenario.name]))
+        if codes := results[scenario.name]["error_codes"]:
+            say("    errors: " + ", ".join(f"{code} {count}" for code, count in codes.items()))
+    found = ratios(results)
+    print_ratios(found)
+
+    report = {
+        "timestamp": started.isoformat(timespec="seconds"),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+            "load_average_at_start": list(load_average),
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "concurrency": args.concurrency,
+            "login_concurrency": args.login_concurrency,
+            "channels": args.channels,
+            "workers": args.workers,
+            "balanced": args.balance,
+        },
+        "database": run.database,
+        "tuning": tuning_variables(),
+        "scenarios": finite(results),
+        "ratios": found,
+    }
+    return save(report, started)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="End-to-end load runs against the real stack (see bench/README.md).",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="measured seconds per scenario (5)"
+    )
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="calls in flight, all but Login (32)"
+    )
+    parser.add_argument(
+        "--login-concurrency", type=int, default=8, help="calls in flight for Login (8)"
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=8,
+        help="connections the client spreads its calls over (8)",
+    )
+    parser.add_argument(
+        "--no-balance",
+        dest="balance",
+        action="store_false",
+        help="leave the client's connections where the kernel puts them, instead of giving "
+        "each server worker the same number (direct scenarios)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("NUELL_WORKERS") or os.cpu_count() or 1),
+        help="processes of py_gateway (NUELL_WORKERS) and of the echo server alike; "
+        "NUELL_WORKERS if set, else one per core, the gateway's own default",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(BY_NAME),
+        metavar="NAME",
+        help=f"run only this scenario (repeatable; default all): {', '.join(BY_NAME)}",
+    )
+    args = parser.parse_args(argv)
+    if min(args.concurrency, args.login_concurrency, args.channels, args.workers) < 1:
+        parser.error("concurrency, channels and workers must be at least 1")
+    if args.duration <= 0 or args.warmup < 0:
+        parser.error("duration must be positive and warm-up not negative")
+    if args.only:
+        args.only = list(dict.fromkeys(args.only))  # keep the order given, once each
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    # Explicitly, SIGINT too: a shell starting us in the background ignores it.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupt)
+    work_dir = Path(tempfile.mkdtemp(prefix="nuell-bench-"))
+    failed = False
+
+    def remove_logs() -> None:
+        logs = work_dir / "logs"
+        if failed and logs.is_dir() and any(logs.iterdir()):
+            print(f"bench: logs kept in {logs}", file=sys.stderr, flush=True)
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    with ExitStack() as cleanup:
+        # Registered first, so it runs last: the logs go once everything has stopped.
+        cleanup.callback(remove_logs)
+        env = run_stack.base_env()
+        for variable in ("DATABASE_URL", "TEST_DATABASE_URL"):
+            env.pop(variable, None)
+        stack = run_stack.Stack(StackSettings(), work_dir, STARTUP_TIMEOUT)
+        run = Running(stack=stack, env=env)
+        cleanup.callback(stop_children, run)
+        try:
+            path = bench(args, run, cleanup, work_dir)
+        except KeyboardInterrupt:
+            say("\ninterrupted; stopping everything")
+            return 130
+        except (BenchError, run_stack.StackError, SettingsError) as exc:
+            failed = True
+            print(f"bench: {exc}", file=sys.stderr, flush=True)
+            return 1
+        except BaseException:
+            failed = True
+            raise
+    say(f"\nsaved {path.relative_to(REPO)}")
+    return 0
+
+
+def stop_children(run: Running) -> None:
+    """Newest first; Ctrl-C and SIGTERM no longer interrupt once stopping starts."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    for child in reversed(run.stack.children):
+        child.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
