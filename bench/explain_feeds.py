@@ -4,30 +4,29 @@
 
 Fills a throwaway database (DATABASE_URL's server, else an embedded one)
 with users and posts, then prints EXPLAIN (ANALYZE, BUFFERS) of the exact
-SQL the gateway sends for: the global feed's first page and a deep page,
-one author's feed, and GetPost.
+SQL the gateway sends (nuell_gateway.db.hot_reads) for: the global feed's
+first page and a deep page, one author's feed likewise, GetPost and the
+account lookup behind every call.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from nuell_gateway.db import posts
+from nuell_gateway.db import hot_reads
 from nuell_gateway.db.embedded import start_embedded_postgres
 from nuell_gateway.db.schema import upgrade_to_head
 from psycopg import sql as pg_sql
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, make_url
 
 PAGE = 50
@@ -46,33 +45,6 @@ def _throwaway_database(server: URL) -> Iterator[URL]:
             admin.execute(
                 pg_sql.SQL("DROP DATABASE {} WITH (FORCE)").format(pg_sql.Identifier(name))
             )
-
-
-class _Capture:
-    """A stand-in session that records the statement a repository function builds."""
-
-    statement: object = None
-
-    async def execute(self, statement: object) -> _Capture:
-        self.statement = statement
-        return self
-
-    def scalars(self) -> list[object]:
-        return []
-
-    def scalar_one_or_none(self) -> None:
-        return None
-
-
-async def _sql(build: Callable[[Any], Awaitable[object]]) -> str:
-    capture = _Capture()
-    await build(capture)
-    statement: Any = capture.statement
-    compiled = statement.compile(
-        dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
-        compile_kwargs={"literal_binds": True},
-    )
-    return str(compiled)
 
 
 def main() -> None:
@@ -108,29 +80,37 @@ def main() -> None:
             author = conn.execute("SELECT user_id FROM posts LIMIT 1").fetchone()[0]  # type: ignore[index]
             post_id = conn.execute("SELECT id FROM posts LIMIT 1").fetchone()[0]  # type: ignore[index]
             deep = datetime.now(UTC) - timedelta(seconds=args.posts // 2)
-            queries = {
-                "global feed, first page": lambda s: posts.list_posts(
-                    s, author_id=None, before=None, limit=PAGE + 1, include_inactive_authors=False
+            visible = {"include_inactive": False}
+            queries: dict[str, tuple[str, dict[str, Any]]] = {
+                "global feed, first page": (
+                    hot_reads.list_posts_sql(by_author=False, after=False),
+                    visible | {"limit": PAGE + 1},
                 ),
-                "global feed, a page half-way down": lambda s: posts.list_posts(
-                    s, author_id=None, before=(deep, uuid.UUID(int=0)), limit=PAGE + 1,
-                    include_inactive_authors=False,
+                "global feed, a page half-way down": (
+                    hot_reads.list_posts_sql(by_author=False, after=True),
+                    visible
+                    | {"limit": PAGE + 1, "before_time": deep, "before_id": uuid.UUID(int=0)},
                 ),
-                "one author's feed, first page": lambda s: posts.list_posts(
-                    s, author_id=author, before=None, limit=PAGE + 1, include_inactive_authors=False
+                "one author's feed, first page": (
+                    hot_reads.list_posts_sql(by_author=True, after=False),
+                    visible | {"limit": PAGE + 1, "author_id": author},
                 ),
-                "one author's feed, a page half-way down": lambda s: posts.list_posts(
-                    s, author_id=author, before=(deep, uuid.UUID(int=0)), limit=PAGE + 1,
-                    include_inactive_authors=False,
+                "one author's feed, a page half-way down": (
+                    hot_reads.list_posts_sql(by_author=True, after=True),
+                    visible
+                    | {"limit": PAGE + 1, "author_id": author, "before_time": deep,
+                       "before_id": uuid.UUID(int=0)},
                 ),
-                "GetPost": lambda s: posts.get_post(
-                    s, post_id=post_id, include_inactive_authors=False
+                "GetPost": (hot_reads.GET_POST_SQL, visible | {"id": post_id}),
+                "the account lookup behind every call": (
+                    hot_reads.ACCOUNT_STATE_SQL, {"id": author}
                 ),
             }  # fmt: skip
-            for title, build in queries.items():
-                sql = asyncio.run(_sql(build))
-                explain = f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}"
-                plan = conn.execute(explain).fetchall()
+            for title, (sql, params) in queries.items():
+                plan = conn.execute(
+                    f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}",
+                    params,
+                ).fetchall()
                 print(f"### {title}\n\n```sql\n{sql}\n```\n\n```")
                 print("\n".join(row[0] for row in plan))
                 print("```\n")

@@ -53,6 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc  # type: ignore[import-untyped]
 from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc  # type: ignore[import-untyped]
+from nuell.posts.v1 import post_service_pb2, post_service_pb2_grpc  # type: ignore[import-untyped]
 from nuell.users.v1 import user_service_pb2  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +71,8 @@ ECHO_METHOD = "/nuell.bench.v1.EchoService/Echo"
 ECHO_PAYLOAD = bytes(range(128))  # about the size of a GetCurrentUser reply
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 CURRENT_USER_METHOD = "/nuell.users.v1.UserService/GetCurrentUser"
+GET_POST_METHOD = "/nuell.posts.v1.PostService/GetPost"
+LIST_POSTS_METHOD = "/nuell.posts.v1.PostService/ListPosts"
 LOGIN_METHOD = "/nuell.auth.v1.AuthService/Login"
 PASSWORD = "Correct-Horse-42"  # noqa: S105 - the benchmark account's, in a throwaway database
 ECHO_LISTENING = re.compile(r"^echo_server listening on (\S+)\s*$", re.MULTILINE)
@@ -87,12 +90,21 @@ class Scenario:
 
 
 SCENARIOS = (
+    # The issue's ceiling: a bare grpc.aio server, one process.
+    Scenario("echo-1", "echo (bare, 1 process)", frozenset({"echo-1"})),
     Scenario("echo", "echo (bare grpc.aio)", frozenset({"echo"})),
     Scenario("health", "Health/Check direct", frozenset({"gateway"})),
     Scenario("user", "GetCurrentUser direct", frozenset({"gateway", "user"})),
     Scenario("user-envoy", "GetCurrentUser via Envoy", frozenset({"gateway", "edge", "user"})),
+    Scenario("get-post", "GetPost direct", frozenset({"gateway", "user", "posts"})),
+    Scenario(
+        "get-post-envoy", "GetPost via Envoy", frozenset({"gateway", "edge", "user", "posts"})
+    ),
+    Scenario("list-posts", "ListPosts (50) direct", frozenset({"gateway", "user", "posts"})),
     Scenario("login", "Login direct", frozenset({"gateway", "user"}), argon2_bound=True),
 )
+# Posts the post scenarios read: enough for several full pages.
+BENCH_POSTS = 200
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 
 
@@ -125,6 +137,9 @@ class Running:
     postgres_pid: int | None = None
     echo: str | None = None
     echo_pid: int | None = None
+    echo_1: str | None = None
+    echo_1_pid: int | None = None
+    post_id: str | None = None
     gateway: str | None = None
     gateway_pid: int | None = None
     edge: str | None = None
@@ -235,17 +250,18 @@ def start_database(run: Running, cleanup: ExitStack) -> str:
     return database_url
 
 
-def start_echo(run: Running, workers: int) -> None:
-    say("starting echo_server")
+def start_echo(run: Running, workers: int) -> tuple[str, int]:
+    """An echo server with `workers` processes: its address and pid."""
+    name = f"echo_server_{workers}"
+    say(f"starting echo_server ({workers} process(es))")
     argv = [sys.executable, str(ECHO_SERVER), "--addr", "127.0.0.1:0", "--workers", str(workers)]
-    child = run.stack.spawn("echo_server", argv, run.env, 10)
+    child = run.stack.spawn(name, argv, run.env, 10)
 
     def bound() -> str | None:
         text = child.log_path.read_text(encoding="utf-8", errors="replace")
         return match.group(1) if (match := ECHO_LISTENING.search(text)) else None
 
-    run.echo = str(run.stack.wait_until(child, "ready to listen", bound))
-    run.echo_pid = child.process.pid
+    return str(run.stack.wait_until(child, "ready to listen", bound)), child.process.pid
 
 
 def start_gateway(run: Running, cleanup: ExitStack, workers: int) -> None:
@@ -328,6 +344,29 @@ def create_user(run: Running) -> None:
     run.access_token = reply.access_token
 
 
+def create_posts(run: Running) -> None:
+    """The posts the post scenarios read, written by the benchmark account."""
+    assert run.gateway is not None
+    metadata = (("authorization", f"Bearer {run.access_token}"),)
+    with grpc.insecure_channel(run.gateway) as channel:
+        posts = post_service_pb2_grpc.PostServiceStub(channel)
+        try:
+            for n in range(BENCH_POSTS):
+                reply = posts.CreatePost(
+                    post_service_pb2.CreatePostRequest(
+                        content=f"Benchmark post {n}: an ordinary sentence or two of text, "
+                        f"long enough to look like a real post in a feed."
+                    ),
+                    metadata=metadata,
+                    timeout=30,
+                )
+        except grpc.RpcError as exc:
+            raise BenchError(
+                f"writing the benchmark posts failed: {exc.code().name}: {exc.details()}"
+            ) from None
+    run.post_id = reply.post.id
+
+
 # --- scenarios ------------------------------------------------------------------
 
 
@@ -336,6 +375,9 @@ def load_for(scenario: Scenario, run: Running) -> Load:
         assert run.echo is not None
         watch = pids(echo=run.echo_pid)
         return Load(run.echo, ECHO_METHOD, ECHO_PAYLOAD, watch=watch, balance_over="echo")
+    if scenario.name == "echo-1":
+        assert run.echo_1 is not None
+        return Load(run.echo_1, ECHO_METHOD, ECHO_PAYLOAD, watch=pids(echo=run.echo_1_pid))
     assert run.gateway is not None
     backend = pids(gateway=run.gateway_pid, postgres=run.postgres_pid)
     bearer = f"Bearer {run.access_token}"
@@ -355,6 +397,30 @@ def load_for(scenario: Scenario, run: Running) -> Load:
         assert run.edge is not None
         watch = pids(envoy=run.edge_pid) | backend
         return Load(run.edge, CURRENT_USER_METHOD, authorization=bearer, watch=watch)
+    if scenario.name in ("get-post", "get-post-envoy"):
+        request = post_service_pb2.GetPostRequest(id=run.post_id).SerializeToString()
+        if scenario.name == "get-post":
+            return Load(
+                run.gateway,
+                GET_POST_METHOD,
+                request,
+                authorization=bearer,
+                watch=backend,
+                balance_over="gateway",
+            )
+        assert run.edge is not None
+        watch = pids(envoy=run.edge_pid) | backend
+        return Load(run.edge, GET_POST_METHOD, request, authorization=bearer, watch=watch)
+    if scenario.name == "list-posts":
+        request = post_service_pb2.ListPostsRequest(page_size=50).SerializeToString()
+        return Load(
+            run.gateway,
+            LIST_POSTS_METHOD,
+            request,
+            authorization=bearer,
+            watch=backend,
+            balance_over="gateway",
+        )
     if scenario.name == "login":
         request = auth_service_pb2.LoginRequest(email=run.email, password=PASSWORD)
         return Load(
@@ -381,6 +447,10 @@ def first_call(scenario: Scenario, load: Load, run: Running) -> None:
         user = user_service_pb2.GetCurrentUserResponse.FromString(reply).user
         if user.email != run.email:
             raise BenchError(f"{scenario.label}: answered for {user.email!r}, not {run.email!r}")
+    if load.method == LIST_POSTS_METHOD:
+        page = post_service_pb2.ListPostsResponse.FromString(reply).posts
+        if len(page) != 50:
+            raise BenchError(f"{scenario.label}: a page of {len(page)} posts, not 50")
 
 
 def drive(
@@ -470,47 +540,37 @@ def row(result: Mapping[str, Any]) -> str:
 
 
 def ratios(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The comparisons the targets are stated in (bench/README.md)."""
     out: dict[str, float] = {}
-
-    def share(name: str, of: str, key: str) -> float | None:
-        if name in results and of in results and results[of][key]:
-            return float(100 * results[name][key] / results[of][key])
-        return None
-
-    for name in ("user", "health"):
-        if (value := share(name, "echo", "rps")) is not None:
-            out[f"{name}_rps_percent_of_echo"] = value
-    if "user" in results and "user-envoy" in results:
-        direct, edge = results["user"], results["user-envoy"]
+    for name in ("get-post", "list-posts", "user", "health"):
+        for ceiling in ("echo-1", "echo"):
+            if name in results and ceiling in results and results[ceiling]["rps"]:
+                out[f"{name} rps % of {ceiling}"] = (
+                    100 * results[name]["rps"] / results[ceiling]["rps"]
+                )
+    for direct_name, edge_name in (("get-post", "get-post-envoy"), ("user", "user-envoy")):
+        if direct_name not in results or edge_name not in results:
+            continue
+        direct, edge = results[direct_name], results[edge_name]
         if not (direct["rps"] and edge["rps"]):  # every call failed: no ratio to speak of
-            return out
-        out["envoy_p50_overhead_ms"] = edge["p50_ms"] - direct["p50_ms"]
-        out["envoy_p50_overhead_percent"] = 100 * (edge["p50_ms"] / direct["p50_ms"] - 1)
-        out["envoy_rps_change_percent"] = 100 * (edge["rps"] / direct["rps"] - 1)
+            continue
+        out[f"{edge_name} p50 ms over direct"] = edge["p50_ms"] - direct["p50_ms"]
+        out[f"{edge_name} p50 % over direct"] = 100 * (edge["p50_ms"] / direct["p50_ms"] - 1)
+        out[f"{edge_name} rps % change from direct"] = 100 * (edge["rps"] / direct["rps"] - 1)
     return out
 
 
 def print_ratios(found: Mapping[str, float]) -> None:
-    lines = []
-    if "user_rps_percent_of_echo" in found:
-        line = f"GetCurrentUser direct: {found['user_rps_percent_of_echo']:.0f}% of the echo RPS"
-        if "health_rps_percent_of_echo" in found:
-            line += f" (Health/Check direct: {found['health_rps_percent_of_echo']:.0f}%)"
-        lines.append(line)
-    elif "health_rps_percent_of_echo" in found:
-        lines.append(
-            f"Health/Check direct: {found['health_rps_percent_of_echo']:.0f}% of the echo RPS"
+    if not found:
+        return
+    say("")
+    for name, value in found.items():
+        unit = "ms" if name.endswith(" ms over direct") else "%"
+        say(
+            f"  {name:<40} {value:+8.2f} {unit}"
+            if "over" in name or "change" in name
+            else f"  {name:<40} {value:8.0f} {unit}"
         )
-    if "envoy_p50_overhead_ms" in found:
-        lines.append(
-            f"Envoy in front of GetCurrentUser: p50 {found['envoy_p50_overhead_ms']:+.2f} ms "
-            f"({found['envoy_p50_overhead_percent']:+.0f}% of direct), "
-            f"RPS {found['envoy_rps_change_percent']:+.0f}% of direct"
-        )
-    if lines:
-        say("")
-        for line in lines:
-            say(line)
 
 
 def tuning_variables() -> dict[str, str]:
@@ -554,11 +614,15 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
         )
 
     if "echo" in needs:
-        start_echo(run, args.workers)
+        run.echo, run.echo_pid = start_echo(run, args.workers)
+    if "echo-1" in needs:
+        run.echo_1, run.echo_1_pid = start_echo(run, 1)
     if "gateway" in needs:
         start_gateway(run, cleanup, args.workers)
     if "user" in needs:
         create_user(run)
+    if "posts" in needs:
+        create_posts(run)
     # Envoy runs only for its own scenario, so the direct ones see no idle
     # edge and no connections of its in the gateway.
     direct = [scenario for scenario in chosen if "edge" not in scenario.needs]

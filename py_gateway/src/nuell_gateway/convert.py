@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nuell.posts.v1 import post_pb2
 from nuell.users.v1 import user_pb2
 
+from nuell_gateway.db.hot_reads import PostRow
 from nuell_gateway.db.models import Post, User
 
 ROLE_TO_PROTO = {"user": user_pb2.ROLE_USER, "admin": user_pb2.ROLE_ADMIN}
@@ -63,7 +64,7 @@ ANALYSIS_STATE_TO_PROTO = {
 }
 
 
-def post_to_proto(post: Post) -> post_pb2.Post:
+def post_to_proto(post: Post | PostRow) -> post_pb2.Post:
     analysis = post_pb2.PostAnalysis(state=ANALYSIS_STATE_TO_PROTO[post.analysis_state])
     if post.analysis_state == "ready":
         analysis.word_count = post.word_count or 0

@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+import psycopg
+import psycopg_pool
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
 
 from nuell_gateway.authz import POLICIES, ROLE_SCOPES, Caller, Role, set_caller
-from nuell_gateway.db.models import User
 from nuell_gateway.errors import (
     DomainError,
     PermissionDenied,
@@ -45,7 +45,13 @@ logger = logging.getLogger(__name__)
 _NUELL_PREFIX = "/nuell."
 
 # Failures of the database connection (not of a query): retryable.
-_DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+_DATABASE_DOWN = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+)
 
 
 def _status_for(exc: BaseException, method: str) -> Any:
@@ -127,16 +133,11 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 "the access token is invalid or expired", reason="INVALID_TOKEN"
             ) from None
         # The account's current state, not the token's: a deactivation or a
-        # demotion takes effect on the next call.
-        async with self._resources.sessions() as session:
-            row = (
-                await session.execute(
-                    select(User.role, User.is_active).where(User.id == claims.user_id)
-                )
-            ).first()
-        if row is None or not row.is_active:
+        # demotion takes effect on the next call (accounts.py).
+        state = await self._resources.accounts.state(claims.user_id)
+        if state is None or not state.is_active:
             raise Unauthenticated("the account is not active", reason="ACCOUNT_INACTIVE")
-        role = Role(row.role)
+        role = Role(state.role)
         return Caller(
             user_id=uuid.UUID(str(claims.user_id)),
             role=role,

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from nuell_gateway.accounts import AccountStates
 from nuell_gateway.config import Settings
+from nuell_gateway.db import hot_reads
 from nuell_gateway.db.engine import create_session_factory
 from nuell_gateway.pagination import PageTokens
 from nuell_gateway.security.passwords import Passwords
@@ -23,9 +28,13 @@ class Resources:
     passwords: Passwords
     access_tokens: AccessTokens
     page_tokens: PageTokens
+    # Plain psycopg for the reads on every call's path (db/hot_reads.py).
+    hot_reads: AsyncConnectionPool[AsyncConnection[Any]]
+    accounts: AccountStates
 
     @classmethod
     def build(cls, settings: Settings, engine: AsyncEngine) -> Resources:
+        pool = hot_reads.create_pool(settings)
         return cls(
             settings=settings,
             engine=engine,
@@ -33,8 +42,16 @@ class Resources:
             passwords=Passwords(settings),
             access_tokens=AccessTokens(settings),
             page_tokens=PageTokens(settings.signing_keys.values()),
+            hot_reads=pool,
+            accounts=AccountStates(pool, hot_reads.conninfo(settings)),
         )
 
+    async def open(self) -> None:
+        await self.hot_reads.open(wait=False)
+        self.accounts.start()
+
     async def close(self) -> None:
+        await self.accounts.stop()
+        await self.hot_reads.close()
         self.passwords.close()
         await self.engine.dispose()

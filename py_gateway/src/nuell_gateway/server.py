@@ -116,7 +116,9 @@ async def _open_resources(settings: Settings) -> Resources:
     except BaseException:
         await engine.dispose()
         raise
-    return Resources.build(settings, engine)
+    resources = Resources.build(settings, engine)
+    await resources.open()
+    return resources
 
 
 async def prepare(settings: Settings) -> None:

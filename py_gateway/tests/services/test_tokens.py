@@ -19,6 +19,7 @@ from nuell.users.v1 import user_service_pb2
 from nuell.users.v1.user_service_pb2_grpc import UserServiceStub
 from sqlalchemy import update
 
+from nuell_gateway.config import Settings
 from nuell_gateway.db.models import User
 from nuell_gateway.resources import Resources
 from tests.utils.factories import TestUser, make_user
@@ -166,3 +167,20 @@ async def test_scopes_beyond_the_role_grant_nothing(
             user_service_pb2.ListUsersRequest(), metadata=(("authorization", f"Bearer {token}"),)
         )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nuell_gateway.security.tokens import AccessTokens, InvalidTokenError
+    from tests.conftest import TEST_JWT_KEYS
+
+    settings = Settings.model_validate(
+        {"DATABASE_URL": "postgresql://u@h/db", "jwt_keys": TEST_JWT_KEYS}
+    )
+    access = AccessTokens(settings)
+    user_id = uuid.uuid4()
+    token = access.issue(user_id=user_id, scopes="profile").token
+    assert access.verify(token).user_id == user_id  # decoded once, remembered
+    later = time.time() + settings.access_token_ttl_seconds + 60
+    monkeypatch.setattr("nuell_gateway.security.tokens.time.time", lambda: later)
+    with pytest.raises(InvalidTokenError):
+        access.verify(token)

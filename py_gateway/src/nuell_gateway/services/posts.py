@@ -8,12 +8,11 @@ from typing import TypedDict
 import grpc
 from nuell.posts.v1 import post_service_pb2 as pb
 from nuell.posts.v1 import post_service_pb2_grpc
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from nuell_gateway.authz import Caller, Scope, caller
 from nuell_gateway.convert import post_to_proto, version_from_etag
-from nuell_gateway.db import posts
-from nuell_gateway.db.models import Post
+from nuell_gateway.db import hot_reads, posts
+from nuell_gateway.db.hot_reads import PostRow
 from nuell_gateway.errors import Aborted, NotFound
 from nuell_gateway.fieldmask import checked_paths
 from nuell_gateway.pagination import page_size
@@ -58,10 +57,11 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
         self, request: pb.GetPostRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPostResponse:
         post_id = uuid.UUID(request.id)
-        async with self._resources.sessions() as session:
-            post = await posts.get_post(
-                session, post_id=post_id, include_inactive_authors=_moderates(caller())
-            )
+        post = await hot_reads.get_post(
+            self._resources.hot_reads,
+            post_id=post_id,
+            include_inactive_authors=_moderates(caller()),
+        )
         if post is None:
             raise _not_found(post_id)
         return pb.GetPostResponse(post=post_to_proto(post))
@@ -76,15 +76,14 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
         scope = f"posts.list:{author_id or '*'}:{int(moderates)}"
         tokens = self._resources.page_tokens
         before = tokens.position(request.page_token, scope=scope)
-        async with self._resources.sessions() as session:
-            # One extra row tells whether another page exists.
-            rows = await posts.list_posts(
-                session,
-                author_id=author_id,
-                before=before,
-                limit=limit + 1,
-                include_inactive_authors=moderates,
-            )
+        # One extra row tells whether another page exists.
+        rows = await hot_reads.list_posts(
+            self._resources.hot_reads,
+            author_id=author_id,
+            before=before,
+            limit=limit + 1,
+            include_inactive_authors=moderates,
+        )
         page, next_token = tokens.next_page(rows, limit, scope=scope)
         return pb.ListPostsResponse(
             posts=[post_to_proto(p) for p in page], next_page_token=next_token
@@ -107,7 +106,7 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
             )
             if updated is not None:
                 return pb.UpdatePostResponse(post=post_to_proto(updated))
-            current = await self._explain_refusal(session, me, post_id, request.post.etag)
+        current = await self._explain_refusal(me, post_id, request.post.etag)
         # Every condition held, so the content was already this: nothing
         # changes, neither update_time nor the etag.
         return pb.UpdatePostResponse(post=post_to_proto(current))
@@ -121,21 +120,21 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
             deleted = await posts.delete_post(
                 session, post_id=post_id, **_write_conditions(me, post_id, request.etag)
             )
-            if not deleted:
-                await self._explain_refusal(session, me, post_id, request.etag)
-                raise AssertionError("a refused delete always has a reason")
+        if not deleted:
+            # Versions only grow, so a refusal always has a reason; ABORTED
+            # covers a post changed again in between.
+            await self._explain_refusal(me, post_id, request.etag)
+            raise _stale()
         return pb.DeletePostResponse()
 
-    async def _explain_refusal(
-        self, session: AsyncSession, me: Caller, post_id: uuid.UUID, etag_value: str
-    ) -> Post:
+    async def _explain_refusal(self, me: Caller, post_id: uuid.UUID, etag_value: str) -> PostRow:
         """Raise NOT_FOUND, PERMISSION_DENIED or ABORTED for a write that did not happen.
 
         Returns the post only when every condition holds (an update that
         would not change anything).
         """
-        post = await posts.get_post(
-            session, post_id=post_id, include_inactive_authors=_moderates(me)
+        post = await hot_reads.get_post(
+            self._resources.hot_reads, post_id=post_id, include_inactive_authors=_moderates(me)
         )
         if post is None:
             raise _not_found(post_id)
