@@ -7,7 +7,9 @@ database on it; every test that touches data starts from empty tables.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -42,11 +44,45 @@ def database_url(database_server: URL) -> Iterator[URL]:
         yield url
 
 
+COMPUTE_BINARY = Path(__file__).resolve().parents[2] / "rust_compute/target/release/rust_compute"
+
+
+@pytest.fixture(scope="session")
+def compute_address() -> Iterator[str]:
+    """The real rust_compute on a free port, for the whole session."""
+    if not COMPUTE_BINARY.exists():
+        pytest.fail(f"{COMPUTE_BINARY} is missing: run `make build` first", pytrace=False)
+    process = subprocess.Popen(
+        [str(COMPUTE_BINARY), "--addr", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("rust_compute listening on "), line
+    yield line.rsplit(" ", 1)[1].strip()
+    process.terminate()
+    process.wait(timeout=15)
+
+
+# Where in-process gateways look for rust_compute; set by the autouse fixture
+# below, so every gateway a test starts talks to the real service.
+_compute_target = "127.0.0.1:50052"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _point_gateways_at_compute(compute_address: str) -> None:
+    global _compute_target
+    _compute_target = compute_address
+
+
 def make_settings(database_url: URL, **overrides: object) -> Settings:
     """Settings for an in-process gateway on a free port."""
     values: dict[str, object] = {
         "DATABASE_URL": database_url.render_as_string(hide_password=False),
         "gateway_addr": "127.0.0.1:0",
+        "compute_target": _compute_target,
         "shutdown_grace_seconds": 2.0,
         "jwt_keys": TEST_JWT_KEYS,
     }

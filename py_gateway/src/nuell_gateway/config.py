@@ -52,6 +52,26 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
+    # Posts and their analysis (docs/posts.md).
+    near_duplicate_threshold: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Shingle Jaccard at which a new post repeats an old one.",
+    )
+    near_duplicate_window_hours: float = Field(
+        default=24, gt=0, le=24 * 365, description="How far back an author's posts are compared."
+    )
+    near_duplicate_window_posts: int = Field(
+        default=50, ge=1, le=1000, description="At most this many recent posts are compared."
+    )
+    compute_write_deadline_seconds: float = Field(
+        default=1.0, gt=0, le=30, description="How long a post write waits for its analysis."
+    )
+    analysis_backfill_interval_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="How often pending analyses are retried."
+    )
+
     # Tokens (see docs/security.md for key rotation).
     jwt_keys: SecretStr = Field(
         description=(

@@ -138,6 +138,36 @@ class Unavailable(DomainError):
     default_reason = "UNAVAILABLE"
 
 
+class DeadlineExceeded(DomainError):
+    """The caller's deadline passed before the work was done."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(DomainError):
+    """The caller went away."""
+
+    code = grpc.StatusCode.CANCELLED
+    default_reason = "CANCELLED"
+
+
+class RelayedStatus(DomainError):
+    """A status rust_compute answered with, details and all, passed on as it is.
+
+    Only statuses that rust_compute built itself (they carry its
+    `google.rpc` details) are relayed; transport failures are translated,
+    so no internal address or library message reaches a caller.
+    """
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+    def to_rpc_status(self) -> status_pb2.Status:
+        return self.status
+
+
 class Unimplemented(DomainError):
     """The RPC is part of the contract but not served yet."""
 

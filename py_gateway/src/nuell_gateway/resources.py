@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nuell_gateway.accounts import AccountStates
+from nuell_gateway.compute_client import ComputeClient
 from nuell_gateway.config import Settings
 from nuell_gateway.db import hot_reads
 from nuell_gateway.db.engine import create_session_factory
@@ -31,6 +32,7 @@ class Resources:
     # Plain psycopg for the reads on every call's path (db/hot_reads.py).
     hot_reads: AsyncConnectionPool[AsyncConnection[Any]]
     accounts: AccountStates
+    compute: ComputeClient
 
     @classmethod
     def build(cls, settings: Settings, engine: AsyncEngine) -> Resources:
@@ -44,6 +46,7 @@ class Resources:
             page_tokens=PageTokens(settings.signing_keys.values()),
             hot_reads=pool,
             accounts=AccountStates(pool, hot_reads.conninfo(settings)),
+            compute=ComputeClient(settings.compute_target),
         )
 
     async def open(self) -> None:
@@ -53,5 +56,6 @@ class Resources:
     async def close(self) -> None:
         await self.accounts.stop()
         await self.hot_reads.close()
+        await self.compute.close()
         self.passwords.close()
         await self.engine.dispose()

@@ -10,6 +10,7 @@ period, then the connection pool closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -26,6 +27,7 @@ from nuell_gateway.config import Settings
 from nuell_gateway.db.engine import create_engine, unreachable_message
 from nuell_gateway.db.schema import ensure_schema_current
 from nuell_gateway.interceptors import CallBoundary
+from nuell_gateway.post_analysis import run_backfill
 from nuell_gateway.reflection import enable_reflection
 from nuell_gateway.resources import Resources
 from nuell_gateway.services import mount_services
@@ -65,6 +67,8 @@ class Gateway:
     health: HealthServicer
     resources: Resources
     port: int
+    # Fills in the analysis of posts written while rust_compute was down.
+    backfill: asyncio.Task[None]
 
     @classmethod
     async def start(cls, settings: Settings, *, worker_of: str | None = None) -> Gateway:
@@ -96,12 +100,16 @@ class Gateway:
         await server.start()
         for name in ["", *service_names]:
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return cls(server=server, health=health, resources=resources, port=port)
+        backfill = asyncio.create_task(run_backfill(resources), name="analysis-backfill")
+        return cls(server=server, health=health, resources=resources, port=port, backfill=backfill)
 
     async def stop(self) -> None:
         """NOT_SERVING, stop accepting, drain in-flight calls, close the pool."""
         await self.health.enter_graceful_shutdown()
+        self.backfill.cancel()
         await self.server.stop(self.resources.settings.shutdown_grace_seconds)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.backfill
         await self.resources.close()
 
 

@@ -134,6 +134,12 @@ class Post(Base):
         # Newest-first feeds, global and per author, walked by keyset.
         Index("ix_posts_feed", created_at.desc(), id.desc()),
         Index("ix_posts_author_feed", user_id, created_at.desc(), id.desc()),
+        # Small: only the posts whose analysis the backfill still owes.
+        Index(
+            "ix_posts_analysis_pending",
+            created_at,
+            postgresql_where=text("analysis_state = 'pending'"),
+        ),
         CheckConstraint(
             f"char_length(content) BETWEEN 1 AND {POST_CONTENT_MAX_CHARS}", name="content_length"
         ),

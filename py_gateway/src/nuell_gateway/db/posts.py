@@ -6,31 +6,29 @@ The reads (GetPost, the feeds) are in `hot_reads`.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
 from nuell_gateway.db.models import Post
 
 
-async def create_post(session: AsyncSession, *, author_id: uuid.UUID, content: str) -> Post:
-    post = Post(id=uuid7(), user_id=author_id, content=content)
+async def create_post(
+    session: AsyncSession,
+    *,
+    author_id: uuid.UUID,
+    content: str,
+    analysis: dict[str, Any] | None = None,
+) -> Post:
+    """Insert a post; `analysis` holds its analysis columns (pending when absent)."""
+    post = Post(id=uuid7(), user_id=author_id, content=content, **(analysis or {}))
     session.add(post)
     await session.flush()
     await session.refresh(post)
     return post
-
-
-def _writable_by(author_id: uuid.UUID | None, expected_version: int | None) -> list[Any]:
-    """Conditions for a write: the author's own post (None: a moderator's, any) at a version."""
-    conditions: list[Any] = []
-    if author_id is not None:
-        conditions.append(Post.user_id == author_id)
-    if expected_version is not None:
-        conditions.append(Post.version == expected_version)
-    return conditions
 
 
 async def update_post_content(
@@ -38,21 +36,14 @@ async def update_post_content(
     *,
     post_id: uuid.UUID,
     content: str,
-    author_id: uuid.UUID | None,
-    expected_version: int | None,
+    expected_version: int,
+    analysis: dict[str, Any],
 ) -> Post | None:
-    """Change the content in one statement, if every condition holds and it differs.
-
-    None when nothing was written: the caller asks `get_post` why.
-    """
+    """New content and its analysis, if the post is still at `expected_version`."""
     query = (
         update(Post)
-        .where(
-            Post.id == post_id,
-            Post.content != content,
-            *_writable_by(author_id, expected_version),
-        )
-        .values(content=content, version=Post.version + 1, updated_at=func.now())
+        .where(Post.id == post_id, Post.version == expected_version)
+        .values(content=content, version=Post.version + 1, updated_at=func.now(), **analysis)
         .returning(Post)
         .execution_options(populate_existing=True)
     )
@@ -67,9 +58,59 @@ async def delete_post(
     expected_version: int | None,
 ) -> bool:
     """Delete in one statement if every condition holds; False otherwise."""
+    conditions = [Post.id == post_id]
+    if author_id is not None:  # None: a moderator's delete, any author's post
+        conditions.append(Post.user_id == author_id)
+    if expected_version is not None:
+        conditions.append(Post.version == expected_version)
+    result = await session.execute(delete(Post).where(*conditions).returning(Post.id))
+    return result.first() is not None
+
+
+async def recent_by_author(
+    session: AsyncSession,
+    *,
+    author_id: uuid.UUID,
+    since: datetime,
+    limit: int,
+    exclude: uuid.UUID | None,
+) -> list[tuple[uuid.UUID, str]]:
+    """(id, content) of the author's newest posts since `since`, on the author feed index."""
+    query = (
+        select(Post.id, Post.content)
+        .where(Post.user_id == author_id, Post.created_at >= since)
+        .order_by(Post.created_at.desc(), Post.id.desc())
+        .limit(limit)
+    )
+    if exclude is not None:
+        query = query.where(Post.id != exclude)
+    return [(row.id, row.content) for row in await session.execute(query)]
+
+
+async def pending_analysis(
+    session: AsyncSession, *, limit: int
+) -> list[tuple[uuid.UUID, str, int]]:
+    """(id, content, version) of the oldest posts still waiting for analysis."""
+    query = (
+        select(Post.id, Post.content, Post.version)
+        .where(Post.analysis_state == "pending")
+        .order_by(Post.created_at)
+        .limit(limit)
+    )
+    return [(row.id, row.content, row.version) for row in await session.execute(query)]
+
+
+async def set_analysis(
+    session: AsyncSession, *, post_id: uuid.UUID, version: int, columns: dict[str, Any]
+) -> int:
+    """Store an analysis if the post still has the analysed content (same version).
+
+    Not a write of the post: version and updated_at stay as they are.
+    """
     result = await session.execute(
-        delete(Post)
-        .where(Post.id == post_id, *_writable_by(author_id, expected_version))
+        update(Post)
+        .where(Post.id == post_id, Post.version == version, Post.analysis_state == "pending")
+        .values(**columns)
         .returning(Post.id)
     )
-    return result.first() is not None
+    return len(result.all())

@@ -1,14 +1,57 @@
-"""nuell.compute.v1.ComputeService: served here, forwarded to rust_compute."""
+"""nuell.compute.v1.ComputeService: served here, forwarded to rust_compute.
+
+The gateway authenticates and authorizes the caller (scope `compute`),
+validates the request against the proto rules, and forwards it with the
+caller's remaining deadline and a request id. rust_compute is never
+reachable from outside; the Python reference implementation is never used
+as a stand-in when it is down (the caller gets UNAVAILABLE).
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import grpc
+from nuell.compute.v1 import compute_service_pb2 as pb
 from nuell.compute.v1 import compute_service_pb2_grpc
 
+from nuell_gateway.compute_client import Forwarding
+from nuell_gateway.request_id import REQUEST_ID_HEADER, request_id_of
 from nuell_gateway.resources import Resources
 
 
 class ComputeService(compute_service_pb2_grpc.ComputeServiceServicer):
-    """Not forwarded yet: every RPC answers UNIMPLEMENTED through the call boundary."""
+    """Forwards every call to rust_compute."""
 
     def __init__(self, resources: Resources) -> None:
-        self._resources = resources
+        self._compute = resources.compute
+
+    async def Analyze(
+        self, request: pb.AnalyzeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AnalyzeResponse:
+        return await self._compute.analyze(request, _forwarding(context))
+
+    async def Compare(
+        self, request: pb.CompareRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompareResponse:
+        return await self._compute.compare(request, _forwarding(context))
+
+    async def FindNearDuplicates(
+        self, request: pb.FindNearDuplicatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindNearDuplicatesResponse:
+        return await self._compute.find_near_duplicates(request, _forwarding(context))
+
+    async def AnalyzeStream(
+        self,
+        request_iterator: AsyncIterator[pb.AnalyzeStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.AnalyzeStreamResponse]:
+        async for response in self._compute.analyze_stream(request_iterator, _forwarding(context)):
+            yield response
+
+
+def _forwarding(context: grpc.aio.ServicerContext) -> Forwarding:
+    """The caller's remaining deadline and request id, for the call onward."""
+    request_id = request_id_of(context)
+    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+    return Forwarding(seconds_left=context.time_remaining(), request_id=request_id)

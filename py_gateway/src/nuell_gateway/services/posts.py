@@ -16,6 +16,8 @@ from nuell_gateway.db.hot_reads import PostRow
 from nuell_gateway.errors import Aborted, NotFound
 from nuell_gateway.fieldmask import checked_paths
 from nuell_gateway.pagination import page_size
+from nuell_gateway.post_analysis import analysis_for_write
+from nuell_gateway.request_id import request_id_of
 from nuell_gateway.resources import Resources
 
 DEFAULT_PAGE_SIZE = 20
@@ -47,9 +49,17 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
     async def CreatePost(
         self, request: pb.CreatePostRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreatePostResponse:
+        author_id = caller().user_id
+        analysis = await analysis_for_write(
+            self._resources,
+            author_id=author_id,
+            content=request.content,
+            exclude=None,
+            request_id=request_id_of(context),
+        )
         async with self._resources.sessions.begin() as session:
             post = await posts.create_post(
-                session, author_id=caller().user_id, content=request.content
+                session, author_id=author_id, content=request.content, analysis=analysis
             )
         return pb.CreatePostResponse(post=post_to_proto(post))
 
@@ -94,22 +104,31 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
     ) -> pb.UpdatePostResponse:
         checked_paths(request.update_mask, mutable=MUTABLE_PATHS, immutable=IMMUTABLE_PATHS)
         post_id = uuid.UUID(request.post.id)
-        me = caller()
+        # Authorized before any analysis: the near-duplicate check must tell
+        # nothing about someone else's posts.
+        current = await self._writable(caller(), post_id, request.post.etag)
+        if current.content == request.post.content:
+            # Nothing changes, so neither do update_time and the etag.
+            return pb.UpdatePostResponse(post=post_to_proto(current))
+        analysis = await analysis_for_write(
+            self._resources,
+            author_id=current.user_id,
+            content=request.post.content,
+            exclude=current.id,
+            request_id=request_id_of(context),
+        )
         async with self._resources.sessions.begin() as session:
-            # The common case is one statement; only a refusal reads the row
-            # to say why.
             updated = await posts.update_post_content(
                 session,
                 post_id=post_id,
                 content=request.post.content,
-                **_write_conditions(me, post_id, request.post.etag),
+                expected_version=current.version,
+                analysis=analysis,
             )
-            if updated is not None:
-                return pb.UpdatePostResponse(post=post_to_proto(updated))
-        current = await self._explain_refusal(me, post_id, request.post.etag)
-        # Every condition held, so the content was already this: nothing
-        # changes, neither update_time nor the etag.
-        return pb.UpdatePostResponse(post=post_to_proto(current))
+        if updated is None:
+            # Another writer committed since we read the post.
+            raise _stale()
+        return pb.UpdatePostResponse(post=post_to_proto(updated))
 
     async def DeletePost(
         self, request: pb.DeletePostRequest, context: grpc.aio.ServicerContext
@@ -121,17 +140,17 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
                 session, post_id=post_id, **_write_conditions(me, post_id, request.etag)
             )
         if not deleted:
-            # Versions only grow, so a refusal always has a reason; ABORTED
-            # covers a post changed again in between.
-            await self._explain_refusal(me, post_id, request.etag)
+            # Only a refusal reads the row, to say why; it always raises,
+            # since versions only grow and a stale etag stays stale.
+            await self._writable(me, post_id, request.etag)
             raise _stale()
         return pb.DeletePostResponse()
 
-    async def _explain_refusal(self, me: Caller, post_id: uuid.UUID, etag_value: str) -> PostRow:
-        """Raise NOT_FOUND, PERMISSION_DENIED or ABORTED for a write that did not happen.
+    async def _writable(self, me: Caller, post_id: uuid.UUID, etag_value: str) -> PostRow:
+        """The post, if `me` may change it at this etag.
 
-        Returns the post only when every condition holds (an update that
-        would not change anything).
+        Otherwise NOT_FOUND, PERMISSION_DENIED or ABORTED, checked in that
+        order so a stranger learns nothing from an etag.
         """
         post = await hot_reads.get_post(
             self._resources.hot_reads, post_id=post_id, include_inactive_authors=_moderates(me)
