@@ -5,9 +5,11 @@ each gateway process keeps them in memory and PostgreSQL tells it when one
 changes: a trigger on `users` (migration 0003) sends the account id on the
 `nuell_account_changed` channel, and a LISTEN connection evicts the entry.
 
-- The listener's socket is drained before every lookup, not only when the
-  event loop gets round to it, so a change committed before a call arrived
-  is seen by that call.
+- The process that makes a change (UpdateUser, DeactivateUser) evicts the
+  entry itself before it answers, so its next call sees the change. Other
+  processes see it when the notification arrives, within milliseconds.
+- The listener's socket is also drained before every lookup, not only when
+  the event loop gets round to it.
 - While the listener is not connected, nothing is served from memory: every
   lookup reads the database, and the cache starts empty once it is back.
 - Entries also expire after `TTL_SECONDS`, a bound on any surprise.
@@ -71,6 +73,11 @@ class AccountStates:
             self._cache[user_id] = (time.monotonic() + TTL_SECONDS, state)
         return state
 
+    def evict(self, user_id: uuid.UUID) -> None:
+        """Forget one account now: this process changed it (others hear of it by NOTIFY)."""
+        self._generation += 1
+        self._cache.pop(user_id, None)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._keep_listening(), name="account-listener")
 
@@ -130,6 +137,5 @@ class AccountStates:
             self._forget()
             return
         while (notification := pgconn.notifies()) is not None:
-            self._generation += 1
             with contextlib.suppress(ValueError):
-                self._cache.pop(uuid.UUID(notification.extra.decode()), None)
+                self.evict(uuid.UUID(notification.extra.decode()))

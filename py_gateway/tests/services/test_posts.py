@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from nuell_gateway.authz import Role
 from nuell_gateway.db.models import Post, User
 from nuell_gateway.resources import Resources
+from tests.reference import text_analytics as reference
 from tests.utils.factories import TestUser, bearer, make_post, make_user
 from tests.utils.rpc import error_details
 from tests.utils.samples import SOME_ID
@@ -102,7 +103,12 @@ async def test_create_stores_exactly_what_the_author_typed(
     assert post.author_id == str(alice.id)
     assert post.create_time == post.update_time
     assert post.etag
-    assert post.analysis.state == post_pb2.ANALYSIS_STATE_PENDING
+    # Analysed by rust_compute, as the reference implementation would.
+    expected = reference.analyze(content)
+    assert post.analysis.state == post_pb2.ANALYSIS_STATE_READY
+    assert post.analysis.word_count == expected["word_count"]
+    assert post.analysis.reading_time_seconds == expected["reading_time_seconds"]
+    assert post.analysis.simhash == int(expected["simhash"])
     assert uuid.UUID(post.id).version == 7
     async with resources.sessions() as session:
         stored = await session.get(Post, uuid.UUID(post.id))
@@ -224,8 +230,8 @@ async def test_paging_returns_every_existing_post_exactly_once_under_concurrent_
 
     async def keep_writing() -> None:
         while not stop.is_set():
-            new = await _create(posts, writer, "inserted while paging")
-            await _create(posts, writer, "and another")
+            new = await _create(posts, writer, f"inserted while paging {uuid.uuid4()}")
+            await _create(posts, writer, f"and another {uuid.uuid4()}")
             # Deleting a post that was written meanwhile must not shift pages either.
             await posts.DeletePost(pb.DeletePostRequest(id=new.id), metadata=writer)
 

@@ -17,12 +17,11 @@ import jwt
 import pytest
 from nuell.users.v1 import user_service_pb2
 from nuell.users.v1.user_service_pb2_grpc import UserServiceStub
-from sqlalchemy import update
 
+from nuell_gateway.authz import Role
 from nuell_gateway.config import Settings
-from nuell_gateway.db.models import User
 from nuell_gateway.resources import Resources
-from tests.utils.factories import TestUser, make_user
+from tests.utils.factories import TestUser, bearer, make_user
 from tests.utils.rpc import error_details
 
 KEY = b"s" * 40  # the signing key of TEST_JWT_KEYS (kid k2026)
@@ -139,9 +138,12 @@ async def test_a_deactivated_accounts_token_stops_working_at_once(
     users: UserServiceStub, resources: Resources, alice: TestUser
 ) -> None:
     metadata = (("authorization", f"Bearer {_sign(_claims(alice.id))}"),)
-    await _get_me(users, metadata)
-    async with resources.sessions.begin() as session:
-        await session.execute(update(User).where(User.id == alice.id).values(is_active=False))
+    await _get_me(users, metadata)  # the account's state is now cached
+    admin = await make_user(resources.sessions, role=Role.ADMIN)
+    await users.DeactivateUser(
+        user_service_pb2.DeactivateUserRequest(id=str(alice.id)),
+        metadata=bearer(resources.access_tokens, admin),
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _get_me(users, metadata)
     details = error_details(caught.value)

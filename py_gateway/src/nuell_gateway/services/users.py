@@ -122,6 +122,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
                 raise _stale()
             if current.is_active and not updated.is_active:
                 await refresh_tokens.revoke_all_for_user(session, user_id=user_id)
+        self._resources.accounts.evict(user_id)
         return pb.UpdateUserResponse(user=user_to_proto(updated))
 
     async def DeactivateUser(
@@ -140,6 +141,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             )
             assert updated is not None  # the row is locked by _current
             await refresh_tokens.revoke_all_for_user(session, user_id=user_id)
+        self._resources.accounts.evict(user_id)
         return pb.DeactivateUserResponse(user=user_to_proto(updated))
 
     async def _current(self, session: AsyncSession, user_id: uuid.UUID, etag_value: str) -> User:
