@@ -95,7 +95,7 @@ test-rust: ## rust_compute's unit and black-box tests
 	$(CARGO) test --release --locked $(CARGO_MANIFEST)
 
 .PHONY: test-python
-test-python: gen ## py_gateway's tests (TEST_DATABASE_URL, else DATABASE_URL, else embedded PostgreSQL)
+test-python: build ## py_gateway's tests (TEST_DATABASE_URL, else DATABASE_URL, else embedded PostgreSQL)
 	cd py_gateway && ../$(PY) -m pytest
 
 .PHONY: test-deploy

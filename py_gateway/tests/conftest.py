@@ -7,9 +7,7 @@ database on it; every test that touches data starts from empty tables.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -24,6 +22,7 @@ from nuell_gateway.db.models import Base
 from nuell_gateway.db.schema import upgrade_to_head
 from nuell_gateway.resources import Resources
 from nuell_gateway.server import Gateway
+from tests.utils.compute import RustCompute
 from tests.utils.database import scratch_dir, server_url, throwaway_database
 
 # Two keys: the first signs, the second is still accepted (rotation).
@@ -44,26 +43,15 @@ def database_url(database_server: URL) -> Iterator[URL]:
         yield url
 
 
-COMPUTE_BINARY = Path(__file__).resolve().parents[2] / "rust_compute/target/release/rust_compute"
-
-
 @pytest.fixture(scope="session")
 def compute_address() -> Iterator[str]:
     """The real rust_compute on a free port, for the whole session."""
-    if not COMPUTE_BINARY.exists():
-        pytest.fail(f"{COMPUTE_BINARY} is missing: run `make build` first", pytrace=False)
-    process = subprocess.Popen(
-        [str(COMPUTE_BINARY), "--addr", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith("rust_compute listening on "), line
-    yield line.rsplit(" ", 1)[1].strip()
-    process.terminate()
-    process.wait(timeout=15)
+    try:
+        compute = RustCompute().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield compute.address
+    compute.stop()
 
 
 # Where in-process gateways look for rust_compute; set by the autouse fixture
