@@ -1,38 +1,67 @@
 //! `nuell.compute.v1.ComputeService`: the gRPC face of the text analytics.
 //!
-//! Each handler is meant to stay a screenful: decode the request (validate
-//! it into domain input), call the pure text modules, encode the result.
-//! Until those modules exist every RPC answers UNIMPLEMENTED, so nothing
-//! pretends to work.
+//! Each handler is decode → call → encode, all of it inside one job on the
+//! [`Workers`] pool: validating a 100,000-document batch and building a
+//! large response are CPU work too, and none of it belongs on the async
+//! threads. Errors become statuses through `From<ComputeError> for Status`.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
 
+use prost::Message;
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::conversions::{AnalyzeInput, BatchInput, CompareInput, StreamInput};
 use crate::error::ComputeError;
+use crate::limits::MESSAGE_MAX_BYTES;
 use crate::proto::v1::{
     AnalyzeRequest, AnalyzeResponse, AnalyzeStreamRequest, AnalyzeStreamResponse, CompareRequest,
     CompareResponse, FindNearDuplicatesRequest, FindNearDuplicatesResponse, compute_service_server,
 };
+use crate::text;
+use crate::transport::{self, Deadline, Transport};
+use crate::workers::Workers;
 
-/// Responses of one `AnalyzeStream` call; boxed so the handler can choose
-/// how it produces them.
+/// Responses of one `AnalyzeStream` call, produced by a task the handler
+/// spawns.
 pub type AnalyzeStreamResponses =
     Pin<Box<dyn Stream<Item = Result<AnalyzeStreamResponse, Status>> + Send + 'static>>;
 
-/// The compute service.
-///
-/// Holds no state yet: per-process settings the handlers will need (such as
-/// batch limits from [`Config`](crate::config::Config)) become a shared
-/// `Arc` field here, so cloning the service for each connection stays cheap.
-#[derive(Debug, Clone, Default)]
-pub struct ComputeService {}
+/// Responses an AnalyzeStream may have computed ahead of a slow reader;
+/// past this the stream waits, so a caller that stops reading holds back
+/// its own requests instead of filling memory.
+const STREAM_BUFFER: usize = 16;
+
+/// The compute service. Cloned per connection, so its state is shared.
+#[derive(Debug, Clone)]
+pub struct ComputeService {
+    /// Where every computation runs.
+    workers: Arc<Workers>,
+}
+
+/// The mountable service: the generated server with the contract's message
+/// size limits, wrapped by [`Transport`].
+pub type ComputeServer = Transport<compute_service_server::ComputeServiceServer<ComputeService>>;
 
 impl ComputeService {
+    /// A service that computes on `workers`.
+    pub fn new(workers: Workers) -> Self {
+        Self {
+            workers: Arc::new(workers),
+        }
+    }
+
     /// Wraps the service for `tonic::transport::Server::add_service`.
-    pub fn into_server(self) -> compute_service_server::ComputeServiceServer<Self> {
-        compute_service_server::ComputeServiceServer::new(self)
+    pub fn into_server(self) -> ComputeServer {
+        Transport::new(
+            compute_service_server::ComputeServiceServer::new(self)
+                .max_decoding_message_size(MESSAGE_MAX_BYTES)
+                .max_encoding_message_size(MESSAGE_MAX_BYTES),
+        )
     }
 }
 
@@ -40,40 +69,131 @@ impl ComputeService {
 impl compute_service_server::ComputeService for ComputeService {
     async fn analyze(
         &self,
-        _request: Request<AnalyzeRequest>,
+        request: Request<AnalyzeRequest>,
     ) -> Result<Response<AnalyzeResponse>, Status> {
-        Err(not_implemented("/nuell.compute.v1.ComputeService/Analyze"))
+        let deadline = Deadline::of(&request);
+        let request = request.into_inner();
+        let response = self
+            .workers
+            .run(deadline, move |cancel| {
+                let input = AnalyzeInput::try_from(request)?;
+                let analysis = text::analyze(&input.text, input.top_k, cancel)?;
+                Ok(AnalyzeResponse {
+                    analysis: Some(analysis.into()),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn compare(
         &self,
-        _request: Request<CompareRequest>,
+        request: Request<CompareRequest>,
     ) -> Result<Response<CompareResponse>, Status> {
-        Err(not_implemented("/nuell.compute.v1.ComputeService/Compare"))
+        let deadline = Deadline::of(&request);
+        let request = request.into_inner();
+        let response = self
+            .workers
+            .run(deadline, move |cancel| {
+                let input = CompareInput::try_from(request)?;
+                Ok(text::compare(&input.a, &input.b, cancel)?.into())
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn find_near_duplicates(
         &self,
-        _request: Request<FindNearDuplicatesRequest>,
+        request: Request<FindNearDuplicatesRequest>,
     ) -> Result<Response<FindNearDuplicatesResponse>, Status> {
-        Err(not_implemented(
-            "/nuell.compute.v1.ComputeService/FindNearDuplicates",
-        ))
+        let deadline = Deadline::of(&request);
+        let request = request.into_inner();
+        let response = self
+            .workers
+            .run(deadline, move |cancel| {
+                let input = BatchInput::try_from(request)?;
+                let result = text::find_near_duplicates(&input.documents, input.threshold, cancel)?;
+                let response = FindNearDuplicatesResponse::from(result);
+                // Refused here with the contract's status rather than by
+                // tonic's encoder, which would fail the call mid-response.
+                if response.encoded_len() > MESSAGE_MAX_BYTES {
+                    return Err(ComputeError::MessageTooLarge {
+                        limit: MESSAGE_MAX_BYTES,
+                    });
+                }
+                Ok(response)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     type AnalyzeStreamStream = AnalyzeStreamResponses;
 
     async fn analyze_stream(
         &self,
-        _request: Request<Streaming<AnalyzeStreamRequest>>,
+        request: Request<Streaming<AnalyzeStreamRequest>>,
     ) -> Result<Response<Self::AnalyzeStreamStream>, Status> {
-        Err(not_implemented(
-            "/nuell.compute.v1.ComputeService/AnalyzeStream",
-        ))
+        let deadline = Deadline::of(&request);
+        let (responses, receiver) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(answer_stream(
+            Arc::clone(&self.workers),
+            deadline,
+            request.into_inner(),
+            responses,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
 
-/// The status for a method of the contract that this build does not serve.
-fn not_implemented(method: &'static str) -> Status {
-    ComputeError::NotImplemented { method }.into()
+/// Answers an AnalyzeStream in order, one request at a time, until the
+/// caller half-closes (clean end), sends an invalid request, the deadline
+/// passes or the caller goes away. Every error is sent as the stream's
+/// final status, after the responses to all earlier requests.
+async fn answer_stream(
+    workers: Arc<Workers>,
+    deadline: Option<Instant>,
+    mut requests: Streaming<AnalyzeStreamRequest>,
+    responses: mpsc::Sender<Result<AnalyzeStreamResponse, Status>>,
+) {
+    let answer_all = async {
+        while let Some(request) = requests
+            .message()
+            .await
+            .map_err(transport::inbound_status)?
+        {
+            let response = workers
+                .run(deadline, move |cancel| {
+                    let input = StreamInput::try_from(request)?;
+                    let analysis = text::analyze(&input.analyze.text, input.analyze.top_k, cancel)?;
+                    Ok(AnalyzeStreamResponse {
+                        id: input.id,
+                        analysis: Some(analysis.into()),
+                    })
+                })
+                .await?;
+            if responses.send(Ok(response)).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), Status>(())
+    };
+    let deadline_passed = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = answer_all => outcome,
+        // Waiting for the caller's next message is bounded by the deadline
+        // too, not only the computations.
+        () = deadline_passed => Err(ComputeError::DeadlineExceeded.into()),
+        // The caller cancelled or went away: dropping `answer_all` cancels
+        // the computation in flight, and there is nobody left to tell.
+        () = responses.closed() => return,
+    };
+    if let Err(status) = outcome {
+        // Fails only if the caller has gone meanwhile.
+        let _ = responses.send(Err(status)).await;
+    }
 }

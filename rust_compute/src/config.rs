@@ -11,6 +11,10 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Most worker threads accepted. Far beyond any machine this runs on; a
+/// bigger value is a typo, and each thread costs memory.
+const MAX_WORKERS: u64 = 1024;
+
 /// Longest accepted grace period. Orchestrators kill a pod that takes longer
 /// anyway (Kubernetes' default is 30 s); an hour-long value is a typo.
 const MAX_GRACE_SECONDS: u64 = 3600;
@@ -56,9 +60,31 @@ pub struct Config {
         value_parser = parse_log_filter
     )]
     pub log_level: String,
+
+    /// Threads that run the text analytics [default: available parallelism].
+    ///
+    /// All CPU work runs on this dedicated pool, never on the async
+    /// threads that serve connections and health checks, so a heavy batch
+    /// slows other calls down but cannot stall the server. One thread per
+    /// core uses the machine fully; fewer leaves room for neighbours.
+    #[arg(
+        long,
+        env = "NUELL_COMPUTE_WORKERS",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_WORKERS)
+    )]
+    pub workers: Option<u64>,
 }
 
 impl Config {
+    /// Size of the worker pool: `--workers`, else one thread per core the
+    /// process may use.
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            Some(workers) => usize::try_from(workers).unwrap_or(usize::MAX),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+
     /// The grace period as a [`Duration`].
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
@@ -141,11 +167,24 @@ mod tests {
             "3",
             "--log-level",
             "debug,h2=info",
+            "--workers",
+            "3",
         ])
         .expect("valid flags");
+        assert_eq!(config.workers(), 3);
         assert_eq!(config.addr, "0.0.0.0:0".parse().expect("addr"));
         assert_eq!(config.shutdown_grace(), Duration::from_secs(3));
         assert_eq!(config.log_level, "debug,h2=info");
+    }
+
+    #[test]
+    fn workers_default_to_the_available_cores() {
+        if std::env::var_os("NUELL_COMPUTE_WORKERS").is_some() {
+            return; // the environment chose; nothing default to check
+        }
+        let config = parse(&[]).expect("no flags");
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(config.workers(), cores);
     }
 
     #[test]
@@ -167,6 +206,9 @@ mod tests {
             &["--shutdown-grace-seconds", "-1"],
             &["--shutdown-grace-seconds", "3601"],
             &["--log-level", "info,foo=loud"],
+            &["--workers", "0"],
+            &["--workers", "1025"],
+            &["--workers", "many"],
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }

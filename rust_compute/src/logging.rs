@@ -6,7 +6,8 @@
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global JSON subscriber with `filter` (`RUST_LOG` syntax,
-/// already validated by [`Config`](crate::config::Config)).
+/// already validated by [`Config`](crate::config::Config)), and routes
+/// panic reports through it.
 ///
 /// Fails if the filter does not parse or a subscriber is already installed.
 pub fn init(filter: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -19,5 +20,12 @@ pub fn init(filter: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>
         .with_target(true)
         .with_writer(std::io::stderr)
         .with_env_filter(EnvFilter::builder().parse(filter)?)
-        .try_init()
+        .try_init()?;
+    // A panic inside one computation is caught and answered INTERNAL (see
+    // `workers`); its report must still be a JSON line, not free text
+    // that breaks whoever parses stderr.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panic");
+    }));
+    Ok(())
 }

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::compute_service::ComputeService;
 use crate::config::Config;
 use crate::proto::{COMPUTE_SERVICE_NAME, FILE_DESCRIPTOR_SET};
+use crate::workers::Workers;
 
 /// Why the server could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,14 @@ pub enum ServeError {
     /// be graceful; refusing to start is safer than ignoring signals.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
+    /// The worker pool could not be created (threads refused by the OS).
+    #[error("cannot start {threads} worker threads: {source}")]
+    Workers {
+        /// The pool size that was asked for.
+        threads: usize,
+        /// What rayon said.
+        source: rayon::ThreadPoolBuildError,
+    },
     /// The embedded descriptor sets are unusable (a build problem).
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -61,6 +70,9 @@ pub enum ServeError {
 /// Runs the process until SIGTERM or SIGINT: binds `config.addr`, prints
 /// `rust_compute listening on <ip:port>` on stdout, serves, drains.
 pub async fn run(config: &Config) -> Result<(), ServeError> {
+    let threads = config.workers();
+    let workers =
+        Workers::new(threads).map_err(|source| ServeError::Workers { threads, source })?;
     let listener = bind(config.addr).await?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: config.addr,
@@ -74,11 +86,18 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
         addr = %addr,
         version = env!("CARGO_PKG_VERSION"),
         shutdown_grace_seconds = config.shutdown_grace_seconds,
+        workers = workers.threads(),
         "listening"
     );
     announce(addr);
 
-    serve(listener, config.shutdown_grace(), shutdown).await
+    serve(
+        listener,
+        ComputeService::new(workers),
+        config.shutdown_grace(),
+        shutdown,
+    )
+    .await
 }
 
 /// Binds `addr`. Separate from [`serve`] so the caller learns the real
@@ -93,13 +112,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     })
 }
 
-/// Serves every service on `listener` until `shutdown` resolves, then shuts
-/// down gracefully, giving in-flight calls at most `grace` to finish.
+/// Serves `compute` with health and reflection on `listener` until
+/// `shutdown` resolves, then shuts down gracefully, giving in-flight calls
+/// at most `grace` to finish.
 ///
 /// Connections that arrive before this is polled wait in the listen
 /// backlog, and health already says SERVING when they are accepted.
 pub async fn serve(
     listener: TcpListener,
+    compute: ComputeService,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -114,7 +135,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(ComputeService::default().into_server())
+        .add_service(compute.into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             // Err means the sender is gone, which only happens when this
             // function is; stopping is right either way.

@@ -3,12 +3,18 @@
 //! Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod corpus;
+
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
+use rust_compute::limits::MESSAGE_MAX_BYTES;
+use rust_compute::proto::v1::compute_service_client::ComputeServiceClient;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tonic::transport::Channel;
@@ -28,6 +34,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "NUELL_COMPUTE_ADDR",
     "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS",
     "NUELL_COMPUTE_LOG_LEVEL",
+    "NUELL_COMPUTE_WORKERS",
 ];
 
 /// A `Command` for the binary with a clean configuration environment.
@@ -38,6 +45,9 @@ pub fn command() -> Command {
     }
     command
 }
+
+/// A bare HTTP/2 client: no deadline enforcement, no retries.
+pub type PlainHttp2 = hyper_util::client::legacy::Client<HttpConnector, tonic::body::Body>;
 
 /// A running server process, killed if the test ends without stopping it.
 pub struct Server {
@@ -90,6 +100,25 @@ impl Server {
             .connect()
             .await
             .expect("connect to rust_compute")
+    }
+
+    /// A compute client that accepts messages as large as the server does.
+    pub async fn compute(&self) -> ComputeServiceClient<Channel> {
+        ComputeServiceClient::new(self.channel().await)
+            .max_decoding_message_size(MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    /// A compute client that sends `grpc-timeout` but, unlike tonic's own
+    /// client, does not give up at the deadline itself: what it reports
+    /// is what the server answered.
+    pub fn compute_without_local_deadlines(&self) -> ComputeServiceClient<PlainHttp2> {
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let origin = format!("http://{}", self.addr).parse().expect("valid uri");
+        ComputeServiceClient::with_origin(client, origin)
+            .max_decoding_message_size(MESSAGE_MAX_BYTES)
     }
 
     /// Sends `signal` to the process.
