@@ -3,11 +3,11 @@
     .venv/bin/python bench/echo_server.py --addr 127.0.0.1:0 --workers 2
 
 The same process model as py_gateway: one grpc.aio process, or with
-`--workers N` (N > 1) N processes sharing the port through SO_REUSEPORT
-under a supervisor that waits for them and passes signals on, as py_gateway
-does with NUELL_WORKERS. But nothing between the wire and the handler: no
-interceptor, no protobuf parsing (a generic handler without serializers
-hands the payload over as raw bytes), no database. Whatever a gateway call
+`--workers N` (N > 1) N processes sharing the port through SO_REUSEPORT,
+run by py_gateway's own supervisor (`nuell_gateway.workers.run_workers`).
+But nothing between the wire and the handler: no interceptor, no protobuf
+parsing (a generic handler without serializers hands the payload over as
+raw bytes), no database. Whatever a gateway call
 costs beyond an echo call is the gateway's own work.
 
 Prints `echo_server listening on <ip:port>` once every process serves; stops
@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing
-import os
-import queue
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
+from nuell_gateway.server import StartupError
+from nuell_gateway.workers import READY, WorkerDiedError, run_workers
 
 SERVICE = "nuell.bench.v1.EchoService"
 METHOD = f"/{SERVICE}/Echo"
-READY_TIMEOUT_SECONDS = 30
 
 
 async def echo(request: bytes, context: object) -> bytes:
@@ -67,63 +64,7 @@ def announce(host: str, port: int) -> None:
 
 
 def worker_main(addr: str, ready: multiprocessing.Queue[Any]) -> None:
-    asyncio.run(serve(addr, shared=True, on_ready=lambda _port: ready.put("ready")))
-
-
-def supervise(host: str, port: int, workers: int) -> int:
-    # Holds the port (SO_REUSEPORT, never listening) until the workers have it.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    reservation = socket.socket(family, socket.SOCK_STREAM)
-    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    reservation.bind((host.strip("[]"), port))
-    port = reservation.getsockname()[1]
-    addr = f"{host}:{port}"
-
-    # spawn, not fork: grpc's core must not be copied into a child.
-    context = multiprocessing.get_context("spawn")
-    ready: multiprocessing.Queue[Any] = context.Queue()
-    processes = [
-        context.Process(target=worker_main, args=(addr, ready), name=f"echo-{n}")
-        for n in range(workers)
-    ]
-    stopping = False
-
-    def stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes:
-            if process.is_alive() and process.pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
-    for process in processes:
-        process.start()
-    try:
-        for _ in processes:
-            ready.get(timeout=READY_TIMEOUT_SECONDS)
-    except queue.Empty:
-        print("echo_server: the workers did not start in time", file=sys.stderr)
-        stop(signal.SIGTERM, None)
-        return 1
-    finally:
-        reservation.close()
-    announce(host, port)
-
-    status = 0
-    while not stopping:
-        for process in processes:
-            process.join(timeout=0.2)
-            if not process.is_alive() and not stopping:
-                print(f"echo_server: {process.name} exited; stopping", file=sys.stderr)
-                stop(signal.SIGTERM, None)
-                status = 1
-    for process in processes:
-        process.join(timeout=5)
-        if process.is_alive():
-            process.kill()
-    return status
+    asyncio.run(serve(addr, shared=True, on_ready=lambda _port: ready.put(READY)))
 
 
 def main() -> int:
@@ -135,11 +76,22 @@ def main() -> int:
     args = parser.parse_args()
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    host, _, port_text = args.addr.rpartition(":")
+    host = args.addr.rpartition(":")[0]
     if args.workers == 1:
         asyncio.run(serve(args.addr, shared=False, on_ready=lambda port: announce(host, port)))
         return 0
-    return supervise(host, int(port_text), args.workers)
+    try:
+        run_workers(
+            args.addr,
+            args.workers,
+            worker_main,
+            grace_seconds=1.0,
+            on_ready=lambda port: announce(host, port),
+        )
+    except (StartupError, WorkerDiedError) as exc:
+        print(f"echo_server: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
