@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 import grpc
 import psutil
@@ -25,6 +26,7 @@ def _env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUELL_")}
     env.pop("DATABASE_URL", None)
     env["NUELL_JWT_KEYS"] = TEST_JWT_KEYS
+    env["NUELL_METRICS_ADDR"] = "127.0.0.1:0"
     env.update(overrides)
     return env
 
@@ -50,12 +52,14 @@ def _one_clear_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @contextmanager
-def _gateway_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def _gateway_process(
+    env: dict[str, str], stderr: IO[str] | int = subprocess.PIPE
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "nuell_gateway", "serve"],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
     try:

@@ -21,6 +21,7 @@ from google.rpc import status_pb2
 from nuell.compute.v1 import compute_service_pb2 as pb
 from nuell.compute.v1 import compute_service_pb2_grpc
 
+from nuell_gateway import request_id
 from nuell_gateway.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -29,6 +30,7 @@ from nuell_gateway.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from nuell_gateway.metrics import COMPUTE_ERRORS
 
 SERVICE = "nuell.compute.v1.ComputeService"
 # Batches for rust_compute may be large; the gateway's own inbound limit
@@ -58,18 +60,23 @@ Response = TypeVar("Response")
 
 @dataclass(frozen=True, slots=True)
 class Forwarding:
-    """What travels with a call onward: the time left and the request id."""
+    """What travels with a call onward: the time left, the request id and trace."""
 
     seconds_left: float | None
-    request_id: str
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("x-request-id", self.request_id),)
+        return request_id.current().outgoing_metadata()
 
 
 def _translate(error: grpc.aio.AioRpcError) -> DomainError:
     """One domain error for whatever rust_compute (or the way to it) answered."""
+    failure = _failure(error)
+    COMPUTE_ERRORS.labels(reason=failure.reason).inc()
+    return failure
+
+
+def _failure(error: grpc.aio.AioRpcError) -> DomainError:
     for key, value in error.trailing_metadata() or ():
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
             return RelayedStatus(status_pb2.Status.FromString(value))

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     gateway_addr: HostPort = Field(
         default="127.0.0.1:50051", description="Address the gRPC server binds; port 0 picks one."
     )
+    metrics_addr: HostPort = Field(
+        default="127.0.0.1:9464", description="Where /metrics is served (Prometheus)."
+    )
     compute_target: HostPort = Field(
         default="127.0.0.1:50052", description="Where rust_compute listens."
     )

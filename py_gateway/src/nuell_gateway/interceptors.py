@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -25,6 +27,7 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
 
+from nuell_gateway import request_id
 from nuell_gateway.authz import POLICIES, ROLE_SCOPES, Caller, Role, set_caller
 from nuell_gateway.errors import (
     DomainError,
@@ -34,6 +37,7 @@ from nuell_gateway.errors import (
     Unimplemented,
     internal_error_status,
 )
+from nuell_gateway.metrics import RPC_DURATION, RPC_REQUESTS
 from nuell_gateway.resources import Resources
 from nuell_gateway.security.tokens import InvalidTokenError
 from nuell_gateway.validation import validate_request
@@ -66,9 +70,47 @@ def _status_for(exc: BaseException, method: str) -> Any:
     return internal_error_status()
 
 
-async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
+@dataclass(frozen=True)
+class _Answer(grpc.Status):  # type: ignore[misc]
+    """A status to abort with, carrying the call's ids beside its details."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+async def _abort_for(
+    exc: Exception, method: str, context: grpc.aio.ServicerContext, started: float
+) -> None:
     """Answer the call with the status `exc` stands for (always raises)."""
-    await context.abort_with_status(rpc_status.to_status(_status_for(exc, method)))
+    status = rpc_status.to_status(_status_for(exc, method))
+    _observe(method, status.code, started)
+    await context.abort_with_status(
+        _Answer(
+            code=status.code,
+            details=status.details,
+            trailing_metadata=(
+                *status.trailing_metadata,
+                *request_id.current().outgoing_metadata(),
+            ),
+        )
+    )
+
+
+def _begin(context: grpc.aio.ServicerContext) -> float:
+    """Per call, before anything else: who the call is (ids), and when it began."""
+    request_id.identify(context.invocation_metadata())
+    return time.perf_counter()
+
+
+def _succeeded(method: str, started: float, context: grpc.aio.ServicerContext) -> None:
+    context.set_trailing_metadata(request_id.current().outgoing_metadata())
+    _observe(method, grpc.StatusCode.OK, started)
+
+
+def _observe(method: str, code: grpc.StatusCode, started: float) -> None:
+    RPC_REQUESTS.labels(method=method, code=code.name).inc()
+    RPC_DURATION.labels(method=method).observe(time.perf_counter() - started)
 
 
 async def _validated(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
@@ -155,14 +197,17 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_uu: Callable[..., Awaitable[Message]] = handler.unary_unary
 
             async def unary_unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
+                started = _begin(context)
                 try:
                     await admit(method, context)
                     validate_request(request)
-                    return await _resolve(inner_uu(request, context))  # type: ignore[no-any-return]
+                    response: Message = await _resolve(inner_uu(request, context))
+                    _succeeded(method, started, context)
+                    return response
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
-                    await _abort_for(exc, method, context)
+                    await _abort_for(exc, method, context, started)
                     raise  # unreachable: abort raises
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
@@ -173,13 +218,16 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def stream_unary(
                 requests: AsyncIterator[Message], context: grpc.aio.ServicerContext
             ) -> Message:
+                started = _begin(context)
                 try:
                     await admit(method, context)
-                    return await _resolve(inner_su(_validated(requests), context))  # type: ignore[no-any-return]
+                    response: Message = await _resolve(inner_su(_validated(requests), context))
+                    _succeeded(method, started, context)
+                    return response
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
-                    await _abort_for(exc, method, context)
+                    await _abort_for(exc, method, context, started)
                     raise
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
@@ -192,14 +240,16 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def handler(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Message]:
+                started = _begin(context)
                 try:
                     await admit(method, context)
                     async for response in await _resolve(call(request, context)):
                         yield response
+                    _succeeded(method, started, context)
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
-                    await _abort_for(exc, method, context)
+                    await _abort_for(exc, method, context, started)
 
             return handler
 

@@ -13,6 +13,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from nuell_gateway.request_id import CallIdentityFilter
+
 # Attributes every LogRecord has; anything else came from `extra=`.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -37,4 +39,5 @@ def configure_logging(level: str) -> None:
     """Route every logger to stderr as JSON at `level`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(CallIdentityFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)

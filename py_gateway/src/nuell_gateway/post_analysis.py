@@ -60,8 +60,8 @@ PENDING_COLUMNS: dict[str, Any] = {
 }
 
 
-def _forwarding(settings: Settings, request_id: str) -> Forwarding:
-    return Forwarding(seconds_left=settings.compute_write_deadline_seconds, request_id=request_id)
+def _forwarding(settings: Settings) -> Forwarding:
+    return Forwarding(seconds_left=settings.compute_write_deadline_seconds)
 
 
 async def analyze(compute: ComputeClient, content: str, via: Forwarding) -> Analysis:
@@ -114,7 +114,6 @@ async def analysis_for_write(
     author_id: uuid.UUID,
     content: str,
     exclude: uuid.UUID | None,
-    request_id: str,
 ) -> dict[str, Any]:
     """Analysis columns for a post about to be written with `content`.
 
@@ -122,7 +121,7 @@ async def analysis_for_write(
     recently posted nearly the same text; returns pending columns when
     rust_compute cannot answer in time.
     """
-    via = _forwarding(resources.settings, request_id)
+    via = _forwarding(resources.settings)
     try:
         analysis, duplicate_of = await asyncio.gather(
             analyze(resources.compute, content, via),
@@ -133,7 +132,7 @@ async def analysis_for_write(
     except _COMPUTE_DOWN as exc:
         logger.warning(
             "analysis deferred: rust_compute did not answer",
-            extra={"reason": exc.reason, "request_id": request_id},
+            extra={"reason": exc.reason},
         )
         return PENDING_COLUMNS
     if duplicate_of is not None:
@@ -151,9 +150,7 @@ async def backfill_once(resources: Resources) -> int:
         pending = await posts.pending_analysis(session, limit=BACKFILL_BATCH)
     filled = 0
     for post_id, content, version in pending:
-        analysis = await analyze(
-            resources.compute, content, _forwarding(resources.settings, f"backfill-{post_id}")
-        )
+        analysis = await analyze(resources.compute, content, _forwarding(resources.settings))
         async with resources.sessions.begin() as session:
             # Only if the content is still what was analysed.
             filled += await posts.set_analysis(

@@ -1,23 +1,86 @@
-"""The request id that follows a call from the edge to rust_compute and back."""
+"""What identifies a call across the three hops: its request id and trace context.
+
+The edge (Envoy) sets `x-request-id`; the gateway keeps a sane one or makes
+one, logs it on every line about the call, passes it to rust_compute and
+returns it in the response metadata. W3C trace context (`traceparent`)
+travels the same way: the gateway continues the caller's trace (or starts
+one), names itself as the parent of the call to rust_compute, and logs the
+trace id, so logs of all three hops can be joined by either id.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import secrets
 import uuid
-
-import grpc
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 REQUEST_ID_HEADER = "x-request-id"
+TRACEPARENT_HEADER = "traceparent"
 MAX_REQUEST_ID_CHARS = 128
 
+# version 00: trace id (32 hex, not all zero), parent id (16 hex), flags.
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
-def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's request id if it sent a sane one, else a new one."""
-    for key, value in context.invocation_metadata() or ():
-        if (
-            key == REQUEST_ID_HEADER
-            and isinstance(value, str)
-            and 0 < len(value) <= MAX_REQUEST_ID_CHARS
-            and value.isprintable()
-        ):
-            return value
-    return uuid.uuid4().hex
+
+@dataclass(frozen=True, slots=True)
+class CallIdentity:
+    """The ids of the call being served."""
+
+    request_id: str
+    trace_id: str
+    span_id: str  # this hop's span: the parent of anything it calls
+    trace_flags: str
+
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{self.trace_flags}"
+
+    def outgoing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((REQUEST_ID_HEADER, self.request_id), (TRACEPARENT_HEADER, self.traceparent()))
+
+
+_current: ContextVar[CallIdentity | None] = ContextVar("nuell_call_identity", default=None)
+
+
+def identify(metadata: object) -> CallIdentity:
+    """The call's identity from its metadata; sets it for this call's context."""
+    request_id = trace_id = None
+    flags = "01"
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == REQUEST_ID_HEADER and _sane_request_id(value):
+            request_id = value
+        elif key == TRACEPARENT_HEADER and isinstance(value, str):
+            match = _TRACEPARENT.match(value.strip().lower())
+            if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
+                trace_id, flags = match.group(1), match.group(3)
+    identity = CallIdentity(
+        request_id=request_id or uuid.uuid4().hex,
+        trace_id=trace_id or secrets.token_hex(16),
+        span_id=secrets.token_hex(8),
+        trace_flags=flags,
+    )
+    _current.set(identity)
+    return identity
+
+
+def current() -> CallIdentity:
+    """This call's identity (a fresh one outside any call, e.g. the backfill)."""
+    identity = _current.get()
+    return identity if identity is not None else identify(())
+
+
+def _sane_request_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_CHARS and value.isprintable()
+
+
+class CallIdentityFilter(logging.Filter):
+    """Adds the current call's request id and trace id to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        identity = _current.get()
+        if identity is not None:
+            record.request_id = identity.request_id
+            record.trace_id = identity.trace_id
+        return True

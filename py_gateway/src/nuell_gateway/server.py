@@ -27,6 +27,7 @@ from nuell_gateway.config import Settings
 from nuell_gateway.db.engine import create_engine, unreachable_message
 from nuell_gateway.db.schema import ensure_schema_current
 from nuell_gateway.interceptors import CallBoundary
+from nuell_gateway.metrics import report_pool_use, serve_metrics
 from nuell_gateway.post_analysis import run_backfill
 from nuell_gateway.reflection import enable_reflection
 from nuell_gateway.resources import Resources
@@ -67,8 +68,9 @@ class Gateway:
     health: HealthServicer
     resources: Resources
     port: int
-    # Fills in the analysis of posts written while rust_compute was down.
-    backfill: asyncio.Task[None]
+    # The analysis backfill (posts written while rust_compute was down) and
+    # the pool-use reporter.
+    background: tuple[asyncio.Task[None], ...]
 
     @classmethod
     async def start(cls, settings: Settings, *, worker_of: str | None = None) -> Gateway:
@@ -100,16 +102,25 @@ class Gateway:
         await server.start()
         for name in ["", *service_names]:
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        backfill = asyncio.create_task(run_backfill(resources), name="analysis-backfill")
-        return cls(server=server, health=health, resources=resources, port=port, backfill=backfill)
+        background = (
+            asyncio.create_task(run_backfill(resources), name="analysis-backfill"),
+            asyncio.create_task(
+                report_pool_use(resources.engine, resources.hot_reads), name="pool-use"
+            ),
+        )
+        return cls(
+            server=server, health=health, resources=resources, port=port, background=background
+        )
 
     async def stop(self) -> None:
         """NOT_SERVING, stop accepting, drain in-flight calls, close the pool."""
         await self.health.enter_graceful_shutdown()
-        self.backfill.cancel()
+        for task in self.background:
+            task.cancel()
         await self.server.stop(self.resources.settings.shutdown_grace_seconds)
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.backfill
+        for task in self.background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.resources.close()
 
 
@@ -162,4 +173,19 @@ def announce(settings: Settings, port: int) -> None:
 
 async def serve_in_this_process(settings: Settings) -> None:
     gateway = await Gateway.start(settings)
-    await run_until_signalled(gateway, lambda port: announce(settings, port))
+    stop_metrics = serve_metrics_or_explain(settings)
+    try:
+        await run_until_signalled(gateway, lambda port: announce(settings, port))
+    finally:
+        stop_metrics()
+
+
+def serve_metrics_or_explain(settings: Settings) -> Callable[[], None]:
+    """Serve /metrics, or StartupError with one clear line."""
+    try:
+        return serve_metrics(settings.metrics_addr)
+    except OSError:
+        raise StartupError(
+            f"cannot serve metrics on {settings.metrics_addr}: the port is in use; "
+            "stop the other process or set NUELL_METRICS_ADDR"
+        ) from None

@@ -27,6 +27,7 @@ from typing import Any
 
 from nuell_gateway.config import Settings
 from nuell_gateway.log import configure_logging
+from nuell_gateway.metrics import multiprocess_recording
 from nuell_gateway.server import (
     Gateway,
     StartupError,
@@ -35,6 +36,7 @@ from nuell_gateway.server import (
     prepare,
     run_until_signalled,
     serve_in_this_process,
+    serve_metrics_or_explain,
 )
 
 logger = logging.getLogger(__name__)
@@ -147,14 +149,20 @@ def serve(settings: Settings) -> None:
     host = settings.gateway_addr.rsplit(":", 1)[0]
     address = f"{host}:{check_bindable(settings.gateway_addr)}"
     asyncio.run(prepare(settings.model_copy(update={"gateway_addr": address})))
-    run_workers(
-        address,
-        settings.workers,
-        _gateway_worker,
-        settings,
-        grace_seconds=settings.shutdown_grace_seconds,
-        on_ready=lambda port: announce(settings, port),
-    )
+    # Workers record into files; this process serves their sum.
+    with multiprocess_recording():
+        stop_metrics = serve_metrics_or_explain(settings)
+        try:
+            run_workers(
+                address,
+                settings.workers,
+                _gateway_worker,
+                settings,
+                grace_seconds=settings.shutdown_grace_seconds,
+                on_ready=lambda port: announce(settings, port),
+            )
+        finally:
+            stop_metrics()
 
 
 def _gateway_worker(address: str, ready: multiprocessing.Queue[Any], settings: Settings) -> None:

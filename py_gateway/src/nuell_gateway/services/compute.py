@@ -16,7 +16,6 @@ from nuell.compute.v1 import compute_service_pb2 as pb
 from nuell.compute.v1 import compute_service_pb2_grpc
 
 from nuell_gateway.compute_client import Forwarding
-from nuell_gateway.request_id import REQUEST_ID_HEADER, request_id_of
 from nuell_gateway.resources import Resources
 
 
@@ -51,7 +50,5 @@ class ComputeService(compute_service_pb2_grpc.ComputeServiceServicer):
 
 
 def _forwarding(context: grpc.aio.ServicerContext) -> Forwarding:
-    """The caller's remaining deadline and request id, for the call onward."""
-    request_id = request_id_of(context)
-    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-    return Forwarding(seconds_left=context.time_remaining(), request_id=request_id)
+    """The caller's remaining deadline, for the call onward (ids travel by themselves)."""
+    return Forwarding(seconds_left=context.time_remaining())

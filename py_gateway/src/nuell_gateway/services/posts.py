@@ -17,7 +17,6 @@ from nuell_gateway.errors import Aborted, NotFound
 from nuell_gateway.fieldmask import checked_paths
 from nuell_gateway.pagination import page_size
 from nuell_gateway.post_analysis import analysis_for_write
-from nuell_gateway.request_id import request_id_of
 from nuell_gateway.resources import Resources
 
 DEFAULT_PAGE_SIZE = 20
@@ -55,7 +54,6 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
             author_id=author_id,
             content=request.content,
             exclude=None,
-            request_id=request_id_of(context),
         )
         async with self._resources.sessions.begin() as session:
             post = await posts.create_post(
@@ -115,7 +113,6 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
             author_id=current.user_id,
             content=request.post.content,
             exclude=current.id,
-            request_id=request_id_of(context),
         )
         async with self._resources.sessions.begin() as session:
             updated = await posts.update_post_content(

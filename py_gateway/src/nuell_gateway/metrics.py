@@ -1,0 +1,105 @@
+"""Prometheus metrics, served at NUELL_METRICS_ADDR (127.0.0.1:9464) on /metrics.
+
+With several worker processes, every worker records into files under a
+private folder (prometheus_client's multiprocess mode) and the supervisor
+serves their sum, so one scrape sees the whole gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+RPC_REQUESTS = Counter(
+    "nuell_gateway_rpc_requests_total",
+    "Calls answered, by method and gRPC status code.",
+    ["method", "code"],
+)
+RPC_DURATION = Histogram(
+    "nuell_gateway_rpc_duration_seconds",
+    "Time from a call's arrival to its answer, by method.",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DB_POOL_CONNECTIONS = Gauge(
+    "nuell_gateway_db_pool_connections",
+    "Database connections by pool (orm, hot_reads) and state (in_use, idle).",
+    ["pool", "state"],
+    multiprocess_mode="livesum",
+)
+COMPUTE_ERRORS = Counter(
+    "nuell_gateway_compute_errors_total",
+    "Calls to rust_compute that failed, by the reason the gateway answered with.",
+    ["reason"],
+)
+
+
+@contextlib.contextmanager
+def multiprocess_recording() -> Iterator[None]:
+    """While workers run: a private folder for them to record into, removed after."""
+    if MULTIPROCESS_ENV in os.environ:  # the operator chose one
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="nuell-metrics-")
+    os.environ[MULTIPROCESS_ENV] = folder
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def serve_metrics(address: str) -> Callable[[], None]:
+    """Serve /metrics on `address`; returns the function that stops it."""
+    host, _, port = address.rpartition(":")
+    registry: CollectorRegistry = REGISTRY
+    if MULTIPROCESS_ENV in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    server: WSGIServer
+    thread: threading.Thread
+    server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
+POOL_REPORT_SECONDS = 5.0
+
+
+async def report_pool_use(engine: AsyncEngine, hot_reads: AsyncConnectionPool[Any]) -> None:
+    """Forever: publish how many connections each pool has in use and idle."""
+    while True:
+        orm_pool: Any = engine.sync_engine.pool
+        DB_POOL_CONNECTIONS.labels(pool="orm", state="in_use").set(orm_pool.checkedout())
+        DB_POOL_CONNECTIONS.labels(pool="orm", state="idle").set(orm_pool.checkedin())
+        stats = hot_reads.get_stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        DB_POOL_CONNECTIONS.labels(pool="hot_reads", state="in_use").set(size - idle)
+        DB_POOL_CONNECTIONS.labels(pool="hot_reads", state="idle").set(idle)
+        await asyncio.sleep(POOL_REPORT_SECONDS)
