@@ -57,6 +57,10 @@ class AccountStates:
         self._listener: AsyncConnection[Any] | None = None
         # True while the listener is connected and its notifications trusted.
         self._listening = False
+        # The listener's socket as registered with the event loop. Kept, not
+        # asked for again: once libpq drops a dead connection the descriptor
+        # is closed, and its number may already belong to another socket.
+        self._reader_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def state(self, user_id: uuid.UUID) -> AccountState | None:
@@ -105,14 +109,15 @@ class AccountStates:
         self._cache.clear()  # anything cached before may have missed an eviction
         self._listener = connection
         self._listening = True
-        asyncio.get_running_loop().add_reader(connection.pgconn.socket, self._drain)
+        self._reader_fd = connection.pgconn.socket
+        asyncio.get_running_loop().add_reader(self._reader_fd, self._drain)
         logger.info("account listener connected")
 
     def _forget(self) -> None:
         """Trust no cached entry: the listener is (or may be) gone."""
-        if self._listening and self._listener is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._listener.pgconn.socket)
+        if self._reader_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._reader_fd)
+            self._reader_fd = None
         self._listening = False
         self._cache.clear()
         self._generation += 1
