@@ -20,6 +20,10 @@ PROTO_FILES := $(shell find proto/nuell proto/third_party -name '*.proto' 2>/dev
 RUST_SOURCES := $(shell find rust_compute/src rust_compute/build.rs rust_compute/Cargo.toml rust_compute/Cargo.lock 2>/dev/null)
 PY_GEN_DIR := py_gateway/src
 PY_GEN_STAMP := $(PY_GEN_DIR)/nuell/.generated
+WEB_SOURCES := $(shell find web/src -path web/src/gen -prune -o -type f -print 2>/dev/null) \
+	$(wildcard web/index.html web/build.mjs web/buf.gen.yaml web/tsconfig.json) \
+	$(shell find web/proto -type f 2>/dev/null)
+WEB_PAGE := web/dist/index.html
 
 .PHONY: help
 help: ## List every target with what it does
@@ -39,8 +43,13 @@ proto/node_modules/.installed: proto/package.json proto/package-lock.json
 	cd proto && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm not found: install Node.js 20 with npm" >&2; exit 1; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 .PHONY: deps
-deps: $(VENV)/.installed proto/node_modules/.installed ## Install the Python venv and the contract tools (buf)
+deps: $(VENV)/.installed proto/node_modules/.installed web/node_modules/.installed ## Install the Python venv, the contract tools (buf) and the web toolchain
 
 # ------------------------------------------------------------------- build
 
@@ -59,13 +68,19 @@ $(COMPUTE_BIN): $(RUST_SOURCES) $(PROTO_FILES)
 	@command -v $(CARGO) >/dev/null || { echo "make: cargo not found: install Rust (rustup) 1.95 or newer" >&2; exit 1; }
 	$(CARGO) build --release --locked $(CARGO_MANIFEST)
 
+$(WEB_PAGE): $(WEB_SOURCES) $(PROTO_FILES) web/node_modules/.installed proto/node_modules/.installed
+	cd web && npm run --silent build
+
+.PHONY: web
+web: $(WEB_PAGE) ## Generate the TypeScript client and build the browser page (web/dist)
+
 .PHONY: build
-build: gen $(COMPUTE_BIN) ## Generate code and build rust_compute (release)
+build: gen $(COMPUTE_BIN) web ## Generate code, build rust_compute (release) and the browser page
 
 # --------------------------------------------------------------------- run
 
 .PHONY: run
-run: build ## Run the whole stack: PostgreSQL (embedded unless DATABASE_URL), compute, gateway, Envoy
+run: build ## Run the whole stack: PostgreSQL (embedded unless DATABASE_URL), compute, gateway, Envoy, the page on :3000
 	$(PY) deploy/local/run_stack.py
 
 .PHONY: migrate
@@ -75,7 +90,7 @@ migrate: gen ## Apply database migrations (DATABASE_URL, else the embedded Postg
 # -------------------------------------------------------------------- test
 
 .PHONY: test
-test: proto-check build test-rust test-python test-deploy ## Every test: contract, Rust, gateway, Envoy and the stack
+test: proto-check build test-rust test-python test-deploy ## Every test: contract, Rust, gateway, Envoy, the stack and the browser
 
 .PHONY: proto-check
 proto-check: proto/node_modules/.installed ## buf lint and buf breaking (against main, or the previous commit on main)
@@ -99,18 +114,19 @@ test-python: build ## py_gateway's tests (TEST_DATABASE_URL, else DATABASE_URL, 
 	cd py_gateway && ../$(PY) -m pytest
 
 .PHONY: test-deploy
-test-deploy: build ## Envoy config validation and the real stack (grpcurl, gRPC-Web, runner)
+test-deploy: build ## Envoy config and the real stack: grpcurl, gRPC-Web, CORS, limits, TLS, runner, Chromium
 	$(PY) -m pytest deploy/tests
 
 # -------------------------------------------------------------------- lint
 
 .PHONY: lint
-lint: gen proto/node_modules/.installed ## buf lint, ruff, mypy, clippy (warnings are errors), rustfmt
+lint: gen web proto/node_modules/.installed ## buf lint, ruff, mypy, tsc, clippy (warnings are errors), rustfmt
 	$(BUF) lint
 	$(VENV)/bin/ruff check py_gateway deploy bench
 	$(VENV)/bin/ruff format --check py_gateway deploy bench
 	cd py_gateway && ../$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict bench
+	cd web && npm run --silent typecheck
 	$(CARGO) clippy --locked --all-targets $(CARGO_MANIFEST) -- -D warnings
 	$(CARGO) fmt --check $(CARGO_MANIFEST)
 
@@ -130,8 +146,8 @@ bench: build ## Benchmarks that print figures (see bench/README.md)
 
 .PHONY: clean
 clean: ## Remove generated code and build output (keeps .data/ and the venv)
-	rm -rf $(PY_GEN_DIR)/nuell $(PY_GEN_DIR)/buf rust_compute/target
+	rm -rf $(PY_GEN_DIR)/nuell $(PY_GEN_DIR)/buf rust_compute/target web/src/gen web/dist
 
 .PHONY: distclean
 distclean: clean ## Also remove the venv, node_modules and local data under .data/
-	rm -rf $(VENV) proto/node_modules .data
+	rm -rf $(VENV) proto/node_modules web/node_modules .data

@@ -24,7 +24,17 @@ from settings import (
     CORS_ALLOW_METHODS,
     CORS_EXPOSE_HEADERS,
     CORS_MAX_AGE_SECONDS,
+    EDGE_CONNECTION_IDLE_TIMEOUT_SECONDS,
     EDGE_GRPC_SERVICES,
+    EDGE_MAX_REQUEST_HEADERS_KB,
+    EDGE_RATE_LIMITED_METHODS,
+    EDGE_REQUEST_IDLE_TIMEOUT_SECONDS,
+    EDGE_RETRYABLE_METHODS,
+    EDGE_SECURITY_HEADERS,
+    EDGE_STREAM_IDLE_TIMEOUT_SECONDS,
+    EDGE_STREAM_MAX_DURATION_SECONDS,
+    EDGE_STREAMING_METHODS,
+    EDGE_UNARY_TIMEOUT_SECONDS,
     Address,
     SettingsError,
     StackSettings,
@@ -56,16 +66,69 @@ class CorsPolicy:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A token bucket per client address: `burst` calls at once, one more every `refill_ms`."""
+
+    burst: int
+    refill_ms: int
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route to the gateway. Exactly one of `path` and `prefix` is set."""
+
+    name: str
+    path: str | None = None
+    prefix: str | None = None
+    streaming: bool = False
+    retry: bool = False
+    rate_limited: bool = False
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    address: Address
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int
+    max_request_headers_kb: int
+    unary_timeout_s: int
+    stream_idle_timeout_s: int
+    stream_max_duration_s: int
+    request_idle_timeout_s: int
+    connection_idle_timeout_s: int
+
+
+@dataclass(frozen=True)
 class EnvoyContext:
     """Everything the Envoy template needs, already resolved for one target."""
 
     target: str
-    listener: Address
-    tls_listener: Address
+    listener: Address | None  # plaintext; None where only TLS is served
+    tls_listener: TlsListener
     admin: Address
     gateway: Upstream
-    routed_services: tuple[str, ...]
+    routes: tuple[Route, ...]
     cors: CorsPolicy
+    auth_rate_limit: RateLimit
+    security_headers: tuple[tuple[str, str], ...]
+    limits: Limits
+    trusted_proxy_hops: int
+
+
+def edge_routes() -> tuple[Route, ...]:
+    """Single methods with a policy of their own first, then each service as a
+    whole: Envoy takes the first route that matches."""
+    return (
+        *(Route(m, path=f"/{m}", rate_limited=True) for m in EDGE_RATE_LIMITED_METHODS),
+        *(Route(m, path=f"/{m}", retry=True) for m in EDGE_RETRYABLE_METHODS),
+        *(Route(m, path=f"/{m}", streaming=True) for m in EDGE_STREAMING_METHODS),
+        *(Route(service, prefix=f"/{service}/") for service in EDGE_GRPC_SERVICES),
+    )
 
 
 def _cors(settings: StackSettings) -> CorsPolicy:
@@ -84,14 +147,28 @@ def envoy_local(settings: StackSettings) -> EnvoyContext:
         raise SettingsError("render the local Envoy config after the gateway has bound its port")
     return EnvoyContext(
         target="local",
-        listener=settings.edge_http,
-        tls_listener=settings.edge_https,
+        listener=settings.edge_http if settings.edge_plaintext else None,
+        tls_listener=TlsListener(
+            settings.edge_https, settings.edge_tls_cert, settings.edge_tls_key
+        ),
         admin=settings.edge_admin,
         gateway=Upstream(
             "py_gateway", Address(settings.gateway.connect_host, settings.gateway.port)
         ),
-        routed_services=EDGE_GRPC_SERVICES,
+        routes=edge_routes(),
         cors=_cors(settings),
+        auth_rate_limit=RateLimit(settings.auth_burst, settings.auth_refill_interval_ms),
+        security_headers=EDGE_SECURITY_HEADERS,
+        limits=Limits(
+            max_request_bytes=settings.max_request_bytes,
+            max_request_headers_kb=EDGE_MAX_REQUEST_HEADERS_KB,
+            unary_timeout_s=EDGE_UNARY_TIMEOUT_SECONDS,
+            stream_idle_timeout_s=EDGE_STREAM_IDLE_TIMEOUT_SECONDS,
+            stream_max_duration_s=EDGE_STREAM_MAX_DURATION_SECONDS,
+            request_idle_timeout_s=EDGE_REQUEST_IDLE_TIMEOUT_SECONDS,
+            connection_idle_timeout_s=EDGE_CONNECTION_IDLE_TIMEOUT_SECONDS,
+        ),
+        trusted_proxy_hops=settings.trusted_proxy_hops,
     )
 
 

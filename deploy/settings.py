@@ -1,19 +1,26 @@
-"""The stack's addresses, ports, upstreams and CORS allowlist, in one place.
+"""The stack's addresses, ports, upstreams and edge policy, in one place.
 
 Every deploy artefact (the Envoy config today; compose and Kubernetes
 manifests later) and the local stack runner read these values, so they
 cannot drift apart. Defaults are the documented ports; each one can be
 overridden by an environment variable:
 
-| variable                     | default                                      |
-|------------------------------|----------------------------------------------|
-| `NUELL_EDGE_HTTP_PORT`       | 8080 (Envoy, plaintext gRPC and gRPC-Web)    |
-| `NUELL_EDGE_HTTPS_PORT`      | 8443 (Envoy, TLS; reserved)                  |
-| `NUELL_EDGE_ADMIN_PORT`      | 9901 (Envoy admin, loopback only)            |
-| `NUELL_GATEWAY_ADDR`         | 127.0.0.1:50051 (py_gateway)                 |
-| `NUELL_COMPUTE_ADDR`         | 127.0.0.1:50052 (rust_compute)               |
-| `NUELL_WEB_PORT`             | 3000 (browser page)                          |
-| `NUELL_CORS_ALLOWED_ORIGINS` | http://localhost:<web>,http://127.0.0.1:<web> |
+| variable                          | default                                       |
+|-----------------------------------|-----------------------------------------------|
+| `NUELL_EDGE_HTTP_PORT`            | 8080 (Envoy, plaintext gRPC and gRPC-Web)     |
+| `NUELL_EDGE_PLAINTEXT`            | true (serve 8080 at all; local development)   |
+| `NUELL_EDGE_HTTPS_PORT`           | 8443 (Envoy, TLS)                             |
+| `NUELL_EDGE_TLS_CERT`, `_KEY`     | <data>/tls/edge.crt, edge.key (PEM)           |
+| `NUELL_EDGE_ADMIN_PORT`           | 9901 (Envoy admin, loopback only)             |
+| `NUELL_GATEWAY_ADDR`              | 127.0.0.1:50051 (py_gateway)                  |
+| `NUELL_COMPUTE_ADDR`              | 127.0.0.1:50052 (rust_compute)                |
+| `NUELL_WEB_PORT`                  | 3000 (browser page)                           |
+| `NUELL_CORS_ALLOWED_ORIGINS`      | http://localhost:<web>,http://127.0.0.1:<web> |
+| `NUELL_EDGE_AUTH_RATE_PER_MINUTE` | 10 (Login, Register: each, per client address) |
+| `NUELL_EDGE_AUTH_BURST`           | 5 (calls a client may make at once)           |
+| `NUELL_EDGE_MAX_REQUEST_BYTES`    | 4194304 (a unary request body, framing included) |
+| `NUELL_EDGE_TRUSTED_PROXY_HOPS`   | 0 (proxies in front whose X-Forwarded-For is trusted) |
+| `NUELL_DATA_DIR`                  | <repo>/.data (where the dev certificate lives) |
 
 Values are checked once, here, and a bad one raises `SettingsError` whose
 message names the variable, so callers can print it as the only line.
@@ -25,7 +32,11 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO / ".data"
 
 # The edge's whole gRPC surface. Everything else (server reflection in
 # particular) is answered by Envoy itself and never reaches a backend.
@@ -50,6 +61,55 @@ CORS_ALLOW_HEADERS: tuple[str, ...] = (
 CORS_EXPOSE_HEADERS: tuple[str, ...] = ("grpc-status", "grpc-message", "grpc-status-details-bin")
 # Chromium caps preflight caching at two hours; a longer value buys nothing.
 CORS_MAX_AGE_SECONDS = 7200
+
+# Methods are `package.Service/Method`, as in the gRPC path.
+# Credential endpoints: a token bucket per client address for each, so
+# neither password guessing nor account minting runs at machine speed.
+EDGE_RATE_LIMITED_METHODS: tuple[str, ...] = (
+    "nuell.auth.v1.AuthService/Login",
+    "nuell.auth.v1.AuthService/Register",
+)
+# Reads without side effects: the only calls the edge retries, so a retry can
+# never create, change or delete anything twice.
+EDGE_RETRYABLE_METHODS: tuple[str, ...] = (
+    "nuell.users.v1.UserService/GetCurrentUser",
+    "nuell.users.v1.UserService/GetUser",
+    "nuell.users.v1.UserService/ListUsers",
+    "nuell.posts.v1.PostService/GetPost",
+    "nuell.posts.v1.PostService/ListPosts",
+    "grpc.health.v1.Health/Check",
+)
+# Long-lived streams: no overall deadline and no request buffering, an idle
+# timeout instead. Every other method is unary.
+EDGE_STREAMING_METHODS: tuple[str, ...] = (
+    "nuell.compute.v1.ComputeService/AnalyzeStream",
+    "grpc.health.v1.Health/Watch",
+)
+
+# A unary call's ceiling; a caller's shorter grpc-timeout wins.
+EDGE_UNARY_TIMEOUT_SECONDS = 30
+EDGE_STREAM_IDLE_TIMEOUT_SECONDS = 300
+EDGE_STREAM_MAX_DURATION_SECONDS = 3600
+# A request that sends nothing for this long is dropped (slow clients hold memory).
+EDGE_REQUEST_IDLE_TIMEOUT_SECONDS = 60
+# A keep-alive connection with no request open for this long is closed.
+EDGE_CONNECTION_IDLE_TIMEOUT_SECONDS = 300
+EDGE_MAX_REQUEST_HEADERS_KB = 32
+
+# On every response of the edge, errors and preflights included. HSTS only
+# counts over HTTPS (browsers ignore it on plain HTTP, RFC 6797 8.1), so
+# sending it from the development listener too is harmless and keeps the
+# two listeners identical. No `preload`: that is a commitment to make on
+# purpose, for the production domain, not a default.
+EDGE_SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    # API answers are data, never documents to render or frame.
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("cache-control", "no-store"),
+)
 
 
 class SettingsError(ValueError):
@@ -106,8 +166,11 @@ class StackSettings:
     """Where each part of the stack listens and whom the edge lets in."""
 
     edge_http: Address = Address("0.0.0.0", 8080)
-    # Reserved for the TLS listener; nothing binds it yet.
+    # Plaintext is for local development; a deployment behind real TLS turns it off.
+    edge_plaintext: bool = True
     edge_https: Address = Address("0.0.0.0", 8443)
+    edge_tls_cert: Path = DEFAULT_DATA_DIR / "tls" / "edge.crt"
+    edge_tls_key: Path = DEFAULT_DATA_DIR / "tls" / "edge.key"
     # Loopback only: the admin API can drain or stop Envoy.
     edge_admin: Address = Address("127.0.0.1", 9901)
     gateway: Address = Address("127.0.0.1", 50051)
@@ -116,10 +179,44 @@ class StackSettings:
     cors_allowed_origins: tuple[str, ...] = field(
         default=("http://localhost:3000", "http://127.0.0.1:3000")
     )
+    auth_rate_per_minute: int = 10
+    auth_burst: int = 5
+    max_request_bytes: int = 4 * 1024 * 1024
+    trusted_proxy_hops: int = 0
+    data_dir: Path = DEFAULT_DATA_DIR
+
+    @property
+    def auth_refill_interval_ms(self) -> int:
+        """One token back every this many milliseconds: the per-minute rate, evenly spread."""
+        return 60_000 // self.auth_rate_per_minute
+
+    @property
+    def uses_dev_certificate(self) -> bool:
+        """True when the certificate is the runner's own, made on first use."""
+        tls_dir = self.data_dir / "tls"
+        return (self.edge_tls_cert, self.edge_tls_key) == (
+            tls_dir / "edge.crt",
+            tls_dir / "edge.key",
+        )
 
     def __post_init__(self) -> None:
         if not ipaddress.ip_address(self.edge_admin.host).is_loopback:
             raise SettingsError(f"Envoy admin must stay on loopback, not {self.edge_admin.host}")
+        # Envoy refills a token bucket at most every 50 ms.
+        if not 1 <= self.auth_rate_per_minute <= 1200:
+            raise SettingsError(
+                f"NUELL_EDGE_AUTH_RATE_PER_MINUTE: {self.auth_rate_per_minute} is not in 1-1200"
+            )
+        if not 1 <= self.auth_burst <= 10_000:
+            raise SettingsError(f"NUELL_EDGE_AUTH_BURST: {self.auth_burst} is not in 1-10000")
+        if not 1024 <= self.max_request_bytes <= 64 * 1024 * 1024:
+            raise SettingsError(
+                f"NUELL_EDGE_MAX_REQUEST_BYTES: {self.max_request_bytes} is not in 1024-67108864"
+            )
+        if not 0 <= self.trusted_proxy_hops <= 10:
+            raise SettingsError(
+                f"NUELL_EDGE_TRUSTED_PROXY_HOPS: {self.trusted_proxy_hops} is not in 0-10"
+            )
         named = {
             "NUELL_EDGE_HTTP_PORT": self.edge_http.port,
             "NUELL_EDGE_HTTPS_PORT": self.edge_https.port,
@@ -152,21 +249,55 @@ class StackSettings:
                 return default
             return Address.parse(text, variable=variable, allow_port_zero=True)
 
+        def int_of(variable: str, default: int) -> int:
+            if not (text := env.get(variable, "").strip()):
+                return default
+            try:
+                return int(text)
+            except ValueError:
+                raise SettingsError(f"{variable}: {text!r} is not a whole number") from None
+
+        def path_of(variable: str, default: Path) -> Path:
+            text = env.get(variable, "").strip()
+            return Path(text).expanduser().resolve() if text else default
+
         web = port_of("NUELL_WEB_PORT", defaults.web)
         origins_text = env.get("NUELL_CORS_ALLOWED_ORIGINS", "").strip()
         if origins_text:
             origins = _origins(origins_text)
         else:  # the browser page is the only default client, wherever it listens
             origins = (f"http://localhost:{web.port}", f"http://127.0.0.1:{web.port}")
+        data_dir = path_of("NUELL_DATA_DIR", defaults.data_dir)
         return cls(
             edge_http=port_of("NUELL_EDGE_HTTP_PORT", defaults.edge_http),
+            edge_plaintext=_flag(env, "NUELL_EDGE_PLAINTEXT", default=defaults.edge_plaintext),
             edge_https=port_of("NUELL_EDGE_HTTPS_PORT", defaults.edge_https),
+            edge_tls_cert=path_of("NUELL_EDGE_TLS_CERT", data_dir / "tls" / "edge.crt"),
+            edge_tls_key=path_of("NUELL_EDGE_TLS_KEY", data_dir / "tls" / "edge.key"),
             edge_admin=port_of("NUELL_EDGE_ADMIN_PORT", defaults.edge_admin),
             gateway=address_of("NUELL_GATEWAY_ADDR", defaults.gateway),
             compute=address_of("NUELL_COMPUTE_ADDR", defaults.compute),
             web=web,
             cors_allowed_origins=origins,
+            auth_rate_per_minute=int_of(
+                "NUELL_EDGE_AUTH_RATE_PER_MINUTE", defaults.auth_rate_per_minute
+            ),
+            auth_burst=int_of("NUELL_EDGE_AUTH_BURST", defaults.auth_burst),
+            max_request_bytes=int_of("NUELL_EDGE_MAX_REQUEST_BYTES", defaults.max_request_bytes),
+            trusted_proxy_hops=int_of("NUELL_EDGE_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
+            data_dir=data_dir,
         )
+
+
+def _flag(env: Mapping[str, str], variable: str, *, default: bool) -> bool:
+    text = env.get(variable, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{variable}: {text!r} is not true or false")
 
 
 def _port(text: str, *, variable: str, allow_zero: bool) -> int:

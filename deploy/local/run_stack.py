@@ -2,10 +2,12 @@
 
     .venv/bin/python deploy/local/run_stack.py
 
-Checks everything it can before starting anything (binaries, free ports,
-the database), then: PostgreSQL (`DATABASE_URL`, else an embedded server
-whose data stays in `.data/postgres`), migrations, rust_compute, py_gateway
-and Envoy, each waited on until healthy. Prints where each listens, then
+Checks everything it can before starting anything (binaries, the built
+page, free ports, the database), then: the development TLS certificate
+(made once into `.data/tls/` when the default one is missing), PostgreSQL
+(`DATABASE_URL`, else an embedded server whose data stays in
+`.data/postgres`), migrations, rust_compute, py_gateway, Envoy and the
+browser page, each waited on until healthy. Prints where each listens, then
 watches them. Ctrl-C or SIGTERM stops them in reverse order; a child that
 dies on its own stops the rest and is reported with the tail of its log.
 
@@ -47,14 +49,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy"))
 
+from dev_tls import DevTlsError, ensure_dev_certificate  # noqa: E402
 from render import write_envoy  # noqa: E402
 from settings import Address, SettingsError, StackSettings  # noqa: E402
 
 GATEWAY_SRC = REPO / "py_gateway" / "src"
 DEFAULT_COMPUTE_BIN = REPO / "rust_compute" / "target" / "release" / "rust_compute"
+WEB_DIST = REPO / "web" / "dist"
+SERVE_WEB = Path(__file__).resolve().parent / "serve_web.py"
 # Short graces keep Ctrl-C snappy; idle local servers drain at once anyway.
 LOCAL_DEFAULTS = {"NUELL_SHUTDOWN_GRACE_SECONDS": "5", "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS": "5"}
-LISTENING = re.compile(r"^(?:rust_compute|nuell_gateway) listening on (\S+)\s*$", re.MULTILINE)
+LISTENING = re.compile(
+    r"^(?:rust_compute|nuell_gateway|nuell_web) listening on (\S+)\s*$", re.MULTILINE
+)
 
 
 class StackError(Exception):
@@ -259,6 +266,39 @@ def find_compute_binary() -> Path:
     return path
 
 
+def find_web_page() -> Path:
+    if not (WEB_DIST / "index.html").is_file():
+        raise StackError(
+            f"the browser page is not built ({_shown(WEB_DIST)}/index.html missing); "
+            "build it with `make web` (or `npm --prefix web ci && npm --prefix web run build`)"
+        )
+    return WEB_DIST
+
+
+def check_edge_certificate(settings: StackSettings) -> None:
+    """A certificate of the user's own must exist; the development one is made later."""
+    if settings.uses_dev_certificate:
+        return
+    for variable, path in (
+        ("NUELL_EDGE_TLS_CERT", settings.edge_tls_cert),
+        ("NUELL_EDGE_TLS_KEY", settings.edge_tls_key),
+    ):
+        if not path.is_file():
+            raise StackError(f"{variable}={path}: no such file (a PEM file is needed)")
+
+
+def make_dev_certificate(settings: StackSettings) -> None:
+    """The development certificate, made once when it is the one in use and missing."""
+    if not settings.uses_dev_certificate:
+        return
+    try:
+        made, fresh = ensure_dev_certificate(settings.edge_tls_cert.parent)
+    except DevTlsError as exc:
+        raise StackError(str(exc)) from None
+    if fresh:
+        print(f"made a development TLS certificate in {_shown(made.cert.parent)}", flush=True)
+
+
 def gateway_pythonpath() -> str | None:
     """Where py_gateway's code is, if it is not installed in this environment."""
     if importlib.util.find_spec("nuell_gateway") is not None:
@@ -270,11 +310,14 @@ def gateway_pythonpath() -> str | None:
 
 def check_ports_free(settings: StackSettings) -> None:
     wanted = [
-        ("Envoy edge", "NUELL_EDGE_HTTP_PORT", settings.edge_http),
+        ("Envoy edge TLS", "NUELL_EDGE_HTTPS_PORT", settings.edge_https),
         ("Envoy admin", "NUELL_EDGE_ADMIN_PORT", settings.edge_admin),
         ("py_gateway", "NUELL_GATEWAY_ADDR", settings.gateway),
         ("rust_compute", "NUELL_COMPUTE_ADDR", settings.compute),
+        ("browser page", "NUELL_WEB_PORT", settings.web),
     ]
+    if settings.edge_plaintext:
+        wanted.insert(0, ("Envoy edge", "NUELL_EDGE_HTTP_PORT", settings.edge_http))
     problems = []
     for label, variable, address in wanted:
         if address.port == 0:  # the OS picks a free one
@@ -409,11 +452,14 @@ def run(stack: Stack) -> None:
     settings = stack.settings
     envoy = find_envoy()
     compute_bin = find_compute_binary()
+    web_root = find_web_page()
     check_ports_free(settings)
+    check_edge_certificate(settings)
     env = base_env()
     compute_grace = _grace(env, "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS")
     gateway_grace = _grace(env, "NUELL_SHUTDOWN_GRACE_SECONDS")
     gateway_env, database_shown = prepare_database(stack, env)
+    make_dev_certificate(settings)
 
     print("starting rust_compute", flush=True)
     compute = stack.spawn(
@@ -451,16 +497,53 @@ def run(stack: Stack) -> None:
         10,
     )
     stack.wait_until(edge, "ready", lambda: admin_ready(settings.edge_admin))
-    stack.wait_healthy(edge, settings.edge_http.connect_target)
+    if settings.edge_plaintext:
+        stack.wait_healthy(edge, settings.edge_http.connect_target)
+
+    print("starting the browser page", flush=True)
+    tls_url = f"https://localhost:{settings.edge_https.port}"
+    edge_args = (
+        [
+            "--edge-port",
+            str(settings.edge_http.port),
+            "--edge-tls-port",
+            str(settings.edge_https.port),
+        ]
+        if settings.edge_plaintext
+        else ["--edge-port", str(settings.edge_https.port), "--edge-url", tls_url]
+    )
+    page = stack.spawn(
+        "web",
+        [
+            sys.executable,
+            str(SERVE_WEB),
+            "--root",
+            str(web_root),
+            "--host",
+            settings.web.host,
+            "--port",
+            str(settings.web.port),
+            *edge_args,
+        ],
+        env | {"PYTHONUNBUFFERED": "1"},
+        5,
+    )
+    page_at = stack.listening_address(page)
+    page_url = f"http://localhost:{page_at.port}"
+    stack.wait_until(page, f"serving {page_url}", lambda: http_ok(f"{page_url}/"))
 
     rows = [
-        ("edge: gRPC, gRPC-Web", str(settings.edge_http)),
+        ("browser page", page_url),
+        *([("edge: gRPC, gRPC-Web", str(settings.edge_http))] if settings.edge_plaintext else []),
+        ("edge: TLS", f"{tls_url} ({settings.edge_https})"),
         ("edge admin", f"http://{settings.edge_admin}"),
         ("py_gateway: gRPC", str(gateway_at)),
         ("rust_compute: gRPC", str(compute_at)),
         ("database", database_shown),
         ("logs", _shown(stack.logs_dir) + "/"),
     ]
+    if settings.uses_dev_certificate:
+        rows.insert(3, ("TLS: trust this CA", _shown(settings.edge_tls_cert.parent / "ca.crt")))
     print("\nNuell is running:")
     for label, where in rows:
         print(f"  {label:<22} {where}")
@@ -481,8 +564,13 @@ def _grace(env: Mapping[str, str], variable: str) -> float:
 
 
 def admin_ready(admin: Address) -> bool:
+    return http_ok(f"http://{admin.connect_target}/ready")
+
+
+def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{admin.connect_target}/ready", timeout=1) as reply:
+        # Only the http:// URLs this runner builds.
+        with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -511,8 +599,7 @@ def main() -> int:
         print(f"run_stack: {exc}", file=sys.stderr)
         return 1
 
-    data_dir = Path(os.environ.get("NUELL_DATA_DIR") or REPO / ".data").resolve()
-    stack = Stack(settings, data_dir, startup_timeout)
+    stack = Stack(settings, settings.data_dir, startup_timeout)
     failure = None
     try:
         (migrate_only if args.migrate_only else run)(stack)

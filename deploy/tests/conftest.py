@@ -1,15 +1,18 @@
 """Fixtures for the deploy tests. Everything runs for real: PostgreSQL,
-rust_compute, py_gateway, Envoy and grpcurl. Run with
+rust_compute, py_gateway, Envoy, grpcurl and Chromium. Run with
 
     .venv/bin/python -m pytest deploy/tests
 
 The database is `TEST_DATABASE_URL`, else `DATABASE_URL`, else an embedded
 server in a temporary folder; either way the tests get a fresh database of
-their own, dropped at the end.
+their own, dropped at the end. One rust_compute, py_gateway and Envoy edge
+serve the whole session (`backend`, `edge`); tests that need an edge with
+other settings start their own in front of the same gateway.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -21,15 +24,25 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), str(_HERE.parent), str(_HERE.parent / "local")]
 
+from dev_tls import DevCertificate, ensure_dev_certificate  # noqa: E402
+from settings import Address, StackSettings  # noqa: E402
 from support import (  # noqa: E402
+    ALLOWED_ORIGIN,
     COMPUTE_BIN,
     ENVOY,
     GATEWAY_SRC,
     GRPCURL,
+    Backend,
+    Edge,
     ProcessGroup,
     base_env,
+    free_port,
+    health_status,
+    start_envoy,
+    wait_for,
 )
 
 
@@ -144,3 +157,83 @@ def migrated_database_url(database_url: str, tmp_path_factory: pytest.TempPathFa
         group.stop_all()
     assert code == 0, f"nuell_gateway migrate exited with {code}:\n{migrate.tail()}"
     return database_url
+
+
+@pytest.fixture(scope="session")
+def session_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessGroup]:
+    """Processes shared by the whole session, stopped after its last test."""
+    group = ProcessGroup(tmp_path_factory.mktemp("session-logs"))
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="session")
+def dev_certificate(tmp_path_factory: pytest.TempPathFactory) -> DevCertificate:
+    """The runner's development certificate, made for this session."""
+    made, fresh = ensure_dev_certificate(tmp_path_factory.mktemp("data") / "tls")
+    assert fresh
+    return made
+
+
+@pytest.fixture(scope="session")
+def backend(
+    compute_bin: Path, migrated_database_url: str, session_processes: ProcessGroup
+) -> Backend:
+    """rust_compute and py_gateway (pointed at it and the test database), healthy."""
+    compute = session_processes.start(
+        "rust_compute", [compute_bin, "--addr", "127.0.0.1:0"], base_env()
+    )
+    compute_at = compute.listening_on()
+    wait_for(lambda: health_status(compute_at) == "SERVING", timeout=30, what="rust_compute health")
+    gateway = session_processes.start(
+        "py_gateway",
+        [sys.executable, "-m", "nuell_gateway", "serve"],
+        base_env(
+            DATABASE_URL=migrated_database_url,
+            NUELL_GATEWAY_ADDR="127.0.0.1:0",
+            NUELL_COMPUTE_TARGET=compute_at,
+        ),
+    )
+    gateway_at = gateway.listening_on()
+    wait_for(lambda: health_status(gateway_at) == "SERVING", timeout=30, what="py_gateway health")
+    return Backend(compute_at, gateway_at, migrated_database_url)
+
+
+def edge_settings(
+    backend: Backend, certificate: DevCertificate, environ: dict[str, str]
+) -> StackSettings:
+    """Settings from `environ` on free ports, in front of `backend`, with the test certificate."""
+    return dataclasses.replace(
+        StackSettings.from_env(environ),
+        edge_http=Address("0.0.0.0", free_port()),
+        edge_https=Address("0.0.0.0", free_port()),
+        edge_admin=Address("127.0.0.1", free_port()),
+        gateway=Address.parse(backend.gateway, variable="gateway", allow_port_zero=False),
+        edge_tls_cert=certificate.cert,
+        edge_tls_key=certificate.key,
+    )
+
+
+@pytest.fixture(scope="session")
+def edge(
+    backend: Backend,
+    dev_certificate: DevCertificate,
+    session_processes: ProcessGroup,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Edge:
+    """The edge as `make run` renders it, except: a browser page origin on a free port
+    (`settings.web`) and ALLOWED_ORIGIN on the allowlist, and a credentials rate limit
+    high enough that no test but the rate limit's own trips it."""
+    page_port = free_port()
+    environ = {
+        "NUELL_WEB_PORT": str(page_port),
+        "NUELL_CORS_ALLOWED_ORIGINS": (
+            f"http://localhost:{page_port},http://127.0.0.1:{page_port},{ALLOWED_ORIGIN}"
+        ),
+        "NUELL_EDGE_AUTH_RATE_PER_MINUTE": "1200",
+        "NUELL_EDGE_AUTH_BURST": "1000",
+    }
+    settings = edge_settings(backend, dev_certificate, environ)
+    return start_envoy(session_processes, settings, tmp_path_factory.mktemp("edge"), "envoy")

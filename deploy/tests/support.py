@@ -6,12 +6,16 @@ functions from here.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import importlib.util
 import os
 import re
 import secrets
 import signal
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -20,11 +24,15 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+import psycopg
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from render import write_envoy
+from settings import StackSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO / "deploy"
@@ -38,7 +46,11 @@ COMPUTE_BIN = Path(
     os.environ.get("NUELL_COMPUTE_BIN")
     or REPO / "rust_compute" / "target" / "release" / "rust_compute"
 )
-LISTENING = re.compile(r"^(?:rust_compute|nuell_gateway) listening on (\S+)\s*$", re.MULTILINE)
+LISTENING = re.compile(
+    r"^(?:rust_compute|nuell_gateway|nuell_web) listening on (\S+)\s*$", re.MULTILINE
+)
+SERVE_WEB = DEPLOY_DIR / "local" / "serve_web.py"
+WEB_DIR = REPO / "web"
 
 # Generous: two cores, and a cargo build may be running next to the tests.
 START_TIMEOUT = float(os.environ.get("NUELL_TEST_START_TIMEOUT_SECONDS", "90"))
@@ -189,6 +201,9 @@ def base_env(**overrides: str) -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GATEWAY_SRC), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env["NUELL_JWT_KEYS"] = TEST_JWT_KEYS
+    # Gateways run side by side here (the session's, the runner's): each
+    # serves its metrics on a port of its own, not the default.
+    env["NUELL_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
     env.update(overrides)
     return env
 
@@ -236,3 +251,210 @@ def admin_get(port: int, path: str) -> tuple[int, str] | None:
 def envoy_ready(admin_port: int) -> bool:
     reply = admin_get(admin_port, "/ready")
     return reply is not None and reply[0] == 200 and reply[1].strip() == "LIVE"
+
+
+# --- the stack ----------------------------------------------------------------
+
+# On the session edge's allowlist besides the test page's own origins.
+ALLOWED_ORIGIN = "https://nue-japan.com"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """rust_compute and py_gateway as the session fixture started them."""
+
+    compute: str  # ip:port
+    gateway: str
+    database_url: str
+
+
+def user_exists(database_url: str, email: str) -> bool:
+    """Whether an account with this email reached the database."""
+    with psycopg.connect(database_url, connect_timeout=5) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM users WHERE lower(email) = lower(%s)", (email,)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A running Envoy edge and the settings it was rendered from."""
+
+    settings: StackSettings
+    proc: Proc
+
+    @property
+    def http_port(self) -> int:
+        return self.settings.edge_http.port
+
+    @property
+    def https_port(self) -> int:
+        return self.settings.edge_https.port
+
+    @property
+    def admin_port(self) -> int:
+        return self.settings.edge_admin.port
+
+    @property
+    def target(self) -> str:
+        """host:port of the plaintext listener, for grpcio and grpcurl."""
+        return self.settings.edge_http.connect_target
+
+    def stats(self) -> dict[str, int]:
+        """Envoy's counters and gauges by name (admin /stats)."""
+        reply = admin_get(self.admin_port, "/stats")
+        assert reply is not None, "admin did not answer"
+        assert reply[0] == 200, reply
+        values = {}
+        for line in reply[1].splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                values[name] = int(value)
+        return values
+
+
+def start_envoy(group: ProcessGroup, settings: StackSettings, config_dir: Path, name: str) -> Edge:
+    """Envoy with the config rendered from `settings`, waited on until /ready."""
+    config = write_envoy(settings, config_dir / f"{name}.yaml")
+    proc = group.start(
+        name, [ENVOY, "-c", config, "--disable-hot-restart", "--log-level", "warning"]
+    )
+    admin_port = settings.edge_admin.port
+    wait_for(
+        lambda: envoy_ready(admin_port) or proc.popen.poll() is not None,
+        timeout=60,
+        what=f"{name} /ready",
+    )
+    assert proc.popen.poll() is None, proc.tail()
+    return Edge(settings, proc)
+
+
+# --- HTTP and gRPC-Web ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer with gRPC-Web decoded: status from the headers, else the trailers."""
+
+    status: int
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes
+    frames: list[tuple[int, bytes]] = field(default_factory=list)
+
+    @property
+    def trailers(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for flags, payload in self.frames:
+            if flags & 0x80:
+                for line in payload.decode("latin-1").split("\r\n"):
+                    name, sep, value = line.partition(":")
+                    if sep:
+                        found[name.strip().lower()] = value.strip()
+        return found
+
+    @property
+    def messages(self) -> list[bytes]:
+        return [payload for flags, payload in self.frames if not flags & 0x80]
+
+    @property
+    def grpc_status(self) -> int | None:
+        value = self.headers.get("grpc-status") or self.trailers.get("grpc-status")
+        return None if value is None else int(value)
+
+    @property
+    def grpc_message(self) -> str:
+        return self.headers.get("grpc-message") or self.trailers.get("grpc-message", "")
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes = b"",
+    *,
+    tls: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
+    source: str | None = None,
+    timeout: float = 30,
+) -> Reply:
+    source_address = (source, 0) if source else None
+    connection: http.client.HTTPConnection
+    if tls is None:
+        connection = http.client.HTTPConnection(
+            host, port, timeout=timeout, source_address=source_address
+        )
+    else:
+        connection = http.client.HTTPSConnection(
+            host, port, timeout=timeout, context=tls, source_address=source_address
+        )
+    try:
+        connection.request(method, path, body=body, headers=dict(headers))
+        response = connection.getresponse()
+        data = response.read()
+        merged: dict[str, str] = {}
+        for name, value in response.getheaders():
+            key = name.lower()
+            merged[key] = f"{merged[key]}, {value}" if key in merged else value
+        return Reply(response.status, merged, data)
+    finally:
+        connection.close()
+
+
+def grpc_web_frame(message: bytes) -> bytes:
+    return struct.pack(">BI", 0, len(message)) + message
+
+
+def parse_frames(body: bytes) -> list[tuple[int, bytes]]:
+    """(flags, payload) of each gRPC-Web frame; flag 0x80 marks the trailers."""
+    frames, offset = [], 0
+    while offset < len(body):
+        flags, length = struct.unpack(">BI", body[offset : offset + 5])
+        frames.append((flags, body[offset + 5 : offset + 5 + length]))
+        offset += 5 + length
+    assert offset == len(body), "truncated gRPC-Web frame"
+    return frames
+
+
+def grpc_web_call(
+    port: int,
+    method: str,
+    message: bytes = b"",
+    *,
+    text: bool = False,
+    origin: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **request_options: Any,
+) -> Reply:
+    """One gRPC-Web call (`method` is `package.Service/Method`) in binary or text mode."""
+    kind = "application/grpc-web-text" if text else "application/grpc-web+proto"
+    sent = {
+        "content-type": kind,
+        "accept": kind,
+        "x-grpc-web": "1",
+        "x-user-agent": "grpc-web-python-tests/1",
+        "grpc-timeout": "10S",
+        **({"origin": origin} if origin else {}),
+        **(headers or {}),
+    }
+    body = grpc_web_frame(message)
+    if text:
+        body = base64.b64encode(body)
+    reply = http_request(port, "POST", f"/{method}", sent, body, **request_options)
+    payload = reply.body
+    if text and reply.headers.get("content-type", "").startswith("application/grpc-web-text"):
+        # Frames are base64 each, padding included: 4-character groups decode alone.
+        payload = b"".join(base64.b64decode(payload[i : i + 4]) for i in range(0, len(payload), 4))
+    if reply.status == 200 and reply.headers.get("content-type", "").startswith(
+        "application/grpc-web"
+    ):
+        return Reply(reply.status, reply.headers, payload, parse_frames(payload))
+    return reply
+
+
+def tls_client_context(ca_cert: Path) -> ssl.SSLContext:
+    """Verifies the edge against the development CA, as a browser trusting it would."""
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    context.set_alpn_protocols(["http/1.1"])
+    return context

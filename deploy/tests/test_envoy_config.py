@@ -11,16 +11,41 @@ from typing import Any
 
 import pytest
 
+from dev_tls import DevCertificate
 from render import render_envoy, write_envoy
-from settings import EDGE_GRPC_SERVICES, Address, SettingsError, StackSettings
+from settings import (
+    EDGE_GRPC_SERVICES,
+    EDGE_RATE_LIMITED_METHODS,
+    EDGE_RETRYABLE_METHODS,
+    EDGE_SECURITY_HEADERS,
+    EDGE_STREAMING_METHODS,
+    Address,
+    SettingsError,
+    StackSettings,
+)
 from support import ENVOY, RENDER, ProcessGroup, admin_get, envoy_ready, free_port, wait_for
 
 CUSTOM_ENV = {
     "NUELL_EDGE_HTTP_PORT": "18080",
+    "NUELL_EDGE_HTTPS_PORT": "18443",
     "NUELL_EDGE_ADMIN_PORT": "19901",
     "NUELL_GATEWAY_ADDR": "127.0.0.1:15051",
     "NUELL_CORS_ALLOWED_ORIGINS": "https://nue-japan.com, https://app.nue-japan.com/",
+    "NUELL_EDGE_AUTH_RATE_PER_MINUTE": "30",
+    "NUELL_EDGE_AUTH_BURST": "7",
+    "NUELL_EDGE_MAX_REQUEST_BYTES": "65536",
+    "NUELL_EDGE_TRUSTED_PROXY_HOPS": "1",
 }
+
+
+@pytest.fixture(scope="module")
+def data_dir(dev_certificate: DevCertificate) -> Path:
+    """A data folder holding the development certificate, as `make run` leaves it."""
+    return dev_certificate.cert.parent.parent
+
+
+def with_data(environ: dict[str, str], data_dir: Path) -> dict[str, str]:
+    return {**environ, "NUELL_DATA_DIR": str(data_dir)}
 
 
 def envoy_validate(config: Path) -> subprocess.CompletedProcess[str]:
@@ -33,9 +58,16 @@ def envoy_validate(config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("environ", [{}, CUSTOM_ENV], ids=["defaults", "overridden"])
-def test_envoy_accepts_the_rendered_config(tmp_path: Path, environ: dict[str, str]) -> None:
-    config = write_envoy(StackSettings.from_env(environ), tmp_path / "envoy.yaml")
+@pytest.mark.parametrize(
+    "environ",
+    [{}, CUSTOM_ENV, {"NUELL_EDGE_PLAINTEXT": "false"}],
+    ids=["defaults", "overridden", "tls-only"],
+)
+def test_envoy_accepts_the_rendered_config(
+    tmp_path: Path, data_dir: Path, environ: dict[str, str]
+) -> None:
+    settings = StackSettings.from_env(with_data(environ, data_dir))
+    config = write_envoy(settings, tmp_path / "envoy.yaml")
 
     result = envoy_validate(config)
 
@@ -43,31 +75,47 @@ def test_envoy_accepts_the_rendered_config(tmp_path: Path, environ: dict[str, st
     assert f"configuration '{config}' OK" in result.stdout + result.stderr
 
 
-def test_envoy_rejects_a_broken_config(tmp_path: Path) -> None:
+def test_envoy_rejects_a_broken_config(tmp_path: Path, data_dir: Path) -> None:
     # Proves the validation above can fail: same file, one route pointing nowhere.
-    text = render_envoy(StackSettings()).replace("cluster: py_gateway", "cluster: nowhere", 1)
+    settings = StackSettings.from_env(with_data({}, data_dir))
+    text = render_envoy(settings).replace("cluster: py_gateway", "cluster: nowhere", 1)
     config = tmp_path / "envoy.yaml"
     config.write_text(text)
 
     assert envoy_validate(config).returncode != 0
 
 
-def test_overrides_reach_the_rendered_config() -> None:
-    text = render_envoy(StackSettings.from_env(CUSTOM_ENV))
+def test_overrides_reach_the_rendered_config(data_dir: Path) -> None:
+    text = render_envoy(StackSettings.from_env(with_data(CUSTOM_ENV, data_dir)))
 
     assert 'socket_address: { address: "0.0.0.0", port_value: 18080 }' in text
+    assert 'socket_address: { address: "0.0.0.0", port_value: 18443 }' in text
     assert 'socket_address: { address: "127.0.0.1", port_value: 19901 }' in text
     assert 'socket_address: { address: "127.0.0.1", port_value: 15051 }' in text
     assert '- exact: "https://nue-japan.com"' in text
     assert '- exact: "https://app.nue-japan.com"' in text
     assert "localhost:3000" not in text
-    for default in ("8080", "9901", "50051"):
+    assert f'"{data_dir / "tls" / "edge.crt"}"' in text
+    assert 'max_tokens: 7, tokens_per_fill: 1, fill_interval: "2.000s"' in text
+    assert "max_request_bytes: 65536" in text
+    assert "xff_num_trusted_hops: 1" in text
+    for default in ("8080", "8443", "9901", "50051"):
         assert f"port_value: {default} " not in text
 
 
-def test_render_cli_writes_the_file(tmp_path: Path) -> None:
+def test_plaintext_listener_can_be_turned_off(data_dir: Path) -> None:
+    environ = with_data({"NUELL_EDGE_PLAINTEXT": "0"}, data_dir)
+
+    text = render_envoy(StackSettings.from_env(environ))
+
+    assert "name: edge_https" in text
+    assert "name: edge_http\n" not in text
+    assert "port_value: 8080" not in text
+
+
+def test_render_cli_writes_the_file(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "nested" / "envoy.yaml"
-    env = {"PATH": "/usr/bin:/bin", **CUSTOM_ENV}
+    env = {"PATH": "/usr/bin:/bin", **with_data(CUSTOM_ENV, data_dir)}
 
     result = subprocess.run(
         [sys.executable, str(RENDER), "envoy", "--out", str(out)],
@@ -79,7 +127,7 @@ def test_render_cli_writes_the_file(tmp_path: Path) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert out.read_text() == render_envoy(StackSettings.from_env(CUSTOM_ENV))
+    assert out.read_text() == render_envoy(StackSettings.from_env(env))
 
 
 def test_render_cli_names_a_bad_variable_in_one_line(tmp_path: Path) -> None:
@@ -105,11 +153,12 @@ def test_render_cli_names_a_bad_variable_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def loaded_settings() -> StackSettings:
+def loaded_settings(data_dir: Path) -> StackSettings:
     """CUSTOM_ENV on free ports, so a running Envoy can load it."""
     return dataclasses.replace(
-        StackSettings.from_env(CUSTOM_ENV),
+        StackSettings.from_env(with_data(CUSTOM_ENV, data_dir)),
         edge_http=Address("0.0.0.0", free_port()),
+        edge_https=Address("0.0.0.0", free_port()),
         edge_admin=Address("127.0.0.1", free_port()),
     )
 
@@ -150,12 +199,42 @@ def _routes(dump: dict[str, Any]) -> list[dict[str, Any]]:
     return routes
 
 
+def _listeners(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    static = _section(dump, "ListenersConfigDump")["static_listeners"]
+    return {item["listener"]["name"]: item["listener"] for item in static}
+
+
+def _connection_managers(dump: dict[str, Any]) -> list[dict[str, Any]]:
+    """The HTTP connection manager of each listener (plaintext, TLS)."""
+    managers = []
+    for listener in _listeners(dump).values():
+        (chain,) = listener["filter_chains"]
+        (hcm,) = chain["filters"]
+        managers.append(hcm["typed_config"])
+    return managers
+
+
 def _connection_manager(dump: dict[str, Any]) -> dict[str, Any]:
-    (listener,) = _section(dump, "ListenersConfigDump")["static_listeners"]
-    (chain,) = listener["listener"]["filter_chains"]
-    (hcm,) = chain["filters"]
-    config: dict[str, Any] = hcm["typed_config"]
+    first, *others = _connection_managers(dump)
+    # Both listeners are the same edge; only the stat prefix tells them apart.
+    for other in others:
+        assert {**other, "stat_prefix": ""} == {**first, "stat_prefix": ""}
+    return first
+
+
+def _filter(hcm: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [f for f in hcm["http_filters"] if f["name"] == name]
+    config: dict[str, Any] = found["typed_config"]
     return config
+
+
+def _route(dump: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [route for route in _routes(dump) if route["name"] == name]
+    return found
+
+
+def _seconds(duration: str) -> float:
+    return float(duration.removesuffix("s"))
 
 
 def test_admin_listens_on_loopback_only(
@@ -173,18 +252,170 @@ def test_admin_must_be_loopback() -> None:
 
 
 def test_only_nuell_services_and_health_reach_the_gateway(config_dump: dict[str, Any]) -> None:
-    routed = {
-        route["match"]["prefix"]
+    routes = [r for r in _routes(config_dump) if r.get("route", {}).get("cluster") == "py_gateway"]
+    prefixes = {r["match"]["prefix"] for r in routes if "prefix" in r["match"]}
+    paths = {r["match"]["path"] for r in routes if "path" in r["match"]}
+
+    assert prefixes == {f"/{service}/" for service in EDGE_GRPC_SERVICES}
+    assert all(any(path.startswith(prefix) for prefix in prefixes) for path in paths)
+    assert len(routes) == len(prefixes) + len(paths)  # nothing matched any other way
+    assert not any("reflection" in route["match"].get("prefix", "") for route in routes)
+
+
+def test_the_gateway_is_the_only_upstream(config_dump: dict[str, Any]) -> None:
+    clusters = _section(config_dump, "ClustersConfigDump")["static_clusters"]
+
+    # rust_compute is reached only by the gateway, never from the edge.
+    assert [c["cluster"]["name"] for c in clusters] == ["py_gateway"]
+
+
+def test_tls_listener(config_dump: dict[str, Any], loaded_settings: StackSettings) -> None:
+    listeners = _listeners(config_dump)
+    https = listeners["edge_https"]
+    (chain,) = https["filter_chains"]
+    tls = chain["transport_socket"]["typed_config"]["common_tls_context"]
+
+    assert set(listeners) == {"edge_http", "edge_https"}
+    assert https["address"]["socket_address"]["port_value"] == loaded_settings.edge_https.port
+    assert tls["tls_params"]["tls_minimum_protocol_version"] == "TLSv1_2"
+    assert tls["alpn_protocols"] == ["h2", "http/1.1"]
+    (certificate,) = tls["tls_certificates"]
+    assert certificate["certificate_chain"]["filename"] == str(loaded_settings.edge_tls_cert)
+
+
+def test_credentials_are_rate_limited_per_client(
+    config_dump: dict[str, Any], loaded_settings: StackSettings
+) -> None:
+    limited = [
+        route
         for route in _routes(config_dump)
-        if route.get("route", {}).get("cluster") == "py_gateway"
+        if "envoy.filters.http.local_ratelimit" in route.get("typed_per_filter_config", {})
+    ]
+
+    assert sorted(r["match"]["path"] for r in limited) == sorted(
+        f"/{m}" for m in EDGE_RATE_LIMITED_METHODS
+    )
+    for route in limited:
+        policy = route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
+        assert policy["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+        (descriptor,) = policy["descriptors"]
+        assert descriptor["entries"] == [{"key": "remote_address"}]  # any address, one each
+        bucket = descriptor["token_bucket"]
+        assert bucket["max_tokens"] == loaded_settings.auth_burst == 7
+        assert bucket["tokens_per_fill"] == 1
+        assert _seconds(bucket["fill_interval"]) == 60 / loaded_settings.auth_rate_per_minute
+        assert policy["rate_limited_as_resource_exhausted"] is True
+        assert policy["always_consume_default_token_bucket"] is False
+
+
+def test_only_reads_are_retried(config_dump: dict[str, Any]) -> None:
+    retried = {
+        route["match"]["path"]
+        for route in _routes(config_dump)
+        if "retry_policy" in route.get("route", {})
     }
 
-    assert routed == {f"/{service}/" for service in EDGE_GRPC_SERVICES}
-    assert not any("reflection" in prefix for prefix in routed)
+    assert retried == {f"/{method}" for method in EDGE_RETRYABLE_METHODS}
+    assert all(m.rpartition("/")[2].startswith(("Get", "List", "Check")) for m in retried)
+    policy = _route(config_dump, EDGE_RETRYABLE_METHODS[0])["route"]["retry_policy"]
+    assert set(policy["retry_on"].split(",")) <= {
+        "unavailable",
+        "reset",
+        "connect-failure",
+        "refused-stream",
+    }
+    assert policy["num_retries"] == 2
+
+
+def test_every_route_has_a_deadline(config_dump: dict[str, Any]) -> None:
+    for route in _routes(config_dump):
+        action = route.get("route")
+        if action is None:  # answered by Envoy itself
+            continue
+        if route["name"] in EDGE_STREAMING_METHODS:
+            assert _seconds(action["timeout"]) == 0, route["name"]
+            assert 0 < _seconds(action["idle_timeout"]) <= 600
+            assert 0 < _seconds(action["max_stream_duration"]["max_stream_duration"]) <= 3600
+        else:
+            assert 0 < _seconds(action["timeout"]) <= 30, route["name"]
+            assert _seconds(action["max_stream_duration"]["grpc_timeout_header_max"]) <= 30
+
+
+def test_connection_limits_and_timeouts(config_dump: dict[str, Any]) -> None:
+    hcm = _connection_manager(config_dump)
+
+    assert _seconds(hcm["request_headers_timeout"]) == 10
+    assert 0 < _seconds(hcm["stream_idle_timeout"]) <= 300
+    assert 0 < _seconds(hcm["common_http_protocol_options"]["idle_timeout"]) <= 3600
+    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == (
+        "REJECT_REQUEST"
+    )
+    assert hcm["max_request_headers_kb"] <= 60
+    assert hcm["http2_protocol_options"]["max_concurrent_streams"] == 100
+    assert _filter(hcm, "envoy.filters.http.buffer")["max_request_bytes"] == 65536
+    for listener in _listeners(config_dump).values():
+        assert listener["per_connection_buffer_limit_bytes"] == 32768
+
+
+def test_streams_are_not_buffered(config_dump: dict[str, Any]) -> None:
+    for method in EDGE_STREAMING_METHODS:
+        per_route = _route(config_dump, method)["typed_per_filter_config"]
+        assert per_route["envoy.filters.http.buffer"]["disabled"] is True
+
+
+def test_gateway_upstream_is_guarded(config_dump: dict[str, Any]) -> None:
+    (cluster,) = _section(config_dump, "ClustersConfigDump")["static_clusters"]
+    gateway = cluster["cluster"]
+
+    (thresholds,) = gateway["circuit_breakers"]["thresholds"]
+    assert thresholds["max_connections"] == thresholds["max_requests"] == 1024
+    assert thresholds["max_pending_requests"] == 1024
+    assert thresholds["retry_budget"]["budget_percent"]["value"] == 20
+    assert gateway["outlier_detection"]["consecutive_gateway_failure"] == 5
+    (check,) = gateway["health_checks"]
+    assert "grpc_health_check" in check
+    assert _seconds(check["interval"]) <= 10
+
+
+def test_security_headers_on_every_response(config_dump: dict[str, Any]) -> None:
+    hcm = _connection_manager(config_dump)
+    mutations = _filter(hcm, "envoy.filters.http.header_mutation")["mutations"][
+        "response_mutations"
+    ]
+    added = {
+        m["append"]["header"]["key"]: m["append"]["header"]["value"]
+        for m in mutations
+        if "append" in m
+    }
+
+    # First filter: it sees every response, including other filters' replies.
+    assert hcm["http_filters"][0]["name"] == "envoy.filters.http.header_mutation"
+    assert added == dict(EDGE_SECURITY_HEADERS)
+    assert {"remove": "server"} in mutations
+    assert {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}} in mutations
+    # Envoy's own replies (written before any filter runs) carry them too.
+    for mapper in hcm["local_reply_config"]["mappers"]:
+        headers = {h["header"]["key"]: h["header"]["value"] for h in mapper["headers_to_add"]}
+        assert dict(EDGE_SECURITY_HEADERS).items() <= headers.items()
+
+
+def test_unlisted_origins_are_refused_before_cors(config_dump: dict[str, Any]) -> None:
+    hcm = _connection_manager(config_dump)
+    rules = _filter(hcm, "envoy.filters.http.rbac")["rules"]
+    (policy,) = rules["policies"].values()
+    present, allowed = policy["principals"][0]["and_ids"]["ids"]
+
+    assert rules["action"] == "DENY"
+    assert present == {"header": {"name": "origin", "present_match": True}}
+    assert [i["header"]["string_match"]["exact"] for i in allowed["not_id"]["or_ids"]["ids"]] == [
+        "https://nue-japan.com",
+        "https://app.nue-japan.com",
+    ]
 
 
 def test_everything_else_is_answered_by_envoy(config_dump: dict[str, Any]) -> None:
     *_, grpc_fallback, http_fallback = _routes(config_dump)
+    no_buffering = {"disabled": True}
 
     assert grpc_fallback["match"] == {"prefix": "/", "grpc": {}}
     assert grpc_fallback["direct_response"]["status"] == 200
@@ -194,6 +425,10 @@ def test_everything_else_is_answered_by_envoy(config_dump: dict[str, Any]) -> No
     assert headers["grpc-status"] == "12"  # UNIMPLEMENTED
     assert http_fallback["match"] == {"prefix": "/"}
     assert http_fallback["direct_response"]["status"] == 404
+    # Answered at once, even to a caller that keeps its request open.
+    for fallback in (grpc_fallback, http_fallback):
+        per_route = fallback["typed_per_filter_config"]["envoy.filters.http.buffer"]
+        assert no_buffering.items() <= per_route.items()
 
 
 def test_cors_allowlist_is_exact(config_dump: dict[str, Any]) -> None:
@@ -228,10 +463,16 @@ def test_filters_and_proxy_headers(config_dump: dict[str, Any]) -> None:
     filters = [f["name"] for f in hcm["http_filters"]]
 
     assert filters == [
-        "envoy.filters.http.grpc_web",
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.rbac",
         "envoy.filters.http.cors",
+        "envoy.filters.http.grpc_web",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.buffer",
         "envoy.filters.http.router",
     ]
+    assert hcm["use_remote_address"] is True
+    assert hcm["xff_num_trusted_hops"] == 1
     assert hcm["server_header_transformation"] == "PASS_THROUGH"
     assert hcm["http_filters"][-1]["typed_config"]["suppress_envoy_headers"] is True
 
@@ -251,6 +492,12 @@ def test_gateway_is_reached_over_http2(config_dump: dict[str, Any]) -> None:
 def test_defaults_are_the_documented_ports() -> None:
     settings = StackSettings.from_env({})
 
+    assert settings.edge_plaintext is True
+    assert settings.auth_rate_per_minute == 10
+    assert settings.auth_burst == 5
+    assert settings.max_request_bytes == 4 * 1024 * 1024
+    assert settings.trusted_proxy_hops == 0
+    assert settings.uses_dev_certificate
     assert str(settings.edge_http) == "0.0.0.0:8080"
     assert str(settings.edge_https) == "0.0.0.0:8443"
     assert str(settings.edge_admin) == "127.0.0.1:9901"
@@ -291,8 +538,35 @@ def test_addresses_parse_ipv6_and_port_zero() -> None:
         ({"NUELL_CORS_ALLOWED_ORIGINS": "nue-japan.com"}, "NUELL_CORS_ALLOWED_ORIGINS"),
         ({"NUELL_CORS_ALLOWED_ORIGINS": "https://nue-japan.com:x"}, "NUELL_CORS_ALLOWED_ORIGINS"),
         ({"NUELL_CORS_ALLOWED_ORIGINS": " , "}, "NUELL_CORS_ALLOWED_ORIGINS"),
+        ({"NUELL_EDGE_AUTH_RATE_PER_MINUTE": "0"}, "NUELL_EDGE_AUTH_RATE_PER_MINUTE"),
+        ({"NUELL_EDGE_AUTH_RATE_PER_MINUTE": "5000"}, "NUELL_EDGE_AUTH_RATE_PER_MINUTE"),
+        ({"NUELL_EDGE_AUTH_RATE_PER_MINUTE": "ten"}, "NUELL_EDGE_AUTH_RATE_PER_MINUTE"),
+        ({"NUELL_EDGE_AUTH_BURST": "0"}, "NUELL_EDGE_AUTH_BURST"),
+        ({"NUELL_EDGE_MAX_REQUEST_BYTES": "12"}, "NUELL_EDGE_MAX_REQUEST_BYTES"),
+        ({"NUELL_EDGE_TRUSTED_PROXY_HOPS": "-1"}, "NUELL_EDGE_TRUSTED_PROXY_HOPS"),
+        ({"NUELL_EDGE_PLAINTEXT": "maybe"}, "NUELL_EDGE_PLAINTEXT"),
     ],
 )
 def test_bad_values_are_refused_by_name(environ: dict[str, str], names: str) -> None:
     with pytest.raises(SettingsError, match=names):
         StackSettings.from_env(environ)
+
+
+def test_tls_files_follow_the_data_folder(tmp_path: Path) -> None:
+    settings = StackSettings.from_env({"NUELL_DATA_DIR": str(tmp_path)})
+
+    assert settings.edge_tls_cert == tmp_path.resolve() / "tls" / "edge.crt"
+    assert settings.edge_tls_key == tmp_path.resolve() / "tls" / "edge.key"
+    assert settings.uses_dev_certificate
+
+
+def test_tls_files_of_your_own(tmp_path: Path) -> None:
+    environ = {
+        "NUELL_EDGE_TLS_CERT": str(tmp_path / "site.pem"),
+        "NUELL_EDGE_TLS_KEY": str(tmp_path / "site.key"),
+    }
+
+    settings = StackSettings.from_env(environ)
+
+    assert settings.edge_tls_cert == tmp_path.resolve() / "site.pem"
+    assert not settings.uses_dev_certificate

@@ -21,8 +21,11 @@ from support import (
     base_env,
     envoy_ready,
     free_port,
+    grpc_web_call,
     health_status,
+    http_request,
     port_is_free,
+    tls_client_context,
 )
 
 READY = re.compile(r"^Ready\. Press Ctrl-C to stop\.$", re.MULTILINE)
@@ -38,7 +41,8 @@ def data_dir(outside_pytest_tmp: Callable[[str], Path]) -> Path:
 
 @pytest.fixture
 def ports() -> dict[str, int]:
-    return {name: free_port() for name in ("edge", "admin", "gateway", "compute")}
+    names = ("edge", "edge_tls", "admin", "gateway", "compute", "web")
+    return {name: free_port() for name in names}
 
 
 def runner_env(data_dir: Path, ports: dict[str, int], **overrides: str) -> dict[str, str]:
@@ -46,7 +50,9 @@ def runner_env(data_dir: Path, ports: dict[str, int], **overrides: str) -> dict[
         **{
             "NUELL_DATA_DIR": str(data_dir),
             "NUELL_EDGE_HTTP_PORT": str(ports["edge"]),
+            "NUELL_EDGE_HTTPS_PORT": str(ports["edge_tls"]),
             "NUELL_EDGE_ADMIN_PORT": str(ports["admin"]),
+            "NUELL_WEB_PORT": str(ports["web"]),
             "NUELL_GATEWAY_ADDR": f"127.0.0.1:{ports['gateway']}",
             "NUELL_COMPUTE_ADDR": f"127.0.0.1:{ports['compute']}",
             **overrides,
@@ -92,15 +98,37 @@ def test_runner_serves_then_stops_cleanly_on_ctrl_c(
     assert (data_dir / "run" / "envoy.yaml").is_file()
     # The generated signing key is readable by its owner only.
     assert (data_dir / "secrets" / "jwt_keys").stat().st_mode & 0o077 == 0
-    for name in ("rust_compute", "py_gateway", "envoy"):
+    for name in ("rust_compute", "py_gateway", "envoy", "web"):
         assert (data_dir / "logs" / f"{name}.log").is_file()
+    # The page, on its own origin, which the edge allows by default.
+    page = http_request(ports["web"], "GET", "/", {})
+    assert page.status == 200
+    assert page.headers["x-frame-options"] == "DENY"
+    assert f"http://localhost:{ports['web']}" in table
+    allowed = grpc_web_call(
+        ports["edge"], "grpc.health.v1.Health/Check", origin=f"http://localhost:{ports['web']}"
+    )
+    assert allowed.headers["access-control-allow-origin"] == f"http://localhost:{ports['web']}"
+    # The development certificate, made on first run, serves the TLS listener.
+    tls = data_dir / "tls"
+    assert (tls / "edge.key").stat().st_mode & 0o077 == 0
+    secure = grpc_web_call(
+        ports["edge_tls"],
+        "grpc.health.v1.Health/Check",
+        tls=tls_client_context(tls / "ca.crt"),
+        host="localhost",
+    )
+    assert secure.grpc_status == 0
+    assert "max-age=" in secure.headers["strict-transport-security"]
+    assert str(tls / "ca.crt") in table
 
     code = interrupt(running_stack)
 
     output = running_stack.output()
     assert code == 0, output
     assert "Traceback" not in output
-    order = [output.index(f"stopping {name}") for name in ("envoy", "py_gateway", "rust_compute")]
+    stopped = ("web", "envoy", "py_gateway", "rust_compute")
+    order = [output.index(f"stopping {name}") for name in stopped]
     assert order == sorted(order), output
     assert_ports_free(ports)
     # The embedded server stopped with the runner, and its data stayed.
@@ -190,3 +218,19 @@ def test_bad_setting_is_one_clear_line(
     code, output = run_to_failure(env, processes)
 
     assert_one_clear_line(code, output, "NUELL_EDGE_HTTP_PORT")
+
+
+def test_missing_tls_certificate_of_your_own_is_one_clear_line(
+    compute_bin: Path, tmp_path: Path, ports: dict[str, int], processes: ProcessGroup
+) -> None:
+    env = runner_env(
+        tmp_path / "data",
+        ports,
+        NUELL_EDGE_TLS_CERT=str(tmp_path / "site.pem"),
+        NUELL_EDGE_TLS_KEY=str(tmp_path / "site.key"),
+    )
+
+    code, output = run_to_failure(env, processes)
+
+    assert_one_clear_line(code, output, "NUELL_EDGE_TLS_CERT", "site.pem")
+    assert not (tmp_path / "data").exists()

@@ -1,0 +1,107 @@
+// Nuell from a browser: typed clients for every service over gRPC-Web,
+// through the Envoy edge. Copy this file (and `npm run generate`'s output)
+// to start; the page in main.ts is one user of it.
+//
+//   const nuell = createNuell({ baseUrl: "http://localhost:8080" });
+//   await nuell.auth.register({ email, password });
+//   const login = await nuell.auth.login({ email, password });
+//   nuell.session.accessToken = login.accessToken;
+//   const { posts } = await nuell.posts.listPosts({ pageSize: 20 });
+
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { AuthService } from "./gen/nuell/auth/v1/auth_service_pb.js";
+import { ComputeService } from "./gen/nuell/compute/v1/compute_service_pb.js";
+import { PostService } from "./gen/nuell/posts/v1/post_service_pb.js";
+import { UserService } from "./gen/nuell/users/v1/user_service_pb.js";
+
+/** Who is signed in. Held in memory only: a token in localStorage is readable by any script
+ *  that ever runs on the page, and outlives the tab. */
+export interface Session {
+  accessToken?: string;
+  refreshToken?: string;
+}
+
+export interface Nuell {
+  auth: Client<typeof AuthService>;
+  users: Client<typeof UserService>;
+  posts: Client<typeof PostService>;
+  compute: Client<typeof ComputeService>;
+  session: Session;
+}
+
+export interface NuellOptions {
+  /** The edge, e.g. "https://api.nue-japan.com"; the page's origin must be on its CORS allowlist. */
+  baseUrl: string;
+  /** A call that has not finished by then fails with DEADLINE_EXCEEDED (sent as grpc-timeout). */
+  timeoutMs?: number;
+}
+
+export function createNuell({ baseUrl, timeoutMs = 10_000 }: NuellOptions): Nuell {
+  const session: Session = {};
+  // Every call carries the access token, if there is one; the gateway decides
+  // which calls need it (UNAUTHENTICATED otherwise).
+  const bearer: Interceptor = (next) => async (request) => {
+    if (session.accessToken) {
+      request.header.set("authorization", `Bearer ${session.accessToken}`);
+    }
+    return next(request);
+  };
+  const transport = createGrpcWebTransport({
+    baseUrl,
+    // application/grpc-web+proto: the compact encoding every gRPC-Web server speaks.
+    useBinaryFormat: true,
+    interceptors: [bearer],
+    defaultTimeoutMs: timeoutMs,
+  });
+  return {
+    auth: createClient(AuthService, transport),
+    users: createClient(UserService, transport),
+    posts: createClient(PostService, transport),
+    compute: createClient(ComputeService, transport),
+    session,
+  };
+}
+
+/** One broken field rule, as the gateway's google.rpc.BadRequest names it. */
+export interface FieldViolation {
+  field: string;
+  description: string;
+  reason: string;
+}
+
+/** What a failed call says, in a shape a page can show: the gRPC code and message plus the
+ *  google.rpc details the gateway attaches (grpc-status-details-bin, exposed by the edge). */
+export interface CallError {
+  code: Code;
+  codeName: string;
+  message: string;
+  /** ErrorInfo.reason: stable, for code to branch on (e.g. "INVALID_FIELDS"). */
+  reason?: string;
+  violations: FieldViolation[];
+}
+
+export function describeError(error: unknown): CallError {
+  const failure = ConnectError.from(error);
+  const info = failure.findDetails(ErrorInfoSchema)[0];
+  const violations = failure
+    .findDetails(BadRequestSchema)
+    .flatMap((badRequest) => badRequest.fieldViolations)
+    .map(({ field, description, reason }) => ({ field, description, reason }));
+  return {
+    code: failure.code,
+    codeName: codeName(failure.code),
+    message: failure.rawMessage,
+    reason: info?.reason,
+    violations,
+  };
+}
+
+/** RESOURCE_EXHAUSTED, not ResourceExhausted: the names gRPC documents and servers log. */
+export function codeName(code: Code): string {
+  return (Code[code] ?? "UNKNOWN").replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
+export { Code, ConnectError };
