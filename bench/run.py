@@ -13,10 +13,13 @@ else one per core, the gateway's own default). Only what the chosen
 scenarios need is started.
 
 Each scenario is one run of bench/load.py, in a process of its own, with the
-same settings. The figures are printed as a table, followed by the ratios
-that matter, and saved to bench/results/<UTC timestamp>.json. Children are
-stopped and the database dropped at the end, on Ctrl-C and on failure too;
-on failure the children's logs are kept and their folder named.
+same settings. The mix through Envoy (mix-envoy, sweep-envoy, and --soak) is
+bench/mix.py's, with the edge's Login/Register rate limit raised for it; its
+charts are saved next to the JSON file (bench/charts.py). The figures are
+printed as a table, followed by the ratios that matter, and saved to
+bench/results/<UTC timestamp>.json. Children are stopped and the database
+dropped at the end, on Ctrl-C and on failure too; on failure the children's
+logs are kept and their folder named.
 
 Process handling is deploy/local/run_stack.py's (the runner behind
 `make run`); the Envoy config is deploy/render.py's. NUELL_* tuning
@@ -53,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc  # type: ignore[import-untyped]
 from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc  # type: ignore[import-untyped]
+from nuell.compute.v1 import compute_service_pb2  # type: ignore[import-untyped]
 from nuell.posts.v1 import post_service_pb2, post_service_pb2_grpc  # type: ignore[import-untyped]
 from nuell.users.v1 import user_service_pb2  # type: ignore[import-untyped]
 
@@ -60,9 +64,12 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
 LOAD = BENCH / "load.py"
+MIX = BENCH / "mix.py"
 ECHO_SERVER = BENCH / "echo_server.py"
 sys.path[:0] = [str(REPO / "deploy" / "local"), str(REPO / "deploy")]
 
+import charts  # noqa: E402
+import mix_report  # noqa: E402
 import run_stack  # type: ignore[import-not-found]  # noqa: E402
 from render import write_envoy  # type: ignore[import-not-found]  # noqa: E402
 from settings import Address, SettingsError, StackSettings  # type: ignore[import-not-found]  # noqa: E402
@@ -79,6 +86,12 @@ ECHO_LISTENING = re.compile(r"^echo_server listening on (\S+)\s*$", re.MULTILINE
 STARTUP_TIMEOUT = 90.0  # two cores, and the embedded server's initdb on first use
 # Set in the load driver's environment, so the token stays out of the process list.
 AUTHORIZATION_VARIABLE = "NUELL_BENCH_AUTHORIZATION"
+PASSWORD_VARIABLE = "NUELL_BENCH_PASSWORD"  # noqa: S105 - a variable's name
+# The edge's per-client limit on Login and Register (deploy/settings.py)
+# would refuse the mix's logins, all from one address: raised for the mix's
+# Envoy unless these variables are set already.
+EDGE_AUTH_LIMIT = {"NUELL_EDGE_AUTH_RATE_PER_MINUTE": "1200", "NUELL_EDGE_AUTH_BURST": "10000"}
+SOAK_SAMPLE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,7 @@ class Scenario:
     label: str  # the table's row
     needs: frozenset[str]  # parts of the stack: echo, gateway, edge, user
     argon2_bound: bool = False  # runs at --login-concurrency
+    mix: bool = False  # a run of bench/mix.py through the edge (run_mix_family)
 
 
 SCENARIOS = (
@@ -102,6 +116,14 @@ SCENARIOS = (
     ),
     Scenario("list-posts", "ListPosts (50) direct", frozenset({"gateway", "user", "posts"})),
     Scenario("login", "Login direct", frozenset({"gateway", "user"}), argon2_bound=True),
+    # The end-to-end mix through the edge: closed loop, then open-loop rates.
+    Scenario("mix-envoy", "mix via Envoy", frozenset({"gateway", "user", "posts"}), mix=True),
+    Scenario(
+        "sweep-envoy",
+        "mix via Envoy, offered load",
+        frozenset({"gateway", "user", "posts"}),
+        mix=True,
+    ),
 )
 # Posts the post scenarios read: enough for several full pages.
 BENCH_POSTS = 200
@@ -140,6 +162,8 @@ class Running:
     echo_1: str | None = None
     echo_1_pid: int | None = None
     post_id: str | None = None
+    post_ids: list[str] = field(default_factory=list)
+    compute_pid: int | None = None
     gateway: str | None = None
     gateway_pid: int | None = None
     edge: str | None = None
@@ -274,6 +298,7 @@ def start_gateway(run: Running, cleanup: ExitStack, workers: int) -> None:
     )
     compute_at = run.stack.listening_address(compute)
     run.stack.wait_healthy(compute, compute_at.connect_target)
+    run.compute_pid = compute.process.pid
 
     say("starting py_gateway")
     gateway_env = run.env | {
@@ -292,8 +317,9 @@ def start_gateway(run: Running, cleanup: ExitStack, workers: int) -> None:
     run.gateway_pid = gateway.process.pid
 
 
-def start_edge(run: Running, work_dir: Path) -> Any:
-    """Envoy in front of the gateway; returns its run_stack child."""
+def start_edge(run: Running, work_dir: Path, extra: Mapping[str, str] | None = None) -> Any:
+    """Envoy in front of the gateway; returns its run_stack child. `extra`:
+    more of deploy/settings.py's variables (the mix's Login rate limit)."""
     envoy = run_stack.find_envoy()
     assert run.gateway is not None
     # Free ports through the variables deploy/settings.py reads, as `make run` would.
@@ -303,8 +329,12 @@ def start_edge(run: Running, work_dir: Path) -> Any:
             "NUELL_EDGE_HTTPS_PORT": str(free_port()),
             "NUELL_EDGE_ADMIN_PORT": str(free_port()),
             "NUELL_GATEWAY_ADDR": run.gateway,
+            # The TLS listener's development certificate: this run's own.
+            "NUELL_DATA_DIR": str(work_dir / "edge-data"),
+            **(extra or {}),
         }
     )
+    run_stack.make_dev_certificate(settings)
     # The edge listens on every interface by default; a benchmark needs loopback only.
     settings = dataclasses.replace(
         settings, edge_http=Address("127.0.0.1", settings.edge_http.port)
@@ -360,6 +390,7 @@ def create_posts(run: Running) -> None:
                     metadata=metadata,
                     timeout=30,
                 )
+                run.post_ids.append(reply.post.id)
         except grpc.RpcError as exc:
             raise BenchError(
                 f"writing the benchmark posts failed: {exc.code().name}: {exc.details()}"
@@ -504,6 +535,248 @@ def drive(
     return {"label": scenario.label, "server_cpu_ms_per_call": per_call} | result
 
 
+# --- the mix through the edge (bench/mix.py) -------------------------------------
+
+
+def edge_auth_limit() -> dict[str, str]:
+    return {name: os.environ.get(name) or value for name, value in EDGE_AUTH_LIMIT.items()}
+
+
+def check_mix(run: Running) -> None:
+    """Each RPC of the mix once through the edge, so a broken one fails loudly."""
+    assert run.edge is not None
+    assert run.email is not None
+    metadata = (("authorization", f"Bearer {run.access_token}"),)
+    with grpc.insecure_channel(run.edge) as channel:
+        checks: list[tuple[str, bytes, tuple[tuple[str, str], ...]]] = [
+            (
+                LOGIN_METHOD,
+                auth_service_pb2.LoginRequest(
+                    email=run.email, password=PASSWORD
+                ).SerializeToString(),
+                (),
+            ),
+            (
+                LIST_POSTS_METHOD,
+                post_service_pb2.ListPostsRequest(page_size=20).SerializeToString(),
+                metadata,
+            ),
+            (
+                GET_POST_METHOD,
+                post_service_pb2.GetPostRequest(id=run.post_id).SerializeToString(),
+                metadata,
+            ),
+            (
+                "/nuell.compute.v1.ComputeService/Analyze",
+                compute_service_pb2.AnalyzeRequest(text="A first check.").SerializeToString(),
+                metadata,
+            ),
+        ]
+        for method, request, extra in checks:
+            try:
+                channel.unary_unary(method)(request, metadata=extra, timeout=30)
+            except grpc.RpcError as exc:
+                raise BenchError(
+                    f"mix via Envoy: {method} failed: {exc.code().name}: {exc.details()}"
+                ) from None
+
+
+def drive_mix(
+    name: str,
+    extra: list[str],
+    run: Running,
+    args: argparse.Namespace,
+    work_dir: Path,
+    *,
+    expected_s: float,
+    sample_after: float | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run bench/mix.py through the edge; with `sample_after`, sample the
+    stack's memory and connections every SOAK_SAMPLE_S seconds from that
+    many seconds after the start. Returns its result and the samples."""
+    assert run.edge is not None
+    assert run.email is not None
+    out = work_dir / f"{name}.json"
+    ids = work_dir / "post-ids.txt"
+    ids.write_text("\n".join(run.post_ids) + "\n", encoding="utf-8")
+    watch = mix_components(run)
+    argv = [
+        sys.executable,
+        str(MIX),
+        "--target",
+        run.edge,
+        "--post-ids",
+        str(ids),
+        "--login-email",
+        run.email,
+        "--seed",
+        str(args.seed),
+        "--channels",
+        str(args.channels),
+        "--out",
+        str(out),
+        *extra,
+    ]
+    for component, pid in watch.items():
+        argv += ["--watch", f"{component}={pid}"]
+    env = run.env | {
+        AUTHORIZATION_VARIABLE: f"Bearer {run.access_token}",
+        PASSWORD_VARIABLE: PASSWORD,
+    }
+    child = run.stack.spawn(name, argv, env, 5)
+    begin = time.monotonic()
+    deadline = begin + expected_s + 60
+    samples: list[dict[str, Any]] = []
+    next_sample = sample_after
+    while (code := child.process.poll()) is None:
+        now = time.monotonic()
+        if now > deadline:
+            raise BenchError(f"the mix driver ({name}) did not finish in time")
+        if next_sample is not None and now - begin >= next_sample:
+            samples.append({"t_s": now - begin - (sample_after or 0)} | mix_report.sample(watch))
+            next_sample += SOAK_SAMPLE_S
+        time.sleep(0.1)
+    if code != 0:
+        raise child.died(code)
+    run.stack.children.remove(child)
+    result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return result, samples
+
+
+def mix_components(run: Running) -> dict[str, int]:
+    return pids(
+        envoy=run.edge_pid,
+        gateway=run.gateway_pid,
+        rust_compute=run.compute_pid,
+        postgres=run.postgres_pid,
+    )
+
+
+def run_mix_family(
+    names: list[str], run: Running, args: argparse.Namespace, work_dir: Path, started: datetime
+) -> dict[str, Any]:
+    """The mix through a fresh Envoy: closed loop, the offered-load sweep, the
+    soak, as asked. Prints their tables, saves the charts, returns the figures."""
+    limit = edge_auth_limit()
+    say(
+        "\nedge for the mix: Login/Register rate limit raised to "
+        f"{limit['NUELL_EDGE_AUTH_RATE_PER_MINUTE']}/min per client, burst "
+        f"{limit['NUELL_EDGE_AUTH_BURST']} (NUELL_EDGE_AUTH_RATE_PER_MINUTE, "
+        "NUELL_EDGE_AUTH_BURST); the default would refuse the mix's logins"
+    )
+    edge = start_edge(run, work_dir, limit)
+    check_mix(run)
+    weights = ",".join(f"{k}={v}" for k, v in args.mix_weights.items())
+    common = ["--weights", weights, "--timeout", str(args.mix_timeout)]
+    stamp = f"{started:%Y%m%dT%H%M%SZ}"
+    out: dict[str, Any] = {"edge_auth_limit": limit, "mix_weights": args.mix_weights}
+    charts_saved: dict[str, str] = {}
+
+    if "mix-envoy" in names:
+        say(
+            f"\nmix via Envoy, closed loop: {args.mix_concurrency} calls in flight on "
+            f"{args.channels} channels, {args.mix_duration:g} s after {args.warmup:g} s of "
+            f"warm-up, seed {args.seed}; load average {os.getloadavg()[0]:.2f}\n"
+        )
+        extra = ["--mode", "closed", "--concurrency", str(args.mix_concurrency)]
+        extra += ["--duration", str(args.mix_duration), "--warmup", str(args.warmup)]
+        result, _ = drive_mix(
+            "mix-envoy", common + extra, run, args, work_dir, expected_s=args.mix_duration
+        )
+        for line in mix_report.mix_table(result["steps"][0], args.mix_weights):
+            say(line)
+        out["mix"] = result
+
+    if "sweep-envoy" in names:
+        rates = ",".join(f"{rate:g}" for rate in args.rates)
+        say(
+            f"\nmix via Envoy, open loop (constant arrival rate): {rates} calls/s, "
+            f"{args.step_duration:g} s each, every call waited for (deadline "
+            f"{args.mix_timeout:g} s); latency from each call's scheduled send; "
+            f"load average {os.getloadavg()[0]:.2f}\n"
+        )
+        extra = ["--mode", "open", "--rates", rates, "--duration", str(args.step_duration)]
+        extra += ["--warmup", str(args.warmup)]
+        expected = len(args.rates) * (args.step_duration + args.mix_timeout + 1)
+        result, _ = drive_mix(
+            "sweep-envoy", common + extra, run, args, work_dir, expected_s=expected
+        )
+        steps = result["steps"]
+        for line in mix_report.sweep_table(steps):
+            say(line)
+        best = mix_report.largest_holding(steps)
+        say(
+            "\nlargest offered load with p99 < 100 ms (and < 1% errors): "
+            + (f"{best:g} calls/s" if best is not None else f"none of {rates} calls/s")
+        )
+        result["largest_offered_rps_p99_under_100ms"] = best
+        png = charts.latency_chart(
+            mix_report_finite(steps),
+            f"Mix via Envoy, {args.workers} gateway workers, {os.cpu_count()} cores: "
+            f"latency against offered load ({stamp})",
+            RESULTS / f"{stamp}-latency.png",
+        )
+        charts_saved["latency"] = str(png.relative_to(REPO))
+        say(f"chart: {charts_saved['latency']}")
+        out["sweep"] = result
+
+    if args.soak:
+        warmup = min(5.0, args.soak / 4)
+        say(
+            f"\nsoak: the mix via Envoy at {args.soak_rate:g} calls/s for {args.soak:g} s "
+            f"(after {warmup:g} s unmeasured), sampling memory and TCP connections every "
+            f"{SOAK_SAMPLE_S:g} s; load average {os.getloadavg()[0]:.2f}\n"
+        )
+        extra = ["--mode", "open", "--rates", f"{args.soak_rate:g}", "--duration", str(args.soak)]
+        extra += ["--warmup", str(warmup), "--pause", "0", "--bucket", str(SOAK_SAMPLE_S)]
+        result, samples = drive_mix(
+            "soak-envoy",
+            common + extra,
+            run,
+            args,
+            work_dir,
+            expected_s=args.soak + warmup + args.mix_timeout,
+            sample_after=warmup + 0.5,
+        )
+        samples = [s for s in samples if s["t_s"] <= args.soak + 0.5]
+        step = result["steps"][0]
+        for line in mix_report.soak_table(samples, step["buckets"]):
+            say(line)
+        say("")
+        for line in mix_report.mix_table(step, args.mix_weights):
+            say(line)
+        found = mix_report.verdicts(samples)
+        say("\nfirst third to last third:")
+        for measure, verdict in found.items():
+            change = verdict["growth_percent"]
+            text = "n/a" if change is None else f"{change:+.1f}%"
+            say(
+                f"  {measure:<26} {verdict['first']:>8.1f} -> {verdict['last']:>8.1f}  "
+                f"{text:>8}  {'flat' if verdict['flat'] else 'GROWS'}"
+            )
+        overall = mix_report.overall(found)
+        say(f"soak verdict: {overall}")
+        png = charts.soak_chart(
+            samples,
+            mix_report_finite(step["buckets"]),
+            f"Soak: mix via Envoy at {args.soak_rate:g} calls/s for {args.soak:g} s ({stamp})",
+            RESULTS / f"{stamp}-soak.png",
+        )
+        charts_saved["soak"] = str(png.relative_to(REPO))
+        say(f"chart: {charts_saved['soak']}")
+        out["soak"] = result | {"samples": samples, "verdicts": found, "verdict": overall}
+
+    edge.stop()
+    run.stack.children.remove(edge)
+    out["charts"] = charts_saved
+    return out
+
+
+def mix_report_finite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for a chart: NaN (no samples) as None."""
+    return [finite(row) for row in rows]
+
+
 # --- output ---------------------------------------------------------------------
 
 SPLIT_CPU = frozenset({"echo", "gateway"})
@@ -596,6 +869,8 @@ def finite(value: Any) -> Any:
         return None
     if isinstance(value, dict):
         return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite(item) for item in value]
     return value
 
 
@@ -605,8 +880,15 @@ def finite(value: Any) -> Any:
 def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: Path) -> Path:
     started = datetime.now(UTC)
     load_average = os.getloadavg()
-    chosen = [BY_NAME[name] for name in args.only] if args.only else list(SCENARIOS)
+    if args.only:
+        chosen = [BY_NAME[name] for name in args.only]
+    else:  # a soak alone unless other scenarios are named
+        chosen = [] if args.soak else list(SCENARIOS)
+    mixes = [scenario.name for scenario in chosen if scenario.mix]
+    chosen = [scenario for scenario in chosen if not scenario.mix]
     needs = frozenset[str]().union(*(scenario.needs for scenario in chosen))
+    if mixes or args.soak:
+        needs |= {"gateway", "user", "posts"}
     if load_average[0] > 0.5:
         say(
             f"note: load average {load_average[0]:.2f} before starting; "
@@ -629,12 +911,13 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
     for scenario in direct:  # fail before measuring anything
         first_call(scenario, load_for(scenario, run), run)
 
-    say(
-        f"\n{args.duration:g} s per scenario after {args.warmup:g} s of warm-up, "
-        f"{args.workers} worker process(es) per Python server (NUELL_WORKERS), "
-        f"one client process with {args.channels} channels\n"
-    )
-    say(COLUMNS)
+    if chosen:
+        say(
+            f"\n{args.duration:g} s per scenario after {args.warmup:g} s of warm-up, "
+            f"{args.workers} worker process(es) per Python server (NUELL_WORKERS), "
+            f"one client process with {args.channels} channels\n"
+        )
+        say(COLUMNS)
     results: dict[str, dict[str, Any]] = {}
     for scenario in chosen:
         edge = start_edge(run, work_dir) if "edge" in scenario.needs else None
@@ -650,6 +933,7 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
             say("    errors: " + ", ".join(f"{code} {count}" for code, count in codes.items()))
     found = ratios(results)
     print_ratios(found)
+    mix = run_mix_family(mixes, run, args, work_dir, started) if mixes or args.soak else {}
 
     report = {
         "timestamp": started.isoformat(timespec="seconds"),
@@ -674,8 +958,31 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
         "tuning": tuning_variables(),
         "scenarios": finite(results),
         "ratios": found,
-    }
+    } | finite(mix)
     return save(report, started)
+
+
+DEFAULT_MIX_WEIGHTS = "Login=5,ListPosts=60,GetPost=20,CreatePost=10,Analyze=5"
+DEFAULT_RATES = "100,200,400,800,1200"
+
+
+def mix_weights(text: str) -> dict[str, int]:
+    weights: dict[str, int] = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name.strip() not in ("Login", "ListPosts", "GetPost", "CreatePost", "Analyze"):
+            raise argparse.ArgumentTypeError(f"{name!r}: not an RPC of the mix")
+        weights[name.strip()] = int(value)
+    if any(w < 0 for w in weights.values()) or not sum(weights.values()):
+        raise argparse.ArgumentTypeError("weights are whole numbers >= 0, not all 0")
+    return {name: w for name, w in weights.items() if w}
+
+
+def rates(text: str) -> list[float]:
+    found = [float(item) for item in text.split(",")]
+    if any(rate <= 0 for rate in found):
+        raise argparse.ArgumentTypeError("offered loads are calls/s, > 0")
+    return found
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -719,7 +1026,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME",
         help=f"run only this scenario (repeatable; default all): {', '.join(BY_NAME)}",
     )
+    mix = parser.add_argument_group(
+        "the mix through Envoy (mix-envoy, sweep-envoy, --soak; see bench/mix.py)"
+    )
+    mix.add_argument(
+        "--mix-weights",
+        type=mix_weights,
+        default=mix_weights(DEFAULT_MIX_WEIGHTS),
+        help=f"RPC weights ({DEFAULT_MIX_WEIGHTS})",
+    )
+    mix.add_argument("--seed", type=int, default=1, help="the mix's RNG seed (1)")
+    mix.add_argument(
+        "--mix-duration", type=float, default=10.0, help="measured seconds, closed loop (10)"
+    )
+    mix.add_argument(
+        "--mix-concurrency", type=int, default=32, help="calls in flight, closed loop (32)"
+    )
+    mix.add_argument(
+        "--rates",
+        type=rates,
+        default=rates(DEFAULT_RATES),
+        help=f"offered loads of the sweep, calls/s ({DEFAULT_RATES})",
+    )
+    mix.add_argument(
+        "--step-duration", type=float, default=5.0, help="seconds per offered load (5)"
+    )
+    mix.add_argument(
+        "--mix-timeout", type=float, default=5.0, help="deadline of each mix call, seconds (5)"
+    )
+    mix.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run the mix at --soak-rate for this long, sampling memory and connections "
+        "(default off); alone unless --only names other scenarios",
+    )
+    mix.add_argument("--soak-rate", type=float, default=100.0, help="calls/s during the soak (100)")
     args = parser.parse_args(argv)
+    if args.soak < 0 or args.soak_rate <= 0 or args.mix_duration <= 0 or args.step_duration <= 0:
+        parser.error("--soak >= 0; soak rate and mix durations > 0")
     if min(args.concurrency, args.login_concurrency, args.channels, args.workers) < 1:
         parser.error("concurrency, channels and workers must be at least 1")
     if args.duration <= 0 or args.warmup < 0:
