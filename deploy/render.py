@@ -2,9 +2,12 @@
 
     python deploy/render.py envoy --out .data/run/envoy.yaml   # target: local
     python deploy/render.py envoy                              # to stdout
+    python deploy/render.py envoy --target kubernetes          # or compose
+    python deploy/render.py compose [--secrets]                # .data/run/compose/
+    python deploy/render.py k8s                                # .data/run/k8s/
 
 A target says how the parts find each other (loopback addresses for the
-local runner; service names for compose and Kubernetes, once they exist).
+local runner; service names for compose and Kubernetes).
 Each target maps the same `StackSettings` to a template context, so adding
 one is a new function in `ENVOY_TARGETS`, not a second copy of the config.
 """
@@ -12,6 +15,7 @@ one is a new function in `ENVOY_TARGETS`, not a second copy of the config.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +45,8 @@ from settings import (
 )
 
 DEPLOY_DIR = Path(__file__).resolve().parent
+# Where `compose` and `k8s` write by default (ignored by git, like all of .data/).
+DEFAULT_OUT = DEPLOY_DIR.parent / ".data" / "run"
 
 
 @dataclass(frozen=True)
@@ -141,22 +147,26 @@ def _cors(settings: StackSettings) -> CorsPolicy:
     )
 
 
-def envoy_local(settings: StackSettings) -> EnvoyContext:
-    """Envoy on the same machine as the gateway, as `make run` starts it."""
-    if settings.gateway.port == 0:
-        raise SettingsError("render the local Envoy config after the gateway has bound its port")
+def _edge_context(
+    settings: StackSettings,
+    *,
+    target: str,
+    plaintext: bool,
+    cert: Path,
+    key: Path,
+    gateway: Address,
+    cors_allowed_origins: tuple[str, ...] | None = None,
+) -> EnvoyContext:
+    """The context every target shares; a target only says where things are."""
+    origins = cors_allowed_origins or settings.cors_allowed_origins
     return EnvoyContext(
-        target="local",
-        listener=settings.edge_http if settings.edge_plaintext else None,
-        tls_listener=TlsListener(
-            settings.edge_https, settings.edge_tls_cert, settings.edge_tls_key
-        ),
+        target=target,
+        listener=settings.edge_http if plaintext else None,
+        tls_listener=TlsListener(settings.edge_https, cert, key),
         admin=settings.edge_admin,
-        gateway=Upstream(
-            "py_gateway", Address(settings.gateway.connect_host, settings.gateway.port)
-        ),
+        gateway=Upstream("py_gateway", gateway),
         routes=edge_routes(),
-        cors=_cors(settings),
+        cors=_cors(dataclasses.replace(settings, cors_allowed_origins=origins)),
         auth_rate_limit=RateLimit(settings.auth_burst, settings.auth_refill_interval_ms),
         security_headers=EDGE_SECURITY_HEADERS,
         limits=Limits(
@@ -172,7 +182,75 @@ def envoy_local(settings: StackSettings) -> EnvoyContext:
     )
 
 
-ENVOY_TARGETS: dict[str, Callable[[StackSettings], EnvoyContext]] = {"local": envoy_local}
+def envoy_local(settings: StackSettings) -> EnvoyContext:
+    """Envoy on the same machine as the gateway, as `make run` starts it."""
+    if settings.gateway.port == 0:
+        raise SettingsError("render the local Envoy config after the gateway has bound its port")
+    return _edge_context(
+        settings,
+        target="local",
+        plaintext=settings.edge_plaintext,
+        cert=settings.edge_tls_cert,
+        key=settings.edge_tls_key,
+        gateway=Address(settings.gateway.connect_host, settings.gateway.port),
+    )
+
+
+# Where the containers find the edge certificate: compose mounts its
+# `secrets:` under /run/secrets, Kubernetes a `kubernetes.io/tls` Secret.
+COMPOSE_TLS_CERT = Path("/run/secrets/edge_tls_cert")
+COMPOSE_TLS_KEY = Path("/run/secrets/edge_tls_key")
+KUBERNETES_TLS_DIR = Path("/etc/nuell/tls")
+KUBERNETES_TLS_CERT = KUBERNETES_TLS_DIR / "tls.crt"
+KUBERNETES_TLS_KEY = KUBERNETES_TLS_DIR / "tls.key"
+# Service names: compose services and Kubernetes Services use the same ones.
+GATEWAY_SERVICE = "gateway"
+COMPUTE_SERVICE = "compute"
+
+
+def _fixed_port(address: Address, variable: str) -> int:
+    if address.port == 0:
+        raise SettingsError(f"{variable}: containers need a fixed port, not 0")
+    return address.port
+
+
+def envoy_compose(settings: StackSettings) -> EnvoyContext:
+    """Envoy in docker compose: the gateway by service name, the certificate
+    from compose secrets; plaintext as configured (a developer's machine)."""
+    port = _fixed_port(settings.gateway, "NUELL_GATEWAY_ADDR")
+    return _edge_context(
+        settings,
+        target="compose",
+        plaintext=settings.edge_plaintext,
+        cert=COMPOSE_TLS_CERT,
+        key=COMPOSE_TLS_KEY,
+        gateway=Address(GATEWAY_SERVICE, port),
+    )
+
+
+def envoy_kubernetes(
+    settings: StackSettings, cors_allowed_origins: tuple[str, ...] | None = None
+) -> EnvoyContext:
+    """Envoy in Kubernetes: TLS only, the gateway's headless Service (DNS
+    returns every ready pod, so Envoy balances calls, not connections), the
+    certificate from a mounted `kubernetes.io/tls` Secret."""
+    port = _fixed_port(settings.gateway, "NUELL_GATEWAY_ADDR")
+    return _edge_context(
+        settings,
+        target="kubernetes",
+        plaintext=False,
+        cert=KUBERNETES_TLS_CERT,
+        key=KUBERNETES_TLS_KEY,
+        gateway=Address(GATEWAY_SERVICE, port),
+        cors_allowed_origins=cors_allowed_origins,
+    )
+
+
+ENVOY_TARGETS: dict[str, Callable[[StackSettings], EnvoyContext]] = {
+    "local": envoy_local,
+    "compose": envoy_compose,
+    "kubernetes": envoy_kubernetes,
+}
 
 _jinja = jinja2.Environment(
     loader=jinja2.FileSystemLoader(DEPLOY_DIR),
@@ -187,11 +265,16 @@ _jinja = jinja2.Environment(
 def render_envoy(settings: StackSettings, *, target: str = "local") -> str:
     """The Envoy bootstrap YAML for `target`."""
     try:
-        context = ENVOY_TARGETS[target](settings)
+        make_context = ENVOY_TARGETS[target]
     except KeyError:
         raise SettingsError(
             f"unknown target {target!r}; known: {', '.join(ENVOY_TARGETS)}"
         ) from None
+    return render_envoy_context(make_context(settings))
+
+
+def render_envoy_context(context: EnvoyContext) -> str:
+    """The Envoy bootstrap YAML for an already resolved context."""
     return _jinja.get_template("envoy/envoy.yaml.j2").render(envoy=context)
 
 
@@ -207,14 +290,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     envoy = commands.add_parser("envoy", help="the Envoy edge bootstrap config")
     envoy.add_argument("--target", choices=sorted(ENVOY_TARGETS), default="local")
     envoy.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    compose = commands.add_parser("compose", help="docker-compose.yaml and its envoy.yaml")
+    compose.add_argument("--out", type=Path, default=DEFAULT_OUT / "compose", help="folder")
+    compose.add_argument(
+        "--secrets",
+        action="store_true",
+        help="also make development secrets under <out>/secrets (never overwritten)",
+    )
+    k8s = commands.add_parser("k8s", help="the kustomize tree and each overlay's manifests")
+    k8s.add_argument("--out", type=Path, default=DEFAULT_OUT / "k8s", help="folder")
     args = parser.parse_args(argv)
 
     try:
         settings = StackSettings.from_env()
-        if args.out is None:
-            sys.stdout.write(render_envoy(settings, target=args.target))
+        if args.command == "envoy":
+            if args.out is None:
+                sys.stdout.write(render_envoy(settings, target=args.target))
+            else:
+                write_envoy(settings, args.out, target=args.target)
+            return 0
+        import manifests  # imports this module, so only here
+
+        if args.command == "compose":
+            print(manifests.write_compose(settings, args.out, make_secrets=args.secrets))
         else:
-            write_envoy(settings, args.out, target=args.target)
+            for path in manifests.write_kubernetes(settings, args.out).values():
+                print(path)
     except SettingsError as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 1
