@@ -294,7 +294,10 @@ def start_gateway(run: Running, cleanup: ExitStack, workers: int) -> None:
 
     say("starting rust_compute")
     compute = run.stack.spawn(
-        "rust_compute", [str(compute_bin), "--addr", "127.0.0.1:0"], run.env, 10
+        "rust_compute",
+        [str(compute_bin), "--addr", "127.0.0.1:0"],
+        run.env | {"NUELL_COMPUTE_METRICS_ADDR": "127.0.0.1:0"},
+        10,
     )
     compute_at = run.stack.listening_address(compute)
     run.stack.wait_healthy(compute, compute_at.connect_target)
@@ -304,6 +307,7 @@ def start_gateway(run: Running, cleanup: ExitStack, workers: int) -> None:
     gateway_env = run.env | {
         "DATABASE_URL": database_url,
         "NUELL_GATEWAY_ADDR": "127.0.0.1:0",
+        "NUELL_METRICS_ADDR": "127.0.0.1:0",
         "NUELL_COMPUTE_TARGET": compute_at.connect_target,
         "NUELL_JWT_KEYS": run.jwt_keys,
         "NUELL_WORKERS": str(workers),

@@ -175,6 +175,9 @@ class StackSettings:
     edge_admin: Address = Address("127.0.0.1", 9901)
     gateway: Address = Address("127.0.0.1", 50051)
     compute: Address = Address("127.0.0.1", 50052)
+    # Prometheus /metrics of each service; loopback, like the admin API.
+    gateway_metrics: Address = Address("127.0.0.1", 9464)
+    compute_metrics: Address = Address("127.0.0.1", 9465)
     web: Address = Address("127.0.0.1", 3000)
     cors_allowed_origins: tuple[str, ...] = field(
         default=("http://localhost:3000", "http://127.0.0.1:3000")
@@ -277,6 +280,8 @@ class StackSettings:
             edge_admin=port_of("NUELL_EDGE_ADMIN_PORT", defaults.edge_admin),
             gateway=address_of("NUELL_GATEWAY_ADDR", defaults.gateway),
             compute=address_of("NUELL_COMPUTE_ADDR", defaults.compute),
+            gateway_metrics=address_of("NUELL_METRICS_ADDR", defaults.gateway_metrics),
+            compute_metrics=address_of("NUELL_COMPUTE_METRICS_ADDR", defaults.compute_metrics),
             web=web,
             cors_allowed_origins=origins,
             auth_rate_per_minute=int_of(

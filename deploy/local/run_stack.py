@@ -314,6 +314,8 @@ def check_ports_free(settings: StackSettings) -> None:
         ("Envoy admin", "NUELL_EDGE_ADMIN_PORT", settings.edge_admin),
         ("py_gateway", "NUELL_GATEWAY_ADDR", settings.gateway),
         ("rust_compute", "NUELL_COMPUTE_ADDR", settings.compute),
+        ("py_gateway metrics", "NUELL_METRICS_ADDR", settings.gateway_metrics),
+        ("rust_compute metrics", "NUELL_COMPUTE_METRICS_ADDR", settings.compute_metrics),
         ("browser page", "NUELL_WEB_PORT", settings.web),
     ]
     if settings.edge_plaintext:
@@ -465,7 +467,7 @@ def run(stack: Stack) -> None:
     compute = stack.spawn(
         "rust_compute",
         [str(compute_bin), "--addr", str(settings.compute)],
-        env,
+        env | {"NUELL_COMPUTE_METRICS_ADDR": str(settings.compute_metrics)},
         compute_grace + 5,
     )
     compute_at = stack.listening_address(compute)
@@ -474,6 +476,7 @@ def run(stack: Stack) -> None:
     print("starting py_gateway", flush=True)
     gateway_env |= {
         "NUELL_GATEWAY_ADDR": str(settings.gateway),
+        "NUELL_METRICS_ADDR": str(settings.gateway_metrics),
         "NUELL_COMPUTE_TARGET": compute_at.connect_target,
     }
     gateway = stack.spawn(
@@ -538,7 +541,9 @@ def run(stack: Stack) -> None:
         ("edge: TLS", f"{tls_url} ({settings.edge_https})"),
         ("edge admin", f"http://{settings.edge_admin}"),
         ("py_gateway: gRPC", str(gateway_at)),
+        ("py_gateway: metrics", f"http://{settings.gateway_metrics}/metrics"),
         ("rust_compute: gRPC", str(compute_at)),
+        ("rust_compute: metrics", f"http://{settings.compute_metrics}/metrics"),
         ("database", database_shown),
         ("logs", _shown(stack.logs_dir) + "/"),
     ]

@@ -201,9 +201,10 @@ def base_env(**overrides: str) -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GATEWAY_SRC), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env["NUELL_JWT_KEYS"] = TEST_JWT_KEYS
-    # Gateways run side by side here (the session's, the runner's): each
+    # Services run side by side here (the session's, the runner's): each
     # serves its metrics on a port of its own, not the default.
     env["NUELL_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
+    env["NUELL_COMPUTE_METRICS_ADDR"] = "127.0.0.1:0"
     env.update(overrides)
     return env
 

@@ -41,7 +41,7 @@ def data_dir(outside_pytest_tmp: Callable[[str], Path]) -> Path:
 
 @pytest.fixture
 def ports() -> dict[str, int]:
-    names = ("edge", "edge_tls", "admin", "gateway", "compute", "web")
+    names = ("edge", "edge_tls", "admin", "gateway", "compute", "metrics", "compute_metrics", "web")
     return {name: free_port() for name in names}
 
 
@@ -55,6 +55,8 @@ def runner_env(data_dir: Path, ports: dict[str, int], **overrides: str) -> dict[
             "NUELL_WEB_PORT": str(ports["web"]),
             "NUELL_GATEWAY_ADDR": f"127.0.0.1:{ports['gateway']}",
             "NUELL_COMPUTE_ADDR": f"127.0.0.1:{ports['compute']}",
+            "NUELL_METRICS_ADDR": f"127.0.0.1:{ports['metrics']}",
+            "NUELL_COMPUTE_METRICS_ADDR": f"127.0.0.1:{ports['compute_metrics']}",
             **overrides,
         }
     )

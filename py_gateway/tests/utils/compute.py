@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -26,6 +27,8 @@ class RustCompute:
     def start(self) -> RustCompute:
         self._process = subprocess.Popen(
             [str(BINARY), "--addr", f"127.0.0.1:{self.port}"],
+            # Its metrics on any free port: several run side by side in tests.
+            env={**os.environ, "NUELL_COMPUTE_METRICS_ADDR": "127.0.0.1:0"},
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
