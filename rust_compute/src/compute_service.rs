@@ -4,6 +4,11 @@
 //! [`Workers`] pool: validating a 100,000-document batch and building a
 //! large response are CPU work too, and none of it belongs on the async
 //! threads. Errors become statuses through `From<ComputeError> for Status`.
+//!
+//! Calls are counted, timed and logged once for all handlers by
+//! [`telemetry`](crate::telemetry); a handler only reports the work a valid
+//! request brings (text bytes, batch size) through `Usage`, which logs
+//! sizes and never text.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,10 +19,12 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::conversions::{AnalyzeInput, BatchInput, CompareInput, StreamInput};
 use crate::error::ComputeError;
 use crate::limits::MESSAGE_MAX_BYTES;
+use crate::metrics::{self, Metrics};
 use crate::proto::v1::{
     AnalyzeRequest, AnalyzeResponse, AnalyzeStreamRequest, AnalyzeStreamResponse, CompareRequest,
     CompareResponse, FindNearDuplicatesRequest, FindNearDuplicatesResponse, compute_service_server,
@@ -41,6 +48,8 @@ const STREAM_BUFFER: usize = 16;
 pub struct ComputeService {
     /// Where every computation runs.
     workers: Arc<Workers>,
+    /// Where the work of valid requests is counted.
+    metrics: Metrics,
 }
 
 /// The mountable service: the generated server with the contract's message
@@ -48,10 +57,19 @@ pub struct ComputeService {
 pub type ComputeServer = Transport<compute_service_server::ComputeServiceServer<ComputeService>>;
 
 impl ComputeService {
-    /// A service that computes on `workers`.
-    pub fn new(workers: Workers) -> Self {
+    /// A service that computes on `workers` and counts its work in
+    /// `metrics`.
+    pub fn new(workers: Workers, metrics: Metrics) -> Self {
         Self {
             workers: Arc::new(workers),
+            metrics,
+        }
+    }
+
+    fn usage(&self, method: &'static str) -> Usage {
+        Usage {
+            metrics: self.metrics.clone(),
+            method,
         }
     }
 
@@ -73,10 +91,12 @@ impl compute_service_server::ComputeService for ComputeService {
     ) -> Result<Response<AnalyzeResponse>, Status> {
         let deadline = Deadline::of(&request);
         let request = request.into_inner();
+        let usage = self.usage(metrics::ANALYZE);
         let response = self
             .workers
             .run(deadline, move |cancel| {
                 let input = AnalyzeInput::try_from(request)?;
+                usage.text(input.text.len());
                 let analysis = text::analyze(&input.text, input.top_k, cancel)?;
                 Ok(AnalyzeResponse {
                     analysis: Some(analysis.into()),
@@ -92,10 +112,12 @@ impl compute_service_server::ComputeService for ComputeService {
     ) -> Result<Response<CompareResponse>, Status> {
         let deadline = Deadline::of(&request);
         let request = request.into_inner();
+        let usage = self.usage(metrics::COMPARE);
         let response = self
             .workers
             .run(deadline, move |cancel| {
                 let input = CompareInput::try_from(request)?;
+                usage.text(input.a.len() + input.b.len());
                 Ok(text::compare(&input.a, &input.b, cancel)?.into())
             })
             .await?;
@@ -108,10 +130,12 @@ impl compute_service_server::ComputeService for ComputeService {
     ) -> Result<Response<FindNearDuplicatesResponse>, Status> {
         let deadline = Deadline::of(&request);
         let request = request.into_inner();
+        let usage = self.usage(metrics::FIND_NEAR_DUPLICATES);
         let response = self
             .workers
             .run(deadline, move |cancel| {
                 let input = BatchInput::try_from(request)?;
+                usage.batch(input.documents.len(), input.text_bytes);
                 let result = text::find_near_duplicates(&input.documents, input.threshold, cancel)?;
                 let response = FindNearDuplicatesResponse::from(result);
                 // Refused here with the contract's status rather than by
@@ -135,12 +159,17 @@ impl compute_service_server::ComputeService for ComputeService {
     ) -> Result<Response<Self::AnalyzeStreamStream>, Status> {
         let deadline = Deadline::of(&request);
         let (responses, receiver) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(answer_stream(
-            Arc::clone(&self.workers),
-            deadline,
-            request.into_inner(),
-            responses,
-        ));
+        // In the call's span, so the stream's logs name the call too.
+        tokio::spawn(
+            answer_stream(
+                Arc::clone(&self.workers),
+                self.usage(metrics::ANALYZE_STREAM),
+                deadline,
+                request.into_inner(),
+                responses,
+            )
+            .in_current_span(),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
@@ -151,6 +180,7 @@ impl compute_service_server::ComputeService for ComputeService {
 /// final status, after the responses to all earlier requests.
 async fn answer_stream(
     workers: Arc<Workers>,
+    usage: Usage,
     deadline: Option<Instant>,
     mut requests: Streaming<AnalyzeStreamRequest>,
     responses: mpsc::Sender<Result<AnalyzeStreamResponse, Status>>,
@@ -161,9 +191,11 @@ async fn answer_stream(
             .await
             .map_err(transport::inbound_status)?
         {
+            let usage = usage.clone();
             let response = workers
                 .run(deadline, move |cancel| {
                     let input = StreamInput::try_from(request)?;
+                    usage.text(input.analyze.text.len());
                     let analysis = text::analyze(&input.analyze.text, input.analyze.top_k, cancel)?;
                     Ok(AnalyzeStreamResponse {
                         id: input.id,
@@ -195,5 +227,28 @@ async fn answer_stream(
     if let Err(status) = outcome {
         // Fails only if the caller has gone meanwhile.
         let _ = responses.send(Err(status)).await;
+    }
+}
+
+/// What a handler reports about the work a valid request brings: counted
+/// in the metrics, and logged at DEBUG as sizes, never as text.
+#[derive(Debug, Clone)]
+struct Usage {
+    metrics: Metrics,
+    method: &'static str,
+}
+
+impl Usage {
+    /// A request with `bytes` of text to analyse.
+    fn text(&self, bytes: usize) {
+        self.metrics.record_text(self.method, bytes);
+        tracing::debug!(text_bytes = bytes, "request accepted");
+    }
+
+    /// A FindNearDuplicates batch of `documents` holding `bytes` of text.
+    fn batch(&self, documents: usize, bytes: usize) {
+        self.metrics.record_text(self.method, bytes);
+        self.metrics.record_batch(documents);
+        tracing::debug!(documents, text_bytes = bytes, "request accepted");
     }
 }

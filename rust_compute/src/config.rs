@@ -36,6 +36,20 @@ pub struct Config {
     #[arg(long, env = "NUELL_COMPUTE_ADDR", default_value = "127.0.0.1:50052")]
     pub addr: SocketAddr,
 
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`, plain
+    /// HTTP), as IP:port.
+    ///
+    /// Loopback by default, like the gRPC port: a scraper on the host or in
+    /// the pod reads it. Port 0 asks the OS for a free port; the bound
+    /// address is logged as `metrics_addr` on the `listening` log line
+    /// (stdout keeps its single line).
+    #[arg(
+        long,
+        env = "NUELL_COMPUTE_METRICS_ADDR",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub metrics_addr: SocketAddr,
+
     /// Seconds to let in-flight calls finish after SIGTERM or SIGINT.
     ///
     /// Health reports NOT_SERVING first so balancers stop sending work; calls
@@ -163,6 +177,8 @@ mod tests {
         let config = parse(&[
             "--addr",
             "0.0.0.0:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
             "--shutdown-grace-seconds",
             "3",
             "--log-level",
@@ -173,6 +189,7 @@ mod tests {
         .expect("valid flags");
         assert_eq!(config.workers(), 3);
         assert_eq!(config.addr, "0.0.0.0:0".parse().expect("addr"));
+        assert_eq!(config.metrics_addr, "127.0.0.1:0".parse().expect("addr"));
         assert_eq!(config.shutdown_grace(), Duration::from_secs(3));
         assert_eq!(config.log_level, "debug,h2=info");
     }
@@ -203,6 +220,8 @@ mod tests {
         for args in [
             &["--addr", "localhost"][..],
             &["--addr", "127.0.0.1:99999"],
+            &["--metrics-addr", "localhost:9465"],
+            &["--metrics-addr", ":9465"],
             &["--shutdown-grace-seconds", "-1"],
             &["--shutdown-grace-seconds", "3601"],
             &["--log-level", "info,foo=loud"],

@@ -39,6 +39,9 @@ pub struct BatchInput {
     pub documents: Vec<text::Document>,
     /// In (0, 1].
     pub threshold: f64,
+    /// UTF-8 bytes of document text in the batch, at most
+    /// [`BATCH_TEXT_MAX_BYTES`].
+    pub text_bytes: usize,
 }
 
 /// A valid request read from an AnalyzeStream.
@@ -189,6 +192,7 @@ impl TryFrom<pb::FindNearDuplicatesRequest> for BatchInput {
                 })
                 .collect(),
             threshold,
+            text_bytes: bytes,
         })
     }
 }

@@ -13,12 +13,16 @@
 //! | `main.rs` | the binary: parse [`config`], start [`logging`], run [`server`], turn failures into one line and an exit code |
 //! | [`config`] | flags with `NUELL_COMPUTE_*` environment fallbacks, validated once |
 //! | [`logging`] | JSON log lines on stderr, panic reports included |
-//! | [`server`] | assembly and lifecycle: worker pool, bind, health, reflection, graceful shutdown |
+//! | [`server`] | assembly and lifecycle: worker pool, bind, telemetry layer, health, reflection, metrics endpoint, graceful shutdown |
+//! | [`telemetry`] | the one tower layer around every call: request id, trace context, log span, per-call metrics |
+//! | [`request_context`] | `x-request-id` and W3C `traceparent`/`tracestate`: read, validated, generated, written back |
+//! | [`metrics`] | every Prometheus family, its labels and buckets |
+//! | [`metrics_endpoint`] | `GET /metrics` over plain HTTP on `--metrics-addr` |
 //! | [`compute_service`] | the gRPC handlers: decode → call → encode, run on the worker pool |
 //! | [`conversions`] | proto requests validated into domain inputs (`TryFrom`), results back into proto (`From`) |
 //! | [`limits`] | every size and count limit, in one place |
 //! | [`transport`] | the caller's deadline from `grpc-timeout`; RESOURCE_EXHAUSTED for oversized messages |
-//! | [`workers`] | the rayon pool and the one async bridge to it: deadlines, cancellation, panic isolation |
+//! | [`workers`] | the rayon pool and the one async bridge to it: deadlines, cancellation, panic isolation, load gauges |
 //! | [`cancel`] | the cooperative stop signal the algorithms check between chunks |
 //! | [`text`] | the algorithms of the spec as pure functions: no `tonic`, no `prost`, no async |
 //! | [`error`] | [`error::ComputeError`] and its one mapping onto `tonic::Status` with rich details |
@@ -26,8 +30,60 @@
 //!
 //! Tests: unit tests sit beside the code; `tests/` starts the real binary
 //! on port 0, one file per concern, and `tests/vectors.rs` replays the
-//! shared vectors in `proto/testdata/compute/v1/`. Figures:
+//! shared vectors in `proto/testdata/compute/v1/`. `tests/properties.rs`
+//! checks the algorithms and the request decoders on generated input
+//! (proptest, bounded case counts) and `tests/malformed_messages.rs` sends
+//! random bytes to every method of a running server. Figures:
 //! `cargo run --release --example bench_near_duplicates`.
+//!
+//! # Running it
+//!
+//! Every flag has an environment fallback; flags win. `--help` lists them.
+//!
+//! | flag | environment | default |
+//! |---|---|---|
+//! | `--addr` | `NUELL_COMPUTE_ADDR` | `127.0.0.1:50052` (gRPC) |
+//! | `--metrics-addr` | `NUELL_COMPUTE_METRICS_ADDR` | `127.0.0.1:9465` (Prometheus, plain HTTP) |
+//! | `--workers` | `NUELL_COMPUTE_WORKERS` | one per available core |
+//! | `--shutdown-grace-seconds` | `NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS` | `10` |
+//! | `--log-level` | `NUELL_COMPUTE_LOG_LEVEL` | `info` (`RUST_LOG` syntax) |
+//!
+//! Both addresses accept port 0 (the OS picks). stdout carries exactly one
+//! line, `rust_compute listening on <ip:port>` (the gRPC address), once
+//! both ports are bound; everything else is JSON lines on stderr. The
+//! `listening` log line has `addr` and `metrics_addr`, so the metrics port
+//! picked for port 0 is `jq -r 'select(.message == "listening").metrics_addr'`
+//! away. Either port already taken ends the process at start-up with one
+//! line naming the address and the flag to change, exit code 1.
+//!
+//! # Observability
+//!
+//! **Metrics** ([`metrics`] lists them): `nuell_compute_rpc_requests_total`
+//! by `method` and `code`, `nuell_compute_rpc_duration_seconds` by
+//! `method`, text bytes analysed, FindNearDuplicates batch sizes, and the
+//! worker pool's queue depth, busy workers and size. Calls are counted in
+//! one place, [`telemetry`], for every method the server serves.
+//!
+//! **Request ids and traces** ([`request_context`]): a caller's
+//! `x-request-id` (1 to 128 printable ASCII characters) is kept, else a
+//! UUID v4 is made; it comes back in the response headers, and in the
+//! status metadata of a failed call. A W3C `traceparent` is continued: the
+//! response's `traceparent` has the same trace id and this service's span
+//! id, and `tracestate` comes back unchanged; without one a new trace id is
+//! made. Every log line about a call carries a `span` object with
+//! `method`, `request_id`, `trace_id` and `span_id`; `rpc finished` gives
+//! the code and duration (DEBUG when OK, INFO otherwise, ERROR for codes
+//! that mean a bug).
+//!
+//! **OpenTelemetry**: nothing is exported yet. The spans carry the W3C
+//! trace id, so a collector that reads these JSON logs can stitch them
+//! into the gateway's traces by `span.trace_id`; exporting spans over
+//! OTLP is a later addition that would only add a subscriber layer.
+//!
+//! **No request text in logs**: texts and document ids are never logged,
+//! only sizes (`text_bytes`, `documents`, at DEBUG); panic reports keep
+//! their location but withhold any formatted message, which could quote
+//! the text being processed. `tests/logs.rs` checks it at TRACE level.
 //!
 //! # Limits
 //!
@@ -81,8 +137,12 @@ pub mod conversions;
 pub mod error;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
+pub mod metrics_endpoint;
 pub mod proto;
+pub mod request_context;
 pub mod server;
+pub mod telemetry;
 pub mod text;
 pub mod transport;
 pub mod workers;

@@ -1,11 +1,13 @@
-//! Assembly and lifecycle: binds the port, mounts the compute service with
-//! health and reflection, announces the bound address, and shuts down
+//! Assembly and lifecycle: binds the gRPC and metrics ports, mounts the
+//! compute service with health and reflection behind the
+//! [`TelemetryLayer`], announces the bound address, and shuts down
 //! gracefully on SIGTERM or SIGINT.
 //!
 //! Shutdown order: health turns NOT_SERVING (so balancers and the gateway
 //! stop routing here), the listener stops accepting, in-flight calls get
 //! the grace period to finish, and whatever is still running after it is
-//! cut off so a stuck stream cannot hold the process.
+//! cut off so a stuck stream cannot hold the process. The metrics endpoint
+//! serves through the drain, so a scrape can watch it, and stops last.
 
 use std::future::Future;
 use std::io::{self, Write};
@@ -23,8 +25,14 @@ use tracing::{info, warn};
 
 use crate::compute_service::ComputeService;
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::metrics_endpoint;
 use crate::proto::{COMPUTE_SERVICE_NAME, FILE_DESCRIPTOR_SET};
+use crate::telemetry::TelemetryLayer;
 use crate::workers::Workers;
+
+/// How long scrapes in progress may take once the gRPC server has stopped.
+const METRICS_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the server could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +50,23 @@ pub enum ServeError {
     /// privileged port, ...).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address that was asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Another process holds the metrics port.
+    #[error(
+        "metrics address {addr} is already in use: stop the process listening there, \
+         or pass a free address with --metrics-addr / NUELL_COMPUTE_METRICS_ADDR (port 0 picks one)"
+    )]
+    MetricsAddrInUse {
+        /// The address that was asked for.
+        addr: SocketAddr,
+    },
+    /// Any other reason the metrics address cannot be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsBind {
         /// The address that was asked for.
         addr: SocketAddr,
         /// What the OS said.
@@ -67,23 +92,33 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Runs the process until SIGTERM or SIGINT: binds `config.addr`, prints
-/// `rust_compute listening on <ip:port>` on stdout, serves, drains.
+/// Runs the process until SIGTERM or SIGINT: binds `config.addr` and
+/// `config.metrics_addr`, prints `rust_compute listening on <ip:port>` on
+/// stdout, serves, drains.
 pub async fn run(config: &Config) -> Result<(), ServeError> {
     let threads = config.workers();
     let workers =
         Workers::new(threads).map_err(|source| ServeError::Workers { threads, source })?;
+    let metrics = Metrics::new(&workers);
     let listener = bind(config.addr).await?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: config.addr,
         source,
     })?;
+    let metrics_listener = bind_metrics(config.metrics_addr).await?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|source| ServeError::MetricsBind {
+            addr: config.metrics_addr,
+            source,
+        })?;
     // Handlers go in before the announcement: a supervisor may signal as
     // soon as it reads the line, and an unhandled SIGTERM kills abruptly.
     let shutdown = shutdown_signal().map_err(ServeError::Signals)?;
 
     info!(
         addr = %addr,
+        metrics_addr = %metrics_addr,
         version = env!("CARGO_PKG_VERSION"),
         shutdown_grace_seconds = config.shutdown_grace_seconds,
         workers = workers.threads(),
@@ -91,13 +126,32 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
     );
     announce(addr);
 
-    serve(
+    let (stop_metrics, stop_metrics_rx) = oneshot::channel::<()>();
+    let mut endpoint = tokio::spawn(metrics_endpoint::serve(
+        metrics_listener,
+        metrics.clone(),
+        async {
+            // Err: the sender is gone, which means stop too.
+            let _ = stop_metrics_rx.await;
+        },
+    ));
+    let served = serve(
         listener,
-        ComputeService::new(workers),
+        ComputeService::new(workers, metrics.clone()),
+        metrics,
         config.shutdown_grace(),
         shutdown,
     )
-    .await
+    .await;
+
+    let _ = stop_metrics.send(());
+    match tokio::time::timeout(METRICS_STOP_TIMEOUT, &mut endpoint).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => warn!(error = %error, "the metrics endpoint failed"),
+        Ok(Err(error)) => warn!(error = %error, "the metrics endpoint stopped abnormally"),
+        Err(_) => endpoint.abort(),
+    }
+    served
 }
 
 /// Binds `addr`. Separate from [`serve`] so the caller learns the real
@@ -112,15 +166,27 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     })
 }
 
-/// Serves `compute` with health and reflection on `listener` until
-/// `shutdown` resolves, then shuts down gracefully, giving in-flight calls
-/// at most `grace` to finish.
+/// Binds the metrics endpoint's `addr`.
+pub async fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            ServeError::MetricsAddrInUse { addr }
+        } else {
+            ServeError::MetricsBind { addr, source }
+        }
+    })
+}
+
+/// Serves `compute` with health and reflection on `listener`, every call
+/// recorded in `metrics`, until `shutdown` resolves, then shuts down
+/// gracefully, giving in-flight calls at most `grace` to finish.
 ///
 /// Connections that arrive before this is polled wait in the listen
 /// backlog, and health already says SERVING when they are accepted.
 pub async fn serve(
     listener: TcpListener,
     compute: ComputeService,
+    metrics: Metrics,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -132,6 +198,8 @@ pub async fn serve(
 
     let (stop_accepting, stop_accepting_rx) = oneshot::channel::<()>();
     let server = Server::builder()
+        // One layer around every route: ids, span, metrics for each call.
+        .layer(TelemetryLayer::new(metrics))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

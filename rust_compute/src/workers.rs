@@ -6,6 +6,11 @@
 //! each job a [`Cancellation`] that fires at the caller's deadline or when
 //! the caller stops waiting (the handler future is dropped), and turns a
 //! panic inside the job into INTERNAL for that call alone.
+//!
+//! The bridge also keeps the pool's load ([`PoolLoad`]: jobs queued and
+//! running, exported as metrics) and runs each job inside the caller's
+//! tracing span, so whatever a job logs, a panic report included, carries
+//! the call's request id.
 
 use std::any::Any;
 use std::future;
@@ -13,6 +18,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 use tracing::error;
 
@@ -25,6 +31,19 @@ pub struct Workers {
     /// Owned, not rayon's global pool, so its size is ours to configure and
     /// nothing else in the process competes for it.
     pool: rayon::ThreadPool,
+    /// How many jobs wait and run right now; read by the metrics.
+    load: PoolLoad,
+}
+
+/// The load of the pool, as gauges the metrics registry reads at scrape
+/// time. Counted per job submitted through [`Workers::run`]: a job that
+/// fans out onto several threads (a large batch) counts once.
+#[derive(Debug, Clone, Default)]
+pub struct PoolLoad {
+    /// Jobs submitted and not yet started: the queue depth.
+    pub queued: Gauge,
+    /// Jobs started and not yet finished: the busy workers.
+    pub running: Gauge,
 }
 
 impl Workers {
@@ -34,12 +53,20 @@ impl Workers {
             .num_threads(threads)
             .thread_name(|index| format!("compute-{index}"))
             .build()?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            load: PoolLoad::default(),
+        })
     }
 
     /// Number of threads in the pool.
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    /// The pool's load gauges.
+    pub fn load(&self) -> &PoolLoad {
+        &self.load
     }
 
     /// Runs `work` on the pool and waits for it without blocking the async
@@ -58,13 +85,21 @@ impl Workers {
         let cancellation = Arc::new(Cancellation::new(deadline));
         let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancellation));
         let (sender, receiver) = oneshot::channel();
+        let span = tracing::Span::current();
+        let queued = Counted::enter(&self.load.queued);
+        let running = self.load.running.clone();
         self.pool.spawn(move || {
+            // Moved in, so a job dropped unrun leaves the queue count too.
+            drop(queued);
+            let running = Counted::enter(&running);
             // A job that waited in the queue past its deadline, or whose
             // caller left, is not started at all.
-            let outcome = match cancellation.check() {
+            let outcome = span.in_scope(|| match cancellation.check() {
                 Err(interrupted) => Ok(Err(interrupted.into())),
                 Ok(()) => panic::catch_unwind(AssertUnwindSafe(|| work(&cancellation))),
-            };
+            });
+            // Before the answer, so whoever gets it sees the job counted out.
+            drop(running);
             // The receiver is gone when the caller stopped waiting; then
             // nobody needs the result.
             let _ = sender.send(outcome);
@@ -102,13 +137,31 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The text of a panic payload (`panic!` with a literal or a format).
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
+/// One unit of a gauge for as long as it lives.
+struct Counted(Gauge);
+
+impl Counted {
+    fn enter(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What may be logged of a panic payload: a literal message (`panic!("..")`,
+/// `expect("..")`) is the code's own text. A formatted one is withheld,
+/// because it may quote request text (a failed string slice quotes the
+/// string), and request text is never logged.
+pub fn panic_message(payload: &(dyn Any + Send)) -> &'static str {
+    match payload.downcast_ref::<&'static str>() {
+        Some(literal) => literal,
+        None => "(formatted panic message withheld: it may quote request text)",
+    }
 }
 
 #[cfg(test)]
@@ -234,5 +287,48 @@ mod tests {
         assert_eq!(result, Err(ComputeError::DeadlineExceeded));
         assert_eq!(workers.run(None, |_| Ok(())).await, Ok(()));
         assert!(!ran.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn the_load_gauges_follow_queued_and_running_jobs() {
+        let workers = workers(1);
+        let load = workers.load().clone();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel();
+        let first = workers.run(None, move |_| {
+            let _ = started_tx.send(());
+            let _ = released.recv();
+            Ok(())
+        });
+        let second = workers.run(None, |_| Ok(()));
+        let both = async { tokio::join!(first, second) };
+        let watch = async {
+            started_rx.await.expect("the first job starts");
+            // The second was submitted before the first started, and the
+            // only thread is busy with the first.
+            assert_eq!((load.queued.get(), load.running.get()), (1, 1));
+            release.send(()).expect("the first job waits");
+        };
+        let ((first, second), ()) = tokio::join!(both, watch);
+        assert_eq!((first, second), (Ok(()), Ok(())));
+        assert_eq!((load.queued.get(), load.running.get()), (0, 0));
+
+        // A panicking job is counted out too.
+        let result: Result<(), _> = workers.run(None, |_| panic!("boom")).await;
+        assert_eq!(result, Err(ComputeError::Internal));
+        assert_eq!((load.queued.get(), load.running.get()), (0, 0));
+    }
+
+    #[test]
+    fn formatted_panic_messages_are_withheld() {
+        let literal = panic::catch_unwind(|| panic!("a literal")).expect_err("panics");
+        assert_eq!(panic_message(&*literal), "a literal");
+        // A failed slice quotes the string it was slicing.
+        let text = std::hint::black_box(String::from("\u{e9} zqxjv"));
+        let sliced = panic::catch_unwind(|| text[..1].len()).expect_err("panics");
+        assert!(!panic_message(&*sliced).contains("zqxjv"));
+        let formatted =
+            panic::catch_unwind(|| panic!("quoting {}", text.len())).expect_err("panics");
+        assert!(panic_message(&*formatted).contains("withheld"));
     }
 }

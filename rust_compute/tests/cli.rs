@@ -36,6 +36,7 @@ async fn invalid_flag_values_exit_2_with_one_line() {
     for (args, mentions) in [
         (&["--addr", "not-an-address"][..], "not-an-address"),
         (&["--addr", "127.0.0.1:70000"], "127.0.0.1:70000"),
+        (&["--metrics-addr", "nowhere"], "nowhere"),
         (
             &["--shutdown-grace-seconds", "soon"],
             "--shutdown-grace-seconds",
@@ -75,6 +76,32 @@ async fn busy_port_exits_1_naming_the_address() {
     assert!(line.contains(&busy), "{line}");
     assert!(line.contains("already in use"), "{line}");
     assert!(line.contains("--addr"), "says how to pick another: {line}");
+}
+
+#[tokio::test]
+async fn busy_metrics_port_exits_1_naming_the_address() {
+    let holder = TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let busy = holder.local_addr().expect("held address").to_string();
+
+    let output = run(&["--addr", "127.0.0.1:0", "--metrics-addr", &busy], &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let line = single_stderr_line(&output);
+    assert!(line.starts_with("rust_compute: metrics address "), "{line}");
+    assert!(line.contains(&busy), "{line}");
+    assert!(line.contains("already in use"), "{line}");
+    assert!(
+        line.contains("--metrics-addr"),
+        "says how to pick another: {line}"
+    );
+
+    // The same from the environment.
+    let output = run(
+        &["--addr", "127.0.0.1:0"],
+        &[("NUELL_COMPUTE_METRICS_ADDR", &busy)],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(single_stderr_line(&output).contains(&busy));
 }
 
 #[tokio::test]
