@@ -174,3 +174,43 @@ async def test_shutdown_goes_not_serving_then_drains_in_flight_calls(
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         watch.cancel()
         await stopping
+
+
+async def test_an_undecodable_body_is_invalid_argument_after_authentication(
+    gateway: Gateway, channel: grpc.aio.Channel
+) -> None:
+    raw = channel.unary_unary("/nuell.posts.v1.PostService/GetPost")
+    garbage = b"\xff\xff\xff\xff\x0f"
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await raw(garbage)
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    user = await make_user(gateway.resources.sessions)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await raw(garbage, metadata=bearer(gateway.resources.access_tokens, user))
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.error_info is not None
+    assert details.error_info.reason == "MALFORMED_REQUEST"
+
+
+async def test_error_details_stay_small_whatever_the_request(
+    gateway: Gateway, channel: grpc.aio.Channel
+) -> None:
+    from google.protobuf import field_mask_pb2
+
+    user = await make_user(gateway.resources.sessions)
+    update = channel.unary_unary(
+        "/nuell.users.v1.UserService/UpdateUser",
+        request_serializer=user_service_pb2.UpdateUserRequest.SerializeToString,
+    )
+    request = user_service_pb2.UpdateUserRequest(
+        user=user_pb2.User(id=str(user.id)),
+        update_mask=field_mask_pb2.FieldMask(paths=[f"nope_{n}_" + "x" * 500 for n in range(200)]),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await update(request, metadata=bearer(gateway.resources.access_tokens, user))
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(details.violations) == 26  # 25 shown, then "and 175 more"
+    assert details.violations[-1].description == "and 175 more"
+    assert all(len(v.description) <= 200 for v in details.violations)

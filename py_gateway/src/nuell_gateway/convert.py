@@ -29,7 +29,8 @@ def etag(resource_id: uuid.UUID, version: int) -> str:
 def version_from_etag(resource_id: uuid.UUID, value: str) -> int | None:
     """The version an etag of this resource names; None if it names none (stale)."""
     version_text, _, check = value.partition("-")
-    if not version_text.isdigit() or len(version_text) > 18:
+    # ASCII digits only: str.isdigit() also accepts '²' and '①', which int() refuses.
+    if not (version_text.isascii() and version_text.isdigit()) or len(version_text) > 18:
         return None
     version = int(version_text)
     return version if check == _etag_check(resource_id, version) else None

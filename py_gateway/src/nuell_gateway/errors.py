@@ -18,6 +18,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 # The ErrorInfo domain: which system produced the error.
 ERROR_DOMAIN = "nuell.dev"
+# Details travel in a trailer, and clients refuse trailers beyond 8-16 KiB:
+# a reply lists at most this many violations, each description cut short.
+MAX_VIOLATIONS = 25
+MAX_DESCRIPTION_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,22 +61,35 @@ class DomainError(Exception):
             )
         ]
         if self.violations:
-            details.append(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description, reason=v.reason
-                        )
-                        for v in self.violations
-                    ]
+            shown = self.violations[:MAX_VIOLATIONS]
+            violations = [
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field[:MAX_DESCRIPTION_CHARS],
+                    description=_shorten(v.description),
+                    reason=v.reason,
                 )
-            )
+                for v in shown
+            ]
+            if len(self.violations) > len(shown):
+                violations.append(
+                    error_details_pb2.BadRequest.FieldViolation(
+                        description=f"and {len(self.violations) - len(shown)} more",
+                        reason="more_violations",
+                    )
+                )
+            details.append(error_details_pb2.BadRequest(field_violations=violations))
         packed = []
         for detail in details:
             any_detail = any_pb2.Any()
             any_detail.Pack(detail)
             packed.append(any_detail)
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= MAX_DESCRIPTION_CHARS:
+        return text
+    return text[: MAX_DESCRIPTION_CHARS - 1] + "…"
 
 
 class InvalidArgument(DomainError):

@@ -31,6 +31,7 @@ from nuell_gateway import request_id
 from nuell_gateway.authz import POLICIES, ROLE_SCOPES, Caller, Role, set_caller
 from nuell_gateway.errors import (
     DomainError,
+    InvalidArgument,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
@@ -40,7 +41,7 @@ from nuell_gateway.errors import (
 from nuell_gateway.metrics import RPC_DURATION, RPC_REQUESTS
 from nuell_gateway.resources import Resources
 from nuell_gateway.security.tokens import InvalidTokenError
-from nuell_gateway.validation import validate_request
+from nuell_gateway.validation import tolerant, validate_request
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +115,18 @@ def _observe(method: str, code: grpc.StatusCode, started: float) -> None:
 
 
 async def _validated(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
+    """The stream's messages, each validated; the first bad one ends it, named."""
+    index = 0
     async for request in requests:
-        validate_request(request)
+        try:
+            validate_request(request)
+        except InvalidArgument as exc:
+            exc.metadata["message_index"] = str(index)
+            if request_id := getattr(request, "id", ""):
+                exc.metadata["id"] = str(request_id)[:128]
+            raise
         yield request
+        index += 1
 
 
 async def _resolve(result: Any) -> Any:
@@ -188,7 +198,7 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         serializers = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         admit = self._admit

@@ -7,6 +7,7 @@ and reports every violation at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import protovalidate
@@ -15,6 +16,30 @@ from google.protobuf.message import Message
 from nuell_gateway.errors import FieldViolation, InvalidArgument
 
 _validator = protovalidate.Validator()
+
+
+class _Undecodable:
+    """Stands in for a request body that does not parse as its message type."""
+
+
+UNDECODABLE = _Undecodable()
+
+
+def tolerant(deserialize: Callable[[bytes], Message]) -> Callable[[bytes], Any]:
+    """A deserializer that hands UNDECODABLE on instead of raising.
+
+    grpc answers a raising deserializer with UNKNOWN and its own text, before
+    any interceptor runs; this way the call reaches the boundary, which
+    authenticates first and then answers INVALID_ARGUMENT with details.
+    """
+
+    def parse(body: bytes) -> Any:
+        try:
+            return deserialize(body)
+        except Exception:  # DecodeError, and whatever a hostile body provokes
+            return UNDECODABLE
+
+    return parse
 
 
 def _field_path(violation: protovalidate.Violation) -> str:
@@ -33,8 +58,13 @@ def _field_path(violation: protovalidate.Violation) -> str:
     return ".".join(parts)
 
 
-def validate_request(message: Message) -> None:
+def validate_request(message: Message | _Undecodable) -> None:
     """Raise `InvalidArgument` listing every rule `message` breaks."""
+    if isinstance(message, _Undecodable):
+        raise InvalidArgument(
+            "the request body is not a valid message of the request type",
+            reason="MALFORMED_REQUEST",
+        )
     violations = _validator.collect_violations(message)
     if not violations:
         return

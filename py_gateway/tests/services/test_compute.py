@@ -198,3 +198,29 @@ async def test_compute_down_is_unavailable_fast_and_recovers_by_itself(
     finally:
         await gateway.stop()
         rust.stop()
+
+
+async def test_a_bad_message_ends_the_stream_after_the_earlier_answers(
+    compute: ComputeServiceStub, signed_in: Metadata
+) -> None:
+    async def requests() -> AsyncIterator[pb.AnalyzeStreamRequest]:
+        yield pb.AnalyzeStreamRequest(id="good-1", text="first")
+        yield pb.AnalyzeStreamRequest(id="good-2", text="second")
+        yield pb.AnalyzeStreamRequest(id="bad", text="third", top_k=1000)
+        yield pb.AnalyzeStreamRequest(id="never", text="fourth")
+
+    call = compute.AnalyzeStream(requests(), metadata=signed_in, timeout=10)
+    answered: list[str] = []
+
+    async def read_all() -> None:
+        async for reply in call:
+            answered.append(reply.id)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await read_all()
+    assert answered == ["good-1", "good-2"]
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.error_info is not None
+    assert details.error_info.metadata["id"] == "bad"
+    assert details.error_info.metadata["message_index"] == "2"

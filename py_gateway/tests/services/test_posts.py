@@ -405,3 +405,24 @@ async def test_delete_refuses_others_and_stale_etags_and_changes_nothing(
     assert await snapshot(resources.sessions) == before
     await posts.DeletePost(pb.DeletePostRequest(id=created.id), metadata=_as(resources, admin))
     assert (await snapshot(resources.sessions))["posts"] == []
+
+
+async def test_a_nul_character_is_refused_by_the_contract(
+    posts: PostServiceStub, resources: Resources, alice: TestUser
+) -> None:
+    error = await _rejected(_create(posts, _as(resources, alice), "before\x00after"))
+    details = error_details(error)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {v.reason for v in details.violations} == {"string.not_contains"}
+
+
+async def test_an_etag_of_unusual_digits_is_stale_not_a_crash(
+    posts: PostServiceStub, resources: Resources, alice: TestUser
+) -> None:
+    post_id = str(await make_post(resources.sessions, author=alice))
+    error = await _rejected(
+        posts.DeletePost(
+            pb.DeletePostRequest(id=post_id, etag="²-abc"), metadata=_as(resources, alice)
+        )
+    )
+    assert error.code() == grpc.StatusCode.ABORTED

@@ -16,6 +16,7 @@ from nuell.compute.v1 import compute_service_pb2 as pb
 from nuell.compute.v1 import compute_service_pb2_grpc
 
 from nuell_gateway.compute_client import Forwarding
+from nuell_gateway.errors import DomainError
 from nuell_gateway.resources import Resources
 
 
@@ -45,8 +46,25 @@ class ComputeService(compute_service_pb2_grpc.ComputeServiceServicer):
         request_iterator: AsyncIterator[pb.AnalyzeStreamRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.AnalyzeStreamResponse]:
-        async for response in self._compute.analyze_stream(request_iterator, _forwarding(context)):
+        # The incoming stream raises at its first invalid message. Raised
+        # inside the call to rust_compute, that would be swallowed and leave
+        # both calls hanging; instead the onward stream just ends there,
+        # rust_compute answers everything before it, and then the caller
+        # gets the error.
+        refusal: DomainError | None = None
+
+        async def onward() -> AsyncIterator[pb.AnalyzeStreamRequest]:
+            nonlocal refusal
+            try:
+                async for request in request_iterator:
+                    yield request
+            except DomainError as exc:
+                refusal = exc
+
+        async for response in self._compute.analyze_stream(onward(), _forwarding(context)):
             yield response
+        if refusal is not None:
+            raise refusal
 
 
 def _forwarding(context: grpc.aio.ServicerContext) -> Forwarding:
