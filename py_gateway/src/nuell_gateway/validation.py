@@ -65,7 +65,14 @@ def validate_request(message: Message | _Undecodable) -> None:
             "the request body is not a valid message of the request type",
             reason="MALFORMED_REQUEST",
         )
-    violations = _validator.collect_violations(message)
+    try:
+        violations = _validator.collect_violations(message)
+    except protovalidate.EvaluationError:
+        # A rule ran out of its evaluation budget: the request is too big to
+        # check, which is the caller's to fix, not a bug.
+        raise InvalidArgument(
+            "the request is too large to validate", reason="REQUEST_TOO_COMPLEX"
+        ) from None
     if not violations:
         return
     raise InvalidArgument(

@@ -131,15 +131,48 @@ async def test_invalid_requests_stop_at_the_gateway(
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await compute.FindNearDuplicates(
+            pb.FindNearDuplicatesRequest(documents=[pb.Document(id="x", text="a")], threshold=1.5),
+            metadata=signed_in,
+        )
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.error_info is not None
+    assert details.error_info.domain == "nuell.dev"  # the gateway's own answer
+    assert {v.reason for v in details.violations} == {"double.gt_lte"}
+
+
+async def test_rust_computes_refusals_come_through_with_their_details(
+    compute: ComputeServiceStub, signed_in: Metadata
+) -> None:
+    # Unique ids are checked by rust_compute (in linear time); its answer,
+    # details included, reaches the caller as it is.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await compute.FindNearDuplicates(
             pb.FindNearDuplicatesRequest(
                 documents=[pb.Document(id="x", text="a"), pb.Document(id="x", text="b")],
-                threshold=1.5,
+                threshold=0.5,
             ),
             metadata=signed_in,
         )
     details = error_details(caught.value)
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert {v.reason for v in details.violations} == {"documents.unique_ids", "double.gt_lte"}
+    assert details.error_info is not None
+    assert details.error_info.domain == "compute.nuell.dev"
+    assert {v.reason for v in details.violations} == {"documents.unique_ids"}
+
+
+async def test_a_large_batch_is_checked_quickly_and_forwarded(
+    compute: ComputeServiceStub, signed_in: Metadata
+) -> None:
+    documents = [pb.Document(id=f"d{n}", text=f"document number {n}") for n in range(10_000)]
+    started = time.monotonic()
+    reply = await compute.FindNearDuplicates(
+        pb.FindNearDuplicatesRequest(documents=documents, threshold=0.9),
+        metadata=signed_in,
+        timeout=30,
+    )
+    assert reply.pairs == []
+    assert time.monotonic() - started < 5
 
 
 async def test_the_callers_deadline_reaches_rust_compute(
