@@ -12,19 +12,23 @@ The SQL here is the SQL whose plans docs/posts.md shows.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection
-from psycopg.rows import class_row
+from psycopg.rows import args_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL
 
 from nuell_gateway.config import Settings
 
+# Ids as text and times as whole microseconds since the epoch: what the
+# reply carries, so no UUID or datetime object is built per row (a page of
+# 50 converts in half the time). extract() is exact (numeric) since PG 14.
 _POST_COLUMNS = (
-    "p.id, p.user_id, p.content, p.created_at, p.updated_at, p.version, "
+    "p.id::text, p.user_id::text, p.content, "
+    "(extract(epoch FROM p.created_at) * 1000000)::int8, "
+    "(extract(epoch FROM p.updated_at) * 1000000)::int8, p.version, "
     "p.analysis_state, p.word_count, p.reading_time_seconds, p.simhash"
 )
 # Posts of deactivated authors are hidden unless the caller moderates.
@@ -48,20 +52,27 @@ _BY_AUTHOR = " AND p.user_id = %(author_id)s"
 _AFTER = " AND (p.created_at, p.id) < (%(before_time)s, %(before_id)s)"
 
 
-@dataclass(frozen=True, slots=True)
-class PostRow:
-    """A post as read here; the same attribute names as the ORM model."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-    id: uuid.UUID
-    user_id: uuid.UUID
+
+class PostRow(NamedTuple):
+    """A post as read here, in the columns' order (`_POST_COLUMNS`)."""
+
+    id: str
+    user_id: str
     content: str
-    created_at: datetime
-    updated_at: datetime
+    created_us: int  # microseconds since the Unix epoch
+    updated_us: int
     version: int
     analysis_state: str
     word_count: int | None
     reading_time_seconds: int | None
     simhash: int | None
+
+    @property
+    def created_at(self) -> datetime:
+        """The keyset position (page tokens), exactly."""
+        return EPOCH + timedelta(microseconds=self.created_us)
 
 
 def conninfo(settings: Settings) -> str:
@@ -100,7 +111,7 @@ async def get_post(
     include_inactive_authors: bool,
 ) -> PostRow | None:
     async with pool.connection() as connection:
-        cursor = connection.cursor(row_factory=class_row(PostRow))
+        cursor = connection.cursor(row_factory=args_row(PostRow))
         await cursor.execute(
             GET_POST_SQL,
             {"id": post_id, "include_inactive": include_inactive_authors},
@@ -133,6 +144,6 @@ async def list_posts(
         params["before_time"], params["before_id"] = before
     sql = list_posts_sql(by_author=author_id is not None, after=before is not None)
     async with pool.connection() as connection:
-        cursor = connection.cursor(row_factory=class_row(PostRow))
+        cursor = connection.cursor(row_factory=args_row(PostRow))
         await cursor.execute(sql, params, prepare=True)
         return await cursor.fetchall()

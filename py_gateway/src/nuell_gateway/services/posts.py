@@ -10,7 +10,7 @@ from nuell.posts.v1 import post_service_pb2 as pb
 from nuell.posts.v1 import post_service_pb2_grpc
 
 from nuell_gateway.authz import Caller, Scope, caller
-from nuell_gateway.convert import post_to_proto, version_from_etag
+from nuell_gateway.convert import post_fields, post_to_proto, version_from_etag
 from nuell_gateway.db import hot_reads, posts
 from nuell_gateway.db.hot_reads import PostRow
 from nuell_gateway.errors import Aborted, NotFound
@@ -93,9 +93,11 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
             include_inactive_authors=moderates,
         )
         page, next_token = tokens.next_page(rows, limit, scope=scope)
-        return pb.ListPostsResponse(
-            posts=[post_to_proto(p) for p in page], next_page_token=next_token
-        )
+        response = pb.ListPostsResponse(next_page_token=next_token)
+        add = response.posts.add
+        for post in page:
+            add(**post_fields(post))
+        return response
 
     async def UpdatePost(
         self, request: pb.UpdatePostRequest, context: grpc.aio.ServicerContext
@@ -110,9 +112,9 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
             return pb.UpdatePostResponse(post=post_to_proto(current))
         analysis = await analysis_for_write(
             self._resources,
-            author_id=current.user_id,
+            author_id=uuid.UUID(current.user_id),
             content=request.post.content,
-            exclude=current.id,
+            exclude=post_id,
         )
         async with self._resources.sessions.begin() as session:
             updated = await posts.update_post_content(
@@ -154,7 +156,7 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
         )
         if post is None:
             raise _not_found(post_id)
-        me.require_self_or(post.user_id, Scope.POSTS_MODERATE)
+        me.require_self_or(uuid.UUID(post.user_id), Scope.POSTS_MODERATE)
         if etag_value and version_from_etag(post_id, etag_value) != post.version:
             raise _stale()
         return post
