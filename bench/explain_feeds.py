@@ -101,7 +101,7 @@ def main() -> None:
                     | {"limit": PAGE + 1, "author_id": author, "before_time": deep,
                        "before_id": uuid.UUID(int=0)},
                 ),
-                "GetPost": (hot_reads.GET_POST_SQL, visible | {"id": post_id}),
+                "GetPost": (hot_reads.GET_POSTS_SQL, visible | {"ids": [post_id]}),
                 "the account lookup behind every call": (
                     hot_reads.ACCOUNT_STATE_SQL, {"id": author}
                 ),

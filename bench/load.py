@@ -235,17 +235,22 @@ def established_to(port: int) -> set[int]:
 
 async def worker(
     call: Any,
-    request: bytes,
+    requests: list[bytes],
+    start: int,
     metadata: tuple[tuple[str, str], ...],
     call_timeout: float,
     window: Window,
     tally: Tally,
 ) -> None:
+    """Sends `requests` in turn, from index `start`, one call at a time."""
+    turn = start
     while True:
         sent = time.perf_counter()
         if sent >= window.end:
             return
         code = None
+        request = requests[turn % len(requests)]
+        turn += 1
         try:
             await call(request, metadata=metadata, timeout=call_timeout)
         except grpc.aio.AioRpcError as exc:
@@ -259,7 +264,7 @@ async def worker(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    request = bytes.fromhex(args.request_hex)
+    requests = [bytes.fromhex(text) for text in args.request_hex or [""]]
     metadata = tuple(metadata_item(item) for item in args.metadata)
     watch = {name: int(pid) for name, _, pid in (item.partition("=") for item in args.watch)}
     servers = listening_workers(watch[args.balance_over], args.target) if args.balance_over else []
@@ -275,7 +280,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         last = asyncio.create_task(snapshot_at(window.end, watch, connections=False))
         await asyncio.gather(
             *(
-                worker(calls[i % len(calls)], request, metadata, args.timeout, window, tally)
+                worker(
+                    calls[i % len(calls)],
+                    requests,
+                    # Workers start apart, so calls in flight ask for different things.
+                    i * len(requests) // args.concurrency,
+                    metadata,
+                    args.timeout,
+                    window,
+                    tally,
+                )
                 for i in range(args.concurrency)
             )
         )
@@ -317,7 +331,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="host:port (plaintext)")
     parser.add_argument("--method", required=True, help="full method, /package.Service/Method")
-    parser.add_argument("--request-hex", default="", help="serialized request, hex (default empty)")
+    parser.add_argument(
+        "--request-hex",
+        action="append",
+        help="serialized request, hex (default empty); repeated: each worker sends them in turn",
+    )
     parser.add_argument(
         "--metadata",
         action="append",

@@ -141,6 +141,8 @@ class Load:
     target: str
     method: str
     request: bytes = b""
+    # Further requests sent in turn with `request` (different posts to read).
+    more_requests: tuple[bytes, ...] = ()
     authorization: str | None = None
     watch: Mapping[str, int] = field(default_factory=dict)
     # The watched server whose workers get equal shares of the client's connections.
@@ -433,19 +435,26 @@ def load_for(scenario: Scenario, run: Running) -> Load:
         watch = pids(envoy=run.edge_pid) | backend
         return Load(run.edge, CURRENT_USER_METHOD, authorization=bearer, watch=watch)
     if scenario.name in ("get-post", "get-post-envoy"):
-        request = post_service_pb2.GetPostRequest(id=run.post_id).SerializeToString()
+        # Every benchmark post in turn, as readers of a feed would ask.
+        request, *more = (
+            post_service_pb2.GetPostRequest(id=post_id).SerializeToString()
+            for post_id in run.post_ids
+        )
         if scenario.name == "get-post":
             return Load(
                 run.gateway,
                 GET_POST_METHOD,
                 request,
+                tuple(more),
                 authorization=bearer,
                 watch=backend,
                 balance_over="gateway",
             )
         assert run.edge is not None
         watch = pids(envoy=run.edge_pid) | backend
-        return Load(run.edge, GET_POST_METHOD, request, authorization=bearer, watch=watch)
+        return Load(
+            run.edge, GET_POST_METHOD, request, tuple(more), authorization=bearer, watch=watch
+        )
     if scenario.name == "list-posts":
         request = post_service_pb2.ListPostsRequest(page_size=50).SerializeToString()
         return Load(
@@ -501,8 +510,11 @@ def drive(
         load.target,
         "--method",
         load.method,
-        "--request-hex",
-        load.request.hex(),
+        *(
+            argument
+            for request in (load.request, *load.more_requests)
+            for argument in ("--request-hex", request.hex())
+        ),
         "--concurrency",
         str(concurrency),
         "--channels",

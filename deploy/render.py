@@ -124,6 +124,8 @@ class EnvoyContext:
     security_headers: tuple[tuple[str, str], ...]
     limits: Limits
     trusted_proxy_hops: int
+    # The OTLP/gRPC collector for Envoy's spans; None renders no tracing.
+    otlp_collector: Upstream | None = None
 
 
 def edge_routes() -> tuple[Route, ...]:
@@ -179,6 +181,11 @@ def _edge_context(
             connection_idle_timeout_s=EDGE_CONNECTION_IDLE_TIMEOUT_SECONDS,
         ),
         trusted_proxy_hops=settings.trusted_proxy_hops,
+        otlp_collector=(
+            Upstream("otlp_collector", settings.otlp_collector)
+            if settings.otlp_collector is not None
+            else None
+        ),
     )
 
 

@@ -21,6 +21,11 @@ overridden by an environment variable:
 | `NUELL_EDGE_MAX_REQUEST_BYTES`    | 4194304 (a unary request body, framing included) |
 | `NUELL_EDGE_TRUSTED_PROXY_HOPS`   | 0 (proxies in front whose X-Forwarded-For is trusted) |
 | `NUELL_DATA_DIR`                  | <repo>/.data (where the dev certificate lives) |
+| `NUELL_OTLP_ENDPOINT`             | unset: no edge tracing (else http://HOST:PORT, OTLP/gRPC) |
+
+`NUELL_OTLP_ENDPOINT` falls back to `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+then `OTEL_EXPORTER_OTLP_ENDPOINT`: the variables the services read, so one
+of them turns tracing on at all three hops.
 
 Values are checked once, here, and a bad one raises `SettingsError` whose
 message names the variable, so callers can print it as the only line.
@@ -187,6 +192,8 @@ class StackSettings:
     max_request_bytes: int = 4 * 1024 * 1024
     trusted_proxy_hops: int = 0
     data_dir: Path = DEFAULT_DATA_DIR
+    # Where the edge sends its spans (OTLP/gRPC); None renders no tracing.
+    otlp_collector: Address | None = None
 
     @property
     def auth_refill_interval_ms(self) -> int:
@@ -291,7 +298,32 @@ class StackSettings:
             max_request_bytes=int_of("NUELL_EDGE_MAX_REQUEST_BYTES", defaults.max_request_bytes),
             trusted_proxy_hops=int_of("NUELL_EDGE_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
             data_dir=data_dir,
+            otlp_collector=_otlp_collector(env),
         )
+
+
+# The edge's own variable first, then the standard ones the services read,
+# so one setting turns tracing on at every hop.
+OTLP_ENDPOINT_VARIABLES = (
+    "NUELL_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+
+def _otlp_collector(env: Mapping[str, str]) -> Address | None:
+    """The OTLP/gRPC collector from `http://HOST:PORT` (or `HOST:PORT`), if one is set."""
+    for variable in OTLP_ENDPOINT_VARIABLES:
+        if text := env.get(variable, "").strip():
+            break
+    else:
+        return None
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme.lower() != "http":
+        # A collector next to the edge (agent, sidecar) is reached in plaintext.
+        raise SettingsError(f"{variable}={text!r}: the edge sends spans to an http:// collector")
+    address = (rest if sep else text).removesuffix("/")
+    return Address.parse(address, variable=variable, allow_port_zero=False)
 
 
 def _flag(env: Mapping[str, str], variable: str, *, default: bool) -> bool:

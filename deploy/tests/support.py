@@ -209,6 +209,19 @@ def base_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def otlp_collector() -> Any:
+    """A started OtlpCollector (py_gateway/tests/utils/otlp.py, loaded by path:
+    one test-side OTLP receiver for both test suites)."""
+    path = REPO / "py_gateway" / "tests" / "utils" / "otlp.py"
+    spec = importlib.util.spec_from_file_location("nuell_test_otlp", path)
+    assert spec is not None, path
+    assert spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module.OtlpCollector().start()
+
+
 def health_status(target: str, service: str = "", timeout: float = 2.0) -> str | None:
     """The grpc.health.v1 status name at `target`, or None if the call fails."""
     with grpc.insecure_channel(target) as channel:

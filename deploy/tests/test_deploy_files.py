@@ -434,6 +434,19 @@ def test_kubernetes_envoy_config_validates(
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("target", ["compose", "kubernetes"])
+def test_envoy_config_with_tracing_validates(
+    target: str, tls: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # A collector by service name, as it would run beside the stack.
+    settings = StackSettings.from_env({"NUELL_OTLP_ENDPOINT": "http://otel-collector:4317"})
+    config = render.render_envoy(settings, target=target)
+    assert "envoy.tracers.opentelemetry" in config
+    assert '"otel-collector", port_value: 4317' in config
+    result = envoy_validates(config, tmp_path, tls)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_kubernetes_holds_no_secret_value(k8s_dir: Path) -> None:
     for path in k8s_dir.rglob("*.yaml"):
         for doc in _docs(path):

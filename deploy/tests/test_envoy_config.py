@@ -6,10 +6,18 @@ import dataclasses
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+import yaml
+from conftest import edge_settings
+from nuell.auth.v1 import auth_service_pb2 as auth_pb
+from nuell.auth.v1.auth_service_pb2_grpc import AuthServiceStub
+from nuell.compute.v1 import compute_service_pb2 as compute_pb
+from nuell.compute.v1.compute_service_pb2_grpc import ComputeServiceStub
 
 from dev_tls import DevCertificate
 from render import render_envoy, write_envoy
@@ -23,7 +31,20 @@ from settings import (
     SettingsError,
     StackSettings,
 )
-from support import ENVOY, RENDER, ProcessGroup, admin_get, envoy_ready, free_port, wait_for
+from support import (
+    ENVOY,
+    RENDER,
+    Backend,
+    ProcessGroup,
+    admin_get,
+    base_env,
+    envoy_ready,
+    free_port,
+    health_status,
+    otlp_collector,
+    start_envoy,
+    wait_for,
+)
 
 CUSTOM_ENV = {
     "NUELL_EDGE_HTTP_PORT": "18080",
@@ -60,8 +81,14 @@ def envoy_validate(config: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "environ",
-    [{}, CUSTOM_ENV, {"NUELL_EDGE_PLAINTEXT": "false"}],
-    ids=["defaults", "overridden", "tls-only"],
+    [
+        {},
+        CUSTOM_ENV,
+        {"NUELL_EDGE_PLAINTEXT": "false"},
+        {"NUELL_OTLP_ENDPOINT": "http://127.0.0.1:4317"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring:4317"},
+    ],
+    ids=["defaults", "overridden", "tls-only", "tracing", "tracing-by-name"],
 )
 def test_envoy_accepts_the_rendered_config(
     tmp_path: Path, data_dir: Path, environ: dict[str, str]
@@ -545,6 +572,9 @@ def test_addresses_parse_ipv6_and_port_zero() -> None:
         ({"NUELL_EDGE_MAX_REQUEST_BYTES": "12"}, "NUELL_EDGE_MAX_REQUEST_BYTES"),
         ({"NUELL_EDGE_TRUSTED_PROXY_HOPS": "-1"}, "NUELL_EDGE_TRUSTED_PROXY_HOPS"),
         ({"NUELL_EDGE_PLAINTEXT": "maybe"}, "NUELL_EDGE_PLAINTEXT"),
+        ({"NUELL_OTLP_ENDPOINT": "https://collector:4317"}, "NUELL_OTLP_ENDPOINT"),
+        ({"NUELL_OTLP_ENDPOINT": "http://collector"}, "NUELL_OTLP_ENDPOINT"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:0"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
     ],
 )
 def test_bad_values_are_refused_by_name(environ: dict[str, str], names: str) -> None:
@@ -570,3 +600,139 @@ def test_tls_files_of_your_own(tmp_path: Path) -> None:
 
     assert settings.edge_tls_cert == tmp_path.resolve() / "site.pem"
     assert not settings.uses_dev_certificate
+
+
+# --- tracing ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": " "}, None),
+        ({"NUELL_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, Address("127.0.0.1", 4317)),
+        ({"NUELL_OTLP_ENDPOINT": "otel:4317"}, Address("otel", 4317)),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1]:4317/"}, Address("::1", 4317)),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://generic:4317",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:4317",
+            },
+            Address("traces", 4317),
+        ),
+        (
+            {"NUELL_OTLP_ENDPOINT": "http://edge:4317", "OTEL_EXPORTER_OTLP_ENDPOINT": "x"},
+            Address("edge", 4317),
+        ),
+    ],
+)
+def test_the_otlp_endpoint_setting(environ: dict[str, str], expected: Address | None) -> None:
+    assert StackSettings.from_env(environ).otlp_collector == expected
+
+
+def _managers_and_clusters(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    config = yaml.safe_load(text)
+    static = config["static_resources"]
+    managers = [
+        chain["filters"][0]["typed_config"]
+        for listener in static["listeners"]
+        for chain in listener["filter_chains"]
+    ]
+    return managers, static["clusters"]
+
+
+@pytest.mark.parametrize("target", ["local", "compose", "kubernetes"])
+def test_tracing_is_rendered_only_with_an_endpoint(data_dir: Path, target: str) -> None:
+    plain = render_envoy(StackSettings.from_env(with_data({}, data_dir)), target=target)
+    managers, clusters = _managers_and_clusters(plain)
+    assert all("tracing" not in hcm for hcm in managers)
+    assert [cluster["name"] for cluster in clusters] == ["py_gateway"]
+    assert "opentelemetry" not in plain
+
+    environ = with_data({"NUELL_OTLP_ENDPOINT": "http://otel-collector:4317"}, data_dir)
+    managers, clusters = _managers_and_clusters(
+        render_envoy(StackSettings.from_env(environ), target=target)
+    )
+    for hcm in managers:  # every listener traces
+        provider = hcm["tracing"]["provider"]
+        assert provider["name"] == "envoy.tracers.opentelemetry"
+        otel = provider["typed_config"]
+        assert otel["service_name"] == "envoy"
+        assert otel["grpc_service"]["envoy_grpc"]["cluster_name"] == "otlp_collector"
+    (collector,) = [c for c in clusters if c["name"] == "otlp_collector"]
+    assert collector["type"] == "STRICT_DNS"
+    (endpoint,) = collector["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"] == {
+        "address": "otel-collector",
+        "port_value": 4317,
+    }
+    options = collector["typed_extension_protocol_options"]
+    assert "http2_protocol_options" in next(iter(options.values()))["explicit_http_config"]
+
+
+def test_envoys_span_is_the_parent_of_the_gateways(
+    processes: ProcessGroup,
+    compute_bin: Path,
+    migrated_database_url: str,
+    dev_certificate: DevCertificate,
+    tmp_path: Path,
+) -> None:
+    """Through the real edge, gateway and rust_compute: one trace, Envoy at its root."""
+    collector = otlp_collector()
+    try:
+        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        compute = processes.start(
+            "rust_compute", [compute_bin, "--addr", "127.0.0.1:0"], base_env(**otel)
+        )
+        compute_at = compute.listening_on()
+        gateway = processes.start(
+            "py_gateway",
+            [sys.executable, "-m", "nuell_gateway", "serve"],
+            base_env(
+                DATABASE_URL=migrated_database_url,
+                NUELL_GATEWAY_ADDR="127.0.0.1:0",
+                NUELL_COMPUTE_TARGET=compute_at,
+                NUELL_WORKERS="1",
+                **otel,
+            ),
+        )
+        gateway_at = gateway.listening_on()
+        wait_for(lambda: health_status(gateway_at) == "SERVING", timeout=60, what="gateway")
+        settings = edge_settings(
+            Backend(compute_at, gateway_at, migrated_database_url),
+            dev_certificate,
+            {"NUELL_OTLP_ENDPOINT": collector.endpoint},
+        )
+        edge = start_envoy(processes, settings, tmp_path, "traced-envoy")
+
+        email, password = f"traced-{uuid.uuid4().hex[:12]}@example.com", "Traced-edge-call-7!"
+        with grpc.insecure_channel(edge.target) as channel:
+            auth = AuthServiceStub(channel)
+            auth.Register(auth_pb.RegisterRequest(email=email, password=password))
+            token = auth.Login(auth_pb.LoginRequest(email=email, password=password)).access_token
+            _, call = ComputeServiceStub(channel).Analyze.with_call(
+                compute_pb.AnalyzeRequest(text="through the edge"),
+                metadata=(("authorization", f"Bearer {token}"),),
+            )
+        _, trace_id, gateway_span, _ = dict(call.trailing_metadata())["traceparent"].split("-")
+
+        def trace(spans: list[Any]) -> dict[tuple[str, str], Any] | None:
+            found = {(s.service, s.kind): s for s in spans if s.trace_id == trace_id}
+            wanted = {("envoy", "SERVER"), ("py_gateway", "SERVER"), ("py_gateway", "CLIENT")}
+            return found if wanted | {("rust_compute", "SERVER")} <= set(found) else None
+
+        # Envoy sends its spans every few seconds.
+        spans = collector.wait_for(trace, within=30)
+    finally:
+        collector.stop()
+    envoy, server = spans["envoy", "SERVER"], spans["py_gateway", "SERVER"]
+    client, compute_span = spans["py_gateway", "CLIENT"], spans["rust_compute", "SERVER"]
+    assert envoy.parent_span_id == ""  # the edge started the trace
+    assert server.parent_span_id == envoy.span_id
+    assert server.span_id == gateway_span
+    assert client.parent_span_id == server.span_id
+    assert compute_span.parent_span_id == client.span_id
+    # The edge's request id is the gateway's and rust_compute's.
+    request_id = server.attributes["nuell.request_id"]
+    assert envoy.attributes.get("guid:x-request-id") == request_id
+    assert compute_span.attributes["nuell.request_id"] == request_id

@@ -19,12 +19,22 @@ const MAX_WORKERS: u64 = 1024;
 /// anyway (Kubernetes' default is 30 s); an hour-long value is a typo.
 const MAX_GRACE_SECONDS: u64 = 3600;
 
+/// The standard OpenTelemetry variables this service reads (see `trace_export`).
+const TRACE_EXPORT_HELP: &str = "\
+Trace export (OpenTelemetry, off unless an endpoint is set):
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+      http://HOST:PORT of an OTLP/gRPC collector; one SERVER span per call
+  OTEL_SDK_DISABLED=true     export nothing even with an endpoint
+  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+      the span's resource (service.name defaults to rust_compute)";
+
 /// Settings of one `rust_compute` process.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "rust_compute",
     version,
-    about = "Nuell's text analytics gRPC service (nuell.compute.v1.ComputeService)"
+    about = "Nuell's text analytics gRPC service (nuell.compute.v1.ComputeService)",
+    after_help = TRACE_EXPORT_HELP
 )]
 pub struct Config {
     /// Address to listen on, as IP:port.

@@ -16,6 +16,7 @@
 //! | [`server`] | assembly and lifecycle: worker pool, bind, telemetry layer, health, reflection, metrics endpoint, graceful shutdown |
 //! | [`telemetry`] | the one tower layer around every call: request id, trace context, log span, per-call metrics |
 //! | [`request_context`] | `x-request-id` and W3C `traceparent`/`tracestate`: read, validated, generated, written back |
+//! | [`trace_export`] | OpenTelemetry SERVER spans over OTLP/gRPC, only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set |
 //! | [`metrics`] | every Prometheus family, its labels and buckets |
 //! | [`metrics_endpoint`] | `GET /metrics` over plain HTTP on `--metrics-addr` |
 //! | [`compute_service`] | the gRPC handlers: decode → call → encode, run on the worker pool |
@@ -75,10 +76,15 @@
 //! the code and duration (DEBUG when OK, INFO otherwise, ERROR for codes
 //! that mean a bug).
 //!
-//! **OpenTelemetry**: nothing is exported yet. The spans carry the W3C
-//! trace id, so a collector that reads these JSON logs can stitch them
-//! into the gateway's traces by `span.trace_id`; exporting spans over
-//! OTLP is a later addition that would only add a subscriber layer.
+//! **OpenTelemetry** ([`trace_export`]): with `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set to an `http://` collector
+//! address, each ComputeService call is exported as one SERVER span
+//! (`service.name` `rust_compute` unless `OTEL_SERVICE_NAME` says
+//! otherwise), child of the caller's `traceparent`, only for sampled
+//! traces; its span id is the `span_id` of the call's log lines and of the
+//! returned `traceparent`. Health and reflection calls get no span.
+//! Unset, nothing is built and no call touches OpenTelemetry. Queued spans
+//! are flushed (at most 5 s) after the drain on shutdown.
 //!
 //! **No request text in logs**: texts and document ids are never logged,
 //! only sizes (`text_bytes`, `documents`, at DEBUG); panic reports keep
@@ -144,5 +150,6 @@ pub mod request_context;
 pub mod server;
 pub mod telemetry;
 pub mod text;
+pub mod trace_export;
 pub mod transport;
 pub mod workers;

@@ -14,8 +14,9 @@
 //! `traceparent` carries the same trace id with this service's own span id
 //! as parent, and `tracestate` is returned as it came. A missing or
 //! malformed `traceparent` starts a new trace (and any `tracestate` is
-//! dropped with it, as the specification requires). Nothing is exported:
-//! the trace id is a field of every log line about the call.
+//! dropped with it, as the specification requires). The trace id and span
+//! id are fields of every log line about the call; when spans are exported
+//! ([`trace_export`](crate::trace_export)) the exported span has these ids.
 
 use std::fmt::Write;
 
@@ -65,6 +66,8 @@ pub struct TraceContext {
     pub span_id: [u8; 8],
     /// Trace flags, limited to the ones this service understands.
     pub flags: u8,
+    /// The caller's span, the parent of this one, when the trace continues.
+    pub parent_id: Option<[u8; 8]>,
     /// The caller's `tracestate`, returned unchanged.
     pub state: Option<HeaderValue>,
     /// Whether the trace continues the caller's `traceparent`.
@@ -131,6 +134,7 @@ impl TraceContext {
                 trace_id: parent.trace_id,
                 span_id: new_span_id(),
                 flags: parent.flags & KNOWN_TRACE_FLAGS,
+                parent_id: Some(parent.parent_id),
                 state: tracestate(headers),
                 continued: true,
             },
@@ -138,6 +142,7 @@ impl TraceContext {
                 trace_id: *Uuid::new_v4().as_bytes(),
                 span_id: new_span_id(),
                 flags: 0,
+                parent_id: None,
                 state: None,
                 continued: false,
             },
@@ -356,6 +361,10 @@ mod tests {
         ]));
         assert!(context.continued);
         assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            context.parent_id.map(|id| hex(&id)).as_deref(),
+            Some("00f067aa0ba902b7")
+        );
         assert_ne!(context.span_id, [0; 8]);
         assert_ne!(context.span_id_hex(), "00f067aa0ba902b7");
         let back = context.traceparent();
@@ -381,6 +390,7 @@ mod tests {
             ("tracestate", "congo=t61rcWkgMzE"),
         ]));
         assert!(!context.continued);
+        assert_eq!(context.parent_id, None);
         assert_eq!(context.state, None);
         let back = parse_traceparent(&context.traceparent()).expect("a valid traceparent");
         assert_eq!(back.trace_id, context.trace_id);

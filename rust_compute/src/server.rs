@@ -7,7 +7,8 @@
 //! stop routing here), the listener stops accepting, in-flight calls get
 //! the grace period to finish, and whatever is still running after it is
 //! cut off so a stuck stream cannot hold the process. The metrics endpoint
-//! serves through the drain, so a scrape can watch it, and stops last.
+//! serves through the drain, so a scrape can watch it, and stops after it;
+//! queued spans, when exported, are flushed last.
 
 use std::future::Future;
 use std::io::{self, Write};
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::time::Duration;
 
+use opentelemetry_sdk::trace::SdkTracer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -29,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::metrics_endpoint;
 use crate::proto::{COMPUTE_SERVICE_NAME, FILE_DESCRIPTOR_SET};
 use crate::telemetry::TelemetryLayer;
+use crate::trace_export::{ExportSetupError, TraceExport};
 use crate::workers::Workers;
 
 /// How long scrapes in progress may take once the gRPC server has stopped.
@@ -90,6 +93,9 @@ pub enum ServeError {
     /// The gRPC transport failed while serving.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// `OTEL_EXPORTER_OTLP_*` asks for trace export that cannot be set up.
+    #[error(transparent)]
+    TraceExport(#[from] ExportSetupError),
 }
 
 /// Runs the process until SIGTERM or SIGINT: binds `config.addr` and
@@ -115,6 +121,7 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
     // Handlers go in before the announcement: a supervisor may signal as
     // soon as it reads the line, and an unhandled SIGTERM kills abruptly.
     let shutdown = shutdown_signal().map_err(ServeError::Signals)?;
+    let trace_export = TraceExport::from_env()?;
 
     info!(
         addr = %addr,
@@ -122,6 +129,7 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
         version = env!("CARGO_PKG_VERSION"),
         shutdown_grace_seconds = config.shutdown_grace_seconds,
         workers = workers.threads(),
+        exporting_traces = trace_export.is_some(),
         "listening"
     );
     announce(addr);
@@ -139,6 +147,7 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
         listener,
         ComputeService::new(workers, metrics.clone()),
         metrics,
+        trace_export.as_ref().map(TraceExport::tracer),
         config.shutdown_grace(),
         shutdown,
     )
@@ -150,6 +159,15 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
         Ok(Ok(Err(error))) => warn!(error = %error, "the metrics endpoint failed"),
         Ok(Err(error)) => warn!(error = %error, "the metrics endpoint stopped abnormally"),
         Err(_) => endpoint.abort(),
+    }
+    if let Some(trace_export) = trace_export {
+        // Spans of calls cut off at the end of the grace period are queued
+        // by now; flushing blocks, so off the async threads.
+        match tokio::task::spawn_blocking(move || trace_export.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(error = %error, "queued spans were not all exported"),
+            Err(error) => warn!(error = %error, "flushing spans stopped abnormally"),
+        }
     }
     served
 }
@@ -178,8 +196,9 @@ pub async fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 }
 
 /// Serves `compute` with health and reflection on `listener`, every call
-/// recorded in `metrics`, until `shutdown` resolves, then shuts down
-/// gracefully, giving in-flight calls at most `grace` to finish.
+/// recorded in `metrics` (and a span per contract call sent to `tracer`,
+/// if any), until `shutdown` resolves, then shuts down gracefully, giving
+/// in-flight calls at most `grace` to finish.
 ///
 /// Connections that arrive before this is polled wait in the listen
 /// backlog, and health already says SERVING when they are accepted.
@@ -187,6 +206,7 @@ pub async fn serve(
     listener: TcpListener,
     compute: ComputeService,
     metrics: Metrics,
+    tracer: Option<SdkTracer>,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -199,7 +219,7 @@ pub async fn serve(
     let (stop_accepting, stop_accepting_rx) = oneshot::channel::<()>();
     let server = Server::builder()
         // One layer around every route: ids, span, metrics for each call.
-        .layer(TelemetryLayer::new(metrics))
+        .layer(TelemetryLayer::new(metrics, tracer))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

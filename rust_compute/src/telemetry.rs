@@ -17,7 +17,10 @@
 //! 4. when the final status is known, counts the call by method and code,
 //!    records its duration, and logs `rpc finished` (DEBUG for OK, INFO for
 //!    other codes, ERROR for INTERNAL, UNKNOWN and DATA_LOSS, which mean a
-//!    bug).
+//!    bug);
+//! 5. when spans are exported ([`trace_export`](crate::trace_export)),
+//!    starts the call's SERVER span before anything else, so the ids of
+//!    steps 2 and 3 are the span's, and ends it with the final status.
 //!
 //! The final status is in the response headers for a call that fails
 //! before answering, else in the trailers at the end of the body, so the
@@ -30,6 +33,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http_body::{Frame, SizeHint};
+use opentelemetry_sdk::trace::SdkTracer;
 use tonic::Code;
 use tonic::Status;
 use tonic::body::Body;
@@ -40,17 +44,20 @@ use tracing::{Instrument, Level, Span};
 
 use crate::metrics::{self, Metrics};
 use crate::request_context::RequestContext;
+use crate::trace_export;
 
 /// Puts [`Telemetry`] around a service.
 #[derive(Debug, Clone)]
 pub struct TelemetryLayer {
     metrics: Metrics,
+    tracer: Option<SdkTracer>,
 }
 
 impl TelemetryLayer {
-    /// A layer that records into `metrics`.
-    pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
+    /// A layer that records into `metrics`, and exports a span per call to
+    /// `tracer` when there is one.
+    pub fn new(metrics: Metrics, tracer: Option<SdkTracer>) -> Self {
+        Self { metrics, tracer }
     }
 }
 
@@ -61,6 +68,7 @@ impl<S> Layer<S> for TelemetryLayer {
         Telemetry {
             inner,
             metrics: self.metrics.clone(),
+            tracer: self.tracer.clone(),
         }
     }
 }
@@ -71,6 +79,7 @@ impl<S> Layer<S> for TelemetryLayer {
 pub struct Telemetry<S> {
     inner: S,
     metrics: Metrics,
+    tracer: Option<SdkTracer>,
 }
 
 impl<S> Service<http::Request<Body>> for Telemetry<S>
@@ -89,7 +98,11 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let method = metrics::method_label(request.uri().path());
-        let context = RequestContext::from_headers(request.headers());
+        let mut context = RequestContext::from_headers(request.headers());
+        let exported = self
+            .tracer
+            .as_ref()
+            .and_then(|tracer| trace_export::start_server_span(tracer, method, &mut context));
         let span = tracing::info_span!(
             "rpc",
             method,
@@ -103,6 +116,7 @@ where
             started: Instant::now(),
             span: span.clone(),
             context,
+            exported,
             finished: false,
         };
         let response = span.in_scope(|| {
@@ -153,6 +167,8 @@ struct Call {
     started: Instant,
     span: Span,
     context: RequestContext,
+    /// The exported span, when spans are exported.
+    exported: Option<opentelemetry_sdk::trace::Span>,
     finished: bool,
 }
 
@@ -172,6 +188,9 @@ impl Call {
             Level::INFO => tracing::info!(code = code_name, duration_ms, "rpc finished"),
             _ => tracing::debug!(code = code_name, duration_ms, "rpc finished"),
         });
+        if let Some(exported) = self.exported.take() {
+            trace_export::end_server_span(exported, code);
+        }
     }
 }
 

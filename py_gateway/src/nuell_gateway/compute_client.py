@@ -6,7 +6,9 @@ UNAVAILABLE, with backoff, inside that deadline; the stream never is. When
 rust_compute is down, calls fail fast (no wait-for-ready) and the channel
 reconnects by itself when it is back. Failures become domain errors here,
 once: rust_compute's own statuses pass through with their details; transport
-failures are translated, so no internal address reaches a caller.
+failures are translated, so no internal address reaches a caller. With
+trace export on, each call is a CLIENT span (retries included) whose id
+goes out as the `traceparent` parent.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from google.rpc import status_pb2
 from nuell.compute.v1 import compute_service_pb2 as pb
 from nuell.compute.v1 import compute_service_pb2_grpc
 
-from nuell_gateway import request_id
+from nuell_gateway import request_id, tracing
 from nuell_gateway.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -116,37 +118,57 @@ class ComputeClient:
         self._stub = compute_service_pb2_grpc.ComputeServiceStub(self._channel)
 
     async def analyze(self, request: pb.AnalyzeRequest, via: Forwarding) -> pb.AnalyzeResponse:
-        return await self._unary(self._stub.Analyze, request, via)
+        return await self._unary(self._stub.Analyze, "Analyze", request, via)
 
     async def compare(self, request: pb.CompareRequest, via: Forwarding) -> pb.CompareResponse:
-        return await self._unary(self._stub.Compare, request, via)
+        return await self._unary(self._stub.Compare, "Compare", request, via)
 
     async def find_near_duplicates(
         self, request: pb.FindNearDuplicatesRequest, via: Forwarding
     ) -> pb.FindNearDuplicatesResponse:
-        return await self._unary(self._stub.FindNearDuplicates, request, via)
+        return await self._unary(self._stub.FindNearDuplicates, "FindNearDuplicates", request, via)
 
     async def analyze_stream(
         self,
         requests: AsyncIterator[pb.AnalyzeStreamRequest],
         via: Forwarding,
     ) -> AsyncIterator[pb.AnalyzeStreamResponse]:
-        call = self._stub.AnalyzeStream(requests, timeout=via.seconds_left, metadata=via.metadata)
+        span = tracing.ClientSpan(f"{SERVICE}/AnalyzeStream") if tracing.enabled else None
+        call = self._stub.AnalyzeStream(
+            requests,
+            timeout=via.seconds_left,
+            metadata=via.metadata if span is None else span.metadata,
+        )
+        code = grpc.StatusCode.CANCELLED  # unless it ends otherwise
         try:
             async for response in call:
                 yield response
+            code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as error:
+            code = error.code()
             raise _translate(error) from None
         finally:
             call.cancel()
+            if span is not None:
+                span.end(code)
 
-    async def _unary(self, method: object, request: object, via: Forwarding) -> Response:
+    async def _unary(self, method: object, name: str, request: object, via: Forwarding) -> Response:
+        span = tracing.ClientSpan(f"{SERVICE}/{name}") if tracing.enabled else None
+        code = grpc.StatusCode.CANCELLED  # unless it ends otherwise
         try:
-            return await method(  # type: ignore[operator, no-any-return]
-                request, timeout=via.seconds_left, metadata=via.metadata
+            response: Response = await method(  # type: ignore[operator]
+                request,
+                timeout=via.seconds_left,
+                metadata=via.metadata if span is None else span.metadata,
             )
+            code = grpc.StatusCode.OK
+            return response
         except grpc.aio.AioRpcError as error:
+            code = error.code()
             raise _translate(error) from None
+        finally:
+            if span is not None:
+                span.end(code)
 
     async def close(self) -> None:
         await self._channel.close()

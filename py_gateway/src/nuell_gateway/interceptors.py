@@ -1,13 +1,18 @@
 """The call boundary every Nuell RPC passes through.
 
-One interceptor wraps each handler so that, in one place and for every RPC,
-in this order: the access token is verified and the caller loaded (once per
-call, into a ContextVar); the RPC's required scope from `authz.POLICIES` is
-checked; the request (each message, for streams) is validated against the
-proto's rules; then the servicer runs. `DomainError`s become statuses with
-details; an unreachable database is UNAVAILABLE; a contract RPC with no
-implementation yet is UNIMPLEMENTED; anything else is logged with its stack
-and answered INTERNAL without detail. Health and reflection pass through.
+Each contract method's handler is wrapped once, when it is mounted, so that
+in one place and for every RPC, in this order: the call's ids are read (or
+made); the access token is verified and the caller loaded (into a
+ContextVar); the RPC's required scope from `authz.POLICIES` is checked; the
+request (each message, for streams) is validated against the proto's rules;
+then the servicer runs. `DomainError`s become statuses with details; an
+unreachable database is UNAVAILABLE; a contract RPC with no implementation
+yet is UNIMPLEMENTED; anything else is logged with its stack and answered
+INTERNAL without detail. Health and reflection are mounted directly.
+
+Wrapping at mount time rather than through a grpc.aio `ServerInterceptor`
+keeps grpc on its direct path: with an interceptor, every call first runs
+an extra coroutine that looks the handler up and builds new wrappers.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
 
-from nuell_gateway import request_id
+from nuell_gateway import request_id, tracing
 from nuell_gateway.authz import POLICIES, ROLE_SCOPES, Caller, Role, set_caller
 from nuell_gateway.errors import (
     DomainError,
@@ -44,10 +49,6 @@ from nuell_gateway.security.tokens import InvalidTokenError
 from nuell_gateway.validation import tolerant, validate_request
 
 logger = logging.getLogger(__name__)
-
-# Only the contract's services get the boundary; health and reflection are
-# grpc's own.
-_NUELL_PREFIX = "/nuell."
 
 # Failures of the database connection (not of a query): retryable.
 _DATABASE_DOWN = (
@@ -80,38 +81,40 @@ class _Answer(grpc.Status):  # type: ignore[misc]
     trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
-async def _abort_for(
-    exc: Exception, method: str, context: grpc.aio.ServicerContext, started: float
-) -> None:
-    """Answer the call with the status `exc` stands for (always raises)."""
-    status = rpc_status.to_status(_status_for(exc, method))
-    _observe(method, status.code, started)
-    await context.abort_with_status(
-        _Answer(
-            code=status.code,
-            details=status.details,
-            trailing_metadata=(
-                *status.trailing_metadata,
-                *request_id.current().outgoing_metadata(),
-            ),
+class _Observer:
+    """A method's metrics, with its label children looked up once."""
+
+    def __init__(self, method: str) -> None:
+        self._method = method
+        self._ok = RPC_REQUESTS.labels(method=method, code=grpc.StatusCode.OK.name)
+        self._duration = RPC_DURATION.labels(method=method)
+
+    def succeeded(self, started: float, context: grpc.aio.ServicerContext) -> None:
+        context.set_trailing_metadata(request_id.current().outgoing_metadata())
+        self._ok.inc()
+        self._duration.observe(time.perf_counter() - started)
+        if tracing.enabled:
+            tracing.record_server_span(self._method, grpc.StatusCode.OK, started)
+
+    async def abort(
+        self, exc: Exception, context: grpc.aio.ServicerContext, started: float
+    ) -> None:
+        """Answer the call with the status `exc` stands for (always raises)."""
+        status = rpc_status.to_status(_status_for(exc, self._method))
+        RPC_REQUESTS.labels(method=self._method, code=status.code.name).inc()
+        self._duration.observe(time.perf_counter() - started)
+        if tracing.enabled:
+            tracing.record_server_span(self._method, status.code, started)
+        await context.abort_with_status(
+            _Answer(
+                code=status.code,
+                details=status.details,
+                trailing_metadata=(
+                    *status.trailing_metadata,
+                    *request_id.current().outgoing_metadata(),
+                ),
+            )
         )
-    )
-
-
-def _begin(context: grpc.aio.ServicerContext) -> float:
-    """Per call, before anything else: who the call is (ids), and when it began."""
-    request_id.identify(context.invocation_metadata())
-    return time.perf_counter()
-
-
-def _succeeded(method: str, started: float, context: grpc.aio.ServicerContext) -> None:
-    context.set_trailing_metadata(request_id.current().outgoing_metadata())
-    _observe(method, grpc.StatusCode.OK, started)
-
-
-def _observe(method: str, code: grpc.StatusCode, started: float) -> None:
-    RPC_REQUESTS.labels(method=method, code=code.name).inc()
-    RPC_DURATION.labels(method=method).observe(time.perf_counter() - started)
 
 
 async def _validated(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
@@ -134,8 +137,8 @@ async def _resolve(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-def _bearer_token(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
+def _bearer_token(metadata: Any) -> str:
+    for key, value in metadata or ():
         if key == "authorization":
             scheme, _, token = str(value).partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -147,34 +150,48 @@ def _bearer_token(context: grpc.aio.ServicerContext) -> str:
     raise Unauthenticated("this call needs an access token", reason="MISSING_TOKEN")
 
 
-class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+Admit = Callable[[Any], Awaitable[None]]
+
+
+class CallBoundary:
     """Authenticates, authorizes, validates and translates errors for every Nuell RPC."""
 
     def __init__(self, resources: Resources) -> None:
         self._resources = resources
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or not method.startswith(_NUELL_PREFIX):
-            return handler
-        return self._wrap(handler, method)
+    def mount(
+        self, server: grpc.aio.Server, add_to_server: Callable[[Any, Any], None], servicer: Any
+    ) -> None:
+        """`add_to_server(servicer, server)` (a generated `add_…_to_server`), every
+        method wrapped in the boundary."""
+        wrapping = _WrappingServer(server, self)
+        add_to_server(servicer, wrapping)
+        if not wrapping.registered:
+            raise RuntimeError(f"{add_to_server.__name__} registered no method handlers")
 
-    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        """Authenticate and check the RPC's scope; sets the caller for this call."""
+    def _admission(self, method: str) -> Admit:
+        """What a call of `method` must pass before its handler runs; sets the caller."""
         policy = POLICIES.get(method)
-        if policy is None:  # deny by default: an RPC nobody classified
+        authenticate = self._authenticate
+
+        async def refuse(metadata: Any) -> None:  # deny by default: an RPC nobody classified
             raise PermissionDenied("this call is not allowed", reason="NO_POLICY")
-        if policy.scope is None:
+
+        async def public(metadata: Any) -> None:
             set_caller(None)
-            return
-        caller = await self._authenticate(_bearer_token(context))
-        set_caller(caller)
-        caller.require(policy.scope)
+
+        if policy is None:
+            return refuse
+        scope = policy.scope
+        if scope is None:
+            return public
+
+        async def signed_in(metadata: Any) -> None:
+            caller = await authenticate(_bearer_token(metadata))
+            set_caller(caller)
+            caller.require(scope)
+
+        return signed_in
 
     async def _authenticate(self, token: str) -> Caller:
         try:
@@ -196,29 +213,34 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             scopes=claims.scopes & ROLE_SCOPES[role],
         )
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """`handler` of `method` (`/package.Service/Method`) inside the boundary."""
         serializers = {
             "request_deserializer": tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
-        admit = self._admit
+        admit = self._admission(method)
+        observer = _Observer(method)
+        identify = request_id.identify
 
         if handler.unary_unary:
             inner_uu: Callable[..., Awaitable[Message]] = handler.unary_unary
 
             async def unary_unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
-                started = _begin(context)
+                started = time.perf_counter()
+                metadata = context.invocation_metadata()
+                identify(metadata)
                 try:
-                    await admit(method, context)
+                    await admit(metadata)
                     validate_request(request)
                     response: Message = await _resolve(inner_uu(request, context))
-                    _succeeded(method, started, context)
-                    return response
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
-                    await _abort_for(exc, method, context, started)
+                    await observer.abort(exc, context, started)
                     raise  # unreachable: abort raises
+                observer.succeeded(started, context)
+                return response
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
 
@@ -228,17 +250,19 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def stream_unary(
                 requests: AsyncIterator[Message], context: grpc.aio.ServicerContext
             ) -> Message:
-                started = _begin(context)
+                started = time.perf_counter()
+                metadata = context.invocation_metadata()
+                identify(metadata)
                 try:
-                    await admit(method, context)
+                    await admit(metadata)
                     response: Message = await _resolve(inner_su(_validated(requests), context))
-                    _succeeded(method, started, context)
-                    return response
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
-                    await _abort_for(exc, method, context, started)
+                    await observer.abort(exc, context, started)
                     raise
+                observer.succeeded(started, context)
+                return response
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
 
@@ -250,16 +274,18 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def handler(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Message]:
-                started = _begin(context)
+                started = time.perf_counter()
+                metadata = context.invocation_metadata()
+                identify(metadata)
                 try:
-                    await admit(method, context)
+                    await admit(metadata)
                     async for response in await _resolve(call(request, context)):
                         yield response
-                    _succeeded(method, started, context)
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
-                    await _abort_for(exc, method, context, started)
+                    await observer.abort(exc, context, started)
+                observer.succeeded(started, context)
 
             return handler
 
@@ -280,3 +306,31 @@ class CallBoundary(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return inner_ss(_validated(requests), context)
 
         return grpc.stream_stream_rpc_method_handler(streaming(stream_stream), **serializers)
+
+
+class _WrappingServer:
+    """What a generated `add_…_to_server` is handed instead of the server: it
+    registers the service's handlers on the real server, each wrapped once."""
+
+    def __init__(self, server: grpc.aio.Server, boundary: CallBoundary) -> None:
+        self._server = server
+        self._boundary = boundary
+        self.registered = False
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        # The same methods arrive through add_registered_method_handlers,
+        # which the generated code always calls too; they are wrapped there.
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        wrapped = {
+            name: self._boundary.wrap(handler, f"/{service}/{name}")
+            for name, handler in handlers.items()
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, wrapped),)
+        )
+        self._server.add_registered_method_handlers(service, wrapped)
+        self.registered = True

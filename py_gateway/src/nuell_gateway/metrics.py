@@ -48,6 +48,11 @@ DB_POOL_CONNECTIONS = Gauge(
     ["pool", "state"],
     multiprocess_mode="livesum",
 )
+POST_READ_BATCH = Histogram(
+    "nuell_gateway_post_read_batch_size",
+    "Posts asked for by one batched read (GetPost and the checks before writes).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100),
+)
 COMPUTE_ERRORS = Counter(
     "nuell_gateway_compute_errors_total",
     "Calls to rust_compute that failed, by the reason the gateway answered with.",

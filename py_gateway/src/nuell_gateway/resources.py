@@ -14,6 +14,7 @@ from nuell_gateway.compute_client import ComputeClient
 from nuell_gateway.config import Settings
 from nuell_gateway.db import hot_reads
 from nuell_gateway.db.engine import create_session_factory
+from nuell_gateway.db.hot_reads import PostReads
 from nuell_gateway.pagination import PageTokens
 from nuell_gateway.security.passwords import Passwords
 from nuell_gateway.security.tokens import AccessTokens
@@ -31,6 +32,7 @@ class Resources:
     page_tokens: PageTokens
     # Plain psycopg for the reads on every call's path (db/hot_reads.py).
     hot_reads: AsyncConnectionPool[AsyncConnection[Any]]
+    post_reads: PostReads
     accounts: AccountStates
     compute: ComputeClient
 
@@ -45,6 +47,7 @@ class Resources:
             access_tokens=AccessTokens(settings),
             page_tokens=PageTokens(settings.signing_keys.values()),
             hot_reads=pool,
+            post_reads=PostReads(pool),
             accounts=AccountStates(pool, hot_reads.conninfo(settings)),
             compute=ComputeClient(settings.compute_target),
         )

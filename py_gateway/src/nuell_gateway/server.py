@@ -4,7 +4,9 @@ Start: check the database schema, mount every service behind the call
 boundary, serve health and reflection, bind. Stop (SIGTERM/SIGINT): health
 turns NOT_SERVING first so load balancers stop sending, then the server
 stops accepting calls and lets in-flight ones finish within the grace
-period, then the connection pool closes.
+period, then the connection pool closes and queued spans are flushed
+(`tracing`, when an OTLP endpoint is configured; set up per process here,
+so each worker has its own exporter).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from sqlalchemy.exc import DBAPIError
 
+from nuell_gateway import tracing
 from nuell_gateway.bootstrap import bootstrap_admin_from_settings
 from nuell_gateway.config import Settings
 from nuell_gateway.db.engine import create_engine, unreachable_message
 from nuell_gateway.db.schema import ensure_schema_current
-from nuell_gateway.interceptors import CallBoundary
 from nuell_gateway.metrics import report_pool_use, serve_metrics
 from nuell_gateway.post_analysis import run_backfill
 from nuell_gateway.reflection import enable_reflection
@@ -86,7 +88,6 @@ class Gateway:
                 await bootstrap_admin_from_settings(resources)
                 check_bindable(settings.gateway_addr)
             server = grpc.aio.server(
-                interceptors=[CallBoundary(resources)],
                 # grpc shares ports (SO_REUSEPORT) by default on Linux; only
                 # workers should, so a busy port otherwise fails loudly.
                 options=[("grpc.so_reuseport", int(worker_of is not None))],
@@ -99,6 +100,7 @@ class Gateway:
         except BaseException:
             await resources.close()
             raise
+        tracing.start()
         await server.start()
         for name in ["", *service_names]:
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -113,7 +115,7 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        """NOT_SERVING, stop accepting, drain in-flight calls, close the pool."""
+        """NOT_SERVING, stop accepting, drain in-flight calls, close the pool, flush spans."""
         await self.health.enter_graceful_shutdown()
         for task in self.background:
             task.cancel()
@@ -122,6 +124,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.resources.close()
+        await tracing.stop()
 
 
 async def _open_resources(settings: Settings) -> Resources:

@@ -6,7 +6,9 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 BINARY = Path(__file__).resolve().parents[3] / "rust_compute/target/release/rust_compute"
 
@@ -14,10 +16,19 @@ BINARY = Path(__file__).resolve().parents[3] / "rust_compute/target/release/rust
 class RustCompute:
     """One rust_compute process; can be killed and started again on the same port."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        env: Mapping[str, str] | None = None,
+        stderr: IO[str] | None = None,
+    ) -> None:
+        """`env` adds to the environment; `stderr` receives the JSON logs."""
         if not BINARY.exists():
             raise RuntimeError(f"{BINARY} is missing: run `make build` first")
         self.port = port
+        self._env = dict(env or {})
+        self._stderr = stderr
         self._process: subprocess.Popen[str] | None = None
 
     @property
@@ -28,9 +39,9 @@ class RustCompute:
         self._process = subprocess.Popen(
             [str(BINARY), "--addr", f"127.0.0.1:{self.port}"],
             # Its metrics on any free port: several run side by side in tests.
-            env={**os.environ, "NUELL_COMPUTE_METRICS_ADDR": "127.0.0.1:0"},
+            env={**os.environ, "NUELL_COMPUTE_METRICS_ADDR": "127.0.0.1:0", **self._env},
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if self._stderr is None else self._stderr,
             text=True,
         )
         assert self._process.stdout is not None

@@ -38,6 +38,11 @@ pub const CONFIG_VARS: &[&str] = &[
     "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS",
     "NUELL_COMPUTE_LOG_LEVEL",
     "NUELL_COMPUTE_WORKERS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SDK_DISABLED",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
 ];
 
 /// A `Command` for the binary with a clean configuration environment.
@@ -89,7 +94,13 @@ impl Server {
     /// `extra_args` say otherwise) with `extra_args` and waits for its
     /// `listening on` line.
     pub async fn start(extra_args: &[&str]) -> Self {
+        Self::start_with_env(extra_args, &[]).await
+    }
+
+    /// [`Server::start`] with `env` added to its environment.
+    pub async fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = command();
+        command.envs(env.iter().copied());
         command.args(["--addr", "127.0.0.1:0"]);
         if !extra_args.contains(&"--metrics-addr") {
             command.args(["--metrics-addr", "127.0.0.1:0"]);

@@ -11,6 +11,7 @@ The SQL here is the SQL whose plans docs/posts.md shows.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -21,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL
 
 from nuell_gateway.config import Settings
+from nuell_gateway.metrics import POST_READ_BATCH
 
 # Ids as text and times as whole microseconds since the epoch: what the
 # reply carries, so no UUID or datetime object is built per row (a page of
@@ -37,9 +39,10 @@ _VISIBLE = "(%(include_inactive)s OR u.is_active)"
 ACCOUNT_STATE_SQL = "SELECT role, is_active FROM users WHERE id = %(id)s"
 # Composed from the constant fragments above only; every value is a bound
 # parameter.
-GET_POST_SQL = (
+# The posts asked for at the same moment, in one query (`PostReads`).
+GET_POSTS_SQL = (
     f"SELECT {_POST_COLUMNS} FROM posts p JOIN users u ON u.id = p.user_id "  # noqa: S608
-    f"WHERE p.id = %(id)s AND {_VISIBLE}"
+    f"WHERE p.id = ANY(%(ids)s) AND {_VISIBLE}"
 )
 # Newest first on ix_posts_feed / ix_posts_author_feed. The keyset condition
 # is a row comparison: PostgreSQL uses only that form as an index condition.
@@ -104,20 +107,105 @@ async def account_state(
     return None if row is None else (row[0], row[1])
 
 
-async def get_post(
+async def get_posts(
     pool: AsyncConnectionPool[AsyncConnection[Any]],
     *,
-    post_id: uuid.UUID,
+    post_ids: list[uuid.UUID],
     include_inactive_authors: bool,
-) -> PostRow | None:
+) -> list[PostRow]:
+    """Those of `post_ids` that exist and are visible, in no particular order."""
     async with pool.connection() as connection:
         cursor = connection.cursor(row_factory=args_row(PostRow))
         await cursor.execute(
-            GET_POST_SQL,
-            {"id": post_id, "include_inactive": include_inactive_authors},
+            GET_POSTS_SQL,
+            {"ids": post_ids, "include_inactive": include_inactive_authors},
             prepare=True,
         )
-        return await cursor.fetchone()
+        return await cursor.fetchall()
+
+
+class PostReads:
+    """Reads of single posts by id, batched under load.
+
+    Each query has a fixed cost (a pooled connection, a round trip, event
+    loop wake-ups) that outweighs the row it reads. At most `MAX_QUERIES`
+    of these reads are in flight per process: a get made while a slot is
+    free goes at once, and the gets made while both are busy wait for one
+    to finish and then go together, as one `id = ANY(...)` query per
+    visibility. Idle, a get costs one query and no wait; busy, one query
+    serves many. Nothing is remembered between queries: a get sees every
+    write committed before it was made.
+    """
+
+    MAX_QUERIES = 2
+    MAX_BATCH = 100
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+        self._pool = pool
+        # Per visibility (include_inactive_authors): post id -> its waiters.
+        self._waiting: dict[bool, dict[uuid.UUID, list[asyncio.Future[PostRow | None]]]] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._dispatch_due = False
+
+    async def get(self, post_id: uuid.UUID, *, include_inactive_authors: bool) -> PostRow | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PostRow | None] = loop.create_future()
+        waiting = self._waiting.setdefault(include_inactive_authors, {})
+        waiting.setdefault(post_id, []).append(future)
+        if len(self._in_flight) < self.MAX_QUERIES and not self._dispatch_due:
+            # At the end of this turn, so gets made in the same turn go together.
+            self._dispatch_due = True
+            loop.call_soon(self._dispatch)
+        return await future
+
+    def _dispatch(self) -> None:
+        """Send waiting gets while query slots are free."""
+        self._dispatch_due = False
+        loop = asyncio.get_running_loop()
+        while self._waiting and len(self._in_flight) < self.MAX_QUERIES:
+            include_inactive = next(iter(self._waiting))
+            waiting = self._waiting[include_inactive]
+            batch = {post_id: waiting.pop(post_id) for post_id in list(waiting)[: self.MAX_BATCH]}
+            if not waiting:
+                del self._waiting[include_inactive]
+            query = loop.create_task(self._load(include_inactive, batch))
+            self._in_flight.add(query)
+            query.add_done_callback(self._finished)
+
+    def _finished(self, query: asyncio.Task[None]) -> None:
+        self._in_flight.discard(query)
+        if self._waiting:
+            self._dispatch()
+
+    async def _load(
+        self,
+        include_inactive: bool,
+        batch: dict[uuid.UUID, list[asyncio.Future[PostRow | None]]],
+    ) -> None:
+        POST_READ_BATCH.observe(len(batch))
+        try:
+            rows = await get_posts(
+                self._pool, post_ids=list(batch), include_inactive_authors=include_inactive
+            )
+        except BaseException as exc:
+            failed = isinstance(exc, Exception)
+            for futures in batch.values():
+                for future in futures:
+                    if future.done():
+                        continue
+                    if failed:
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            if not failed:
+                raise  # cancelled (shutdown): the waiters were told
+            return
+        found = {row.id: row for row in rows}
+        for post_id, futures in batch.items():
+            row = found.get(str(post_id))
+            for future in futures:
+                if not future.done():  # its caller went away
+                    future.set_result(row)
 
 
 def list_posts_sql(*, by_author: bool, after: bool) -> str:

@@ -12,6 +12,7 @@ from nuell.compute.v1 import compute_service_pb2, compute_service_pb2_grpc
 from nuell.posts.v1 import post_service_pb2, post_service_pb2_grpc
 from nuell.users.v1 import user_service_pb2, user_service_pb2_grpc
 
+from nuell_gateway.interceptors import CallBoundary
 from nuell_gateway.resources import Resources
 from nuell_gateway.services.auth import AuthService
 from nuell_gateway.services.compute import ComputeService
@@ -53,7 +54,9 @@ SERVICES: tuple[ServiceEntry, ...] = (
 
 
 def mount_services(server: grpc.aio.Server, resources: Resources) -> list[str]:
-    """Add every servicer to `server`; return the full service names."""
+    """Add every servicer to `server`, inside the call boundary; return the
+    full service names."""
+    boundary = CallBoundary(resources)
     for entry in SERVICES:
-        entry.add_to_server(entry.build(resources), server)
+        boundary.mount(server, entry.add_to_server, entry.build(resources))
     return [entry.name for entry in SERVICES]

@@ -65,10 +65,8 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
         self, request: pb.GetPostRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPostResponse:
         post_id = uuid.UUID(request.id)
-        post = await hot_reads.get_post(
-            self._resources.hot_reads,
-            post_id=post_id,
-            include_inactive_authors=_moderates(caller()),
+        post = await self._resources.post_reads.get(
+            post_id, include_inactive_authors=_moderates(caller())
         )
         if post is None:
             raise _not_found(post_id)
@@ -151,8 +149,8 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
         Otherwise NOT_FOUND, PERMISSION_DENIED or ABORTED, checked in that
         order so a stranger learns nothing from an etag.
         """
-        post = await hot_reads.get_post(
-            self._resources.hot_reads, post_id=post_id, include_inactive_authors=_moderates(me)
+        post = await self._resources.post_reads.get(
+            post_id, include_inactive_authors=_moderates(me)
         )
         if post is None:
             raise _not_found(post_id)
