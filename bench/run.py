@@ -347,12 +347,7 @@ def start_edge(run: Running, work_dir: Path, extra: Mapping[str, str] | None = N
     )
     config = write_envoy(settings, work_dir / "envoy.yaml")
 
-    edge = run.stack.spawn(
-        "envoy",
-        [str(envoy), "-c", str(config), "--log-level", "warning", "--disable-hot-restart"],
-        run.env,
-        10,
-    )
+    edge = run.stack.spawn("envoy", run_stack.envoy_argv(envoy, config, settings), run.env, 10)
     run.stack.wait_until(edge, "ready", lambda: run_stack.admin_ready(settings.edge_admin))
     run.edge = settings.edge_http.connect_target
     run.stack.wait_healthy(edge, run.edge)

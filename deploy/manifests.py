@@ -60,9 +60,19 @@ EDGE_TLS_SECRET = "nuell-edge-tls"  # noqa: S105 - a name, not a value
 COMPOSE_SECRETS = ("postgres_password", "database_url", "jwt_keys", "edge_tls_cert", "edge_tls_key")
 
 
-def _envoy_command(config: str) -> list[str]:
-    # No hot restart: no shared memory, so a read-only root and no IPC are enough.
-    return ["/usr/local/bin/envoy", "-c", config, "--disable-hot-restart", "--log-level", "info"]
+def _envoy_command(config: str, workers: str) -> list[str]:
+    return [
+        "/usr/local/bin/envoy",
+        "-c",
+        config,
+        # No hot restart: no shared memory, so a read-only root and no IPC are enough.
+        "--disable-hot-restart",
+        "--log-level",
+        "info",
+        # Envoy otherwise starts a thread per CPU of the node, not of its limit.
+        "--concurrency",
+        workers,
+    ]
 
 
 # ------------------------------------------------------------------ compose
@@ -159,8 +169,8 @@ def compose(settings: StackSettings, out_dir: Path) -> Manifest:
             },
             "envoy": {
                 "image": ENVOY_IMAGE,
-                "entrypoint": _envoy_command(ENVOY_CONFIG_PATH)[:1],
-                "command": _envoy_command(ENVOY_CONFIG_PATH)[1:],
+                "entrypoint": _envoy_command(ENVOY_CONFIG_PATH, "${NUELL_EDGE_WORKERS:-1}")[:1],
+                "command": _envoy_command(ENVOY_CONFIG_PATH, "${NUELL_EDGE_WORKERS:-1}")[1:],
                 "configs": [{"source": "envoy_config", "target": ENVOY_CONFIG_PATH}],
                 "secrets": [
                     {"source": "edge_tls_cert", "target": COMPOSE_TLS_CERT.name},
@@ -567,7 +577,7 @@ def base_resources(settings: StackSettings) -> dict[str, list[Manifest]]:
     tcp = {"tcpSocket": {"port": edge}, "timeoutSeconds": 2}
     envoy_container = {
         "image": ENVOY_IMAGE,
-        "command": _envoy_command(ENVOY_CONFIG_PATH),
+        "command": _envoy_command(ENVOY_CONFIG_PATH, workers_for(BASE.envoy)),
         "ports": [{"name": "https", "containerPort": edge}],
         "readinessProbe": {**tcp, "periodSeconds": 5, "failureThreshold": 2},
         "livenessProbe": {**tcp, "periodSeconds": 10, "failureThreshold": 3},
@@ -714,6 +724,13 @@ def overlay_patches(settings: StackSettings, overlay: Overlay) -> list[Manifest]
         ),
         *_sizing_patch("envoy", overlay.envoy, []),
     ]
+    if workers_for(overlay.envoy) != workers_for(BASE.envoy):
+        envoy_deployment = next(
+            patch for patch in patches if _key(patch) == ("Deployment", "envoy")
+        )
+        envoy_deployment["spec"]["template"]["spec"]["containers"][0]["command"] = _envoy_command(
+            ENVOY_CONFIG_PATH, workers_for(overlay.envoy)
+        )
     envoy_yaml = _envoy_config(settings, overlay)
     if envoy_yaml != _envoy_config(settings, BASE):
         patches.append(

@@ -191,6 +191,10 @@ class StackSettings:
     auth_burst: int = 5
     max_request_bytes: int = 4 * 1024 * 1024
     trusted_proxy_hops: int = 0
+    # Envoy's worker threads (`--concurrency`) where the runner starts it.
+    # One proxies several times the calls a Python worker serves, and they
+    # share the machine with the gateway's processes: one per two cores.
+    edge_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
     data_dir: Path = DEFAULT_DATA_DIR
     # Where the edge sends its spans (OTLP/gRPC); None renders no tracing.
     otlp_collector: Address | None = None
@@ -223,6 +227,8 @@ class StackSettings:
             raise SettingsError(
                 f"NUELL_EDGE_MAX_REQUEST_BYTES: {self.max_request_bytes} is not in 1024-67108864"
             )
+        if not 1 <= self.edge_workers <= 256:
+            raise SettingsError(f"NUELL_EDGE_WORKERS: {self.edge_workers} is not in 1-256")
         if not 0 <= self.trusted_proxy_hops <= 10:
             raise SettingsError(
                 f"NUELL_EDGE_TRUSTED_PROXY_HOPS: {self.trusted_proxy_hops} is not in 0-10"
@@ -297,6 +303,7 @@ class StackSettings:
             auth_burst=int_of("NUELL_EDGE_AUTH_BURST", defaults.auth_burst),
             max_request_bytes=int_of("NUELL_EDGE_MAX_REQUEST_BYTES", defaults.max_request_bytes),
             trusted_proxy_hops=int_of("NUELL_EDGE_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
+            edge_workers=int_of("NUELL_EDGE_WORKERS", defaults.edge_workers),
             data_dir=data_dir,
             otlp_collector=_otlp_collector(env),
         )

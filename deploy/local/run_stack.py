@@ -588,6 +588,21 @@ def find_envoy() -> Path:
     return Path(found)
 
 
+def envoy_argv(envoy: Path, config: Path, settings: StackSettings) -> list[str]:
+    """How the runner (and the benchmark) start Envoy."""
+    return [
+        str(envoy),
+        "-c",
+        str(config),
+        "--log-level",
+        "warning",
+        # No hot restart, so no shared memory: nothing to clash with other Envoys here.
+        "--disable-hot-restart",
+        "--concurrency",
+        str(settings.edge_workers),
+    ]
+
+
 def find_compute_binary() -> Path:
     path = Path(os.environ.get("NUELL_COMPUTE_BIN") or DEFAULT_COMPUTE_BIN)
     if not (path.is_file() and os.access(path, os.X_OK)):
@@ -844,8 +859,7 @@ def run(stack: Stack, policy: RestartPolicy) -> None:
     config = write_envoy(
         dataclasses.replace(settings, gateway=gateway_at), stack.data_dir / "run" / "envoy.yaml"
     )
-    # No hot restart, so no shared memory: nothing to clash with other Envoys here.
-    edge_argv = [str(envoy), "-c", str(config), "--log-level", "warning", "--disable-hot-restart"]
+    edge_argv = envoy_argv(envoy, config, settings)
     edge = stack.spawn("envoy", edge_argv, env, 10)
     stack.wait_until(edge, "ready", lambda: admin_ready(settings.edge_admin))
     if settings.edge_plaintext:

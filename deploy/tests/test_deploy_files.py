@@ -353,6 +353,10 @@ def test_workers_match_the_cpu_limit(k8s_dir: Path, overlay: str) -> None:
         env = {e["name"]: e.get("value") for e in container["env"]}
         cpu_m = int(container["resources"]["limits"]["cpu"].removesuffix("m"))
         assert int(env[variable]) == max(1, cpu_m // 1000), (name, overlay)
+    (envoy,) = pods["envoy"]["containers"]
+    cpu_m = int(envoy["resources"]["limits"]["cpu"].removesuffix("m"))
+    threads = envoy["command"][envoy["command"].index("--concurrency") + 1]
+    assert int(threads) == max(1, cpu_m // 1000), overlay
 
 
 def _flows(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, int]]:

@@ -572,6 +572,8 @@ def test_addresses_parse_ipv6_and_port_zero() -> None:
         ({"NUELL_EDGE_MAX_REQUEST_BYTES": "12"}, "NUELL_EDGE_MAX_REQUEST_BYTES"),
         ({"NUELL_EDGE_TRUSTED_PROXY_HOPS": "-1"}, "NUELL_EDGE_TRUSTED_PROXY_HOPS"),
         ({"NUELL_EDGE_PLAINTEXT": "maybe"}, "NUELL_EDGE_PLAINTEXT"),
+        ({"NUELL_EDGE_WORKERS": "0"}, "NUELL_EDGE_WORKERS"),
+        ({"NUELL_EDGE_WORKERS": "two"}, "NUELL_EDGE_WORKERS"),
         ({"NUELL_OTLP_ENDPOINT": "https://collector:4317"}, "NUELL_OTLP_ENDPOINT"),
         ({"NUELL_OTLP_ENDPOINT": "http://collector"}, "NUELL_OTLP_ENDPOINT"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:0"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
