@@ -974,7 +974,7 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
 
 
 DEFAULT_MIX_WEIGHTS = "Login=5,ListPosts=60,GetPost=20,CreatePost=10,Analyze=5"
-DEFAULT_RATES = "100,200,400,800,1200"
+DEFAULT_RATES = "100,200,300,400,500,600,800"
 
 
 def mix_weights(text: str) -> dict[str, int]:
