@@ -75,6 +75,13 @@ def _envoy_command(config: str, workers: str) -> list[str]:
     ]
 
 
+def _trace_export_env(settings: StackSettings) -> dict[str, str]:
+    """The services export their spans to the collector Envoy's config names."""
+    if settings.otlp_collector is None:
+        return {}
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{settings.otlp_collector}"}
+
+
 # ------------------------------------------------------------------ compose
 
 
@@ -99,6 +106,7 @@ def compose(settings: StackSettings, out_dir: Path) -> Manifest:
         "DATABASE_URL_FILE": "/run/secrets/database_url",
         "NUELL_JWT_KEYS_FILE": "/run/secrets/jwt_keys",
         "NUELL_WORKERS": "${NUELL_WORKERS:-2}",
+        **_trace_export_env(settings),
     }
     gateway_build = {"context": context, "dockerfile": "deploy/docker/gateway.Dockerfile"}
     return {
@@ -140,6 +148,7 @@ def compose(settings: StackSettings, out_dir: Path) -> Manifest:
                 "environment": {
                     "NUELL_COMPUTE_ADDR": f"0.0.0.0:{compute_port}",
                     "NUELL_COMPUTE_WORKERS": "${NUELL_COMPUTE_WORKERS:-2}",
+                    **_trace_export_env(settings),
                 },
                 # The image has no gRPC client (see deploy/docker/README.md):
                 # this checks that the port accepts connections.
@@ -489,7 +498,8 @@ def _policy(name: str, component: str, **spec: Any) -> Manifest:
 def network_policies(settings: StackSettings) -> list[Manifest]:
     """Deny everything, then allow exactly: anyone → envoy (TLS), envoy →
     gateway, gateway → compute, gateway and migrations → PostgreSQL (a
-    managed server outside the cluster: any address, its port only), and DNS."""
+    managed server outside the cluster: any address, its port only), and DNS;
+    with trace export, envoy, gateway and compute → the collector's port."""
     gateway, compute = settings.gateway.port, settings.compute.port
     edge = settings.edge_https.port
     deny = {
@@ -498,10 +508,16 @@ def network_policies(settings: StackSettings) -> list[Manifest]:
         "metadata": {"name": "default-deny", "namespace": NAMESPACE, "labels": _labels("nuell")},
         "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
     }
+    # With trace export, every hop also reaches the collector (wherever it
+    # runs: its port only) and compute, which otherwise calls nothing, DNS.
+    collector = settings.otlp_collector
+    traces = [] if collector is None else [{"ports": [_tcp(collector.port)]}]
+    compute_egress = [] if collector is None else [*traces, _dns()]
     return [
         deny,
         _policy("envoy", "envoy", ingress=[{"ports": [_tcp(edge)]}], egress=[
             {"to": [_peer(GATEWAY_SERVICE)], "ports": [_tcp(gateway)]},
+            *traces,
             _dns(),
         ]),
         _policy(GATEWAY_SERVICE, GATEWAY_SERVICE, ingress=[
@@ -509,13 +525,18 @@ def network_policies(settings: StackSettings) -> list[Manifest]:
         ], egress=[
             {"to": [_peer(COMPUTE_SERVICE)], "ports": [_tcp(compute)]},
             {"ports": [_tcp(POSTGRES_PORT)]},
+            *traces,
             _dns(),
         ]),
         _policy(COMPUTE_SERVICE, COMPUTE_SERVICE, ingress=[
             {"from": [_peer(GATEWAY_SERVICE)], "ports": [_tcp(compute)]},
-        ], egress=[]),
+        ], egress=compute_egress),
         _policy("migrate", "migrate", egress=[{"ports": [_tcp(POSTGRES_PORT)]}, _dns()]),
     ]  # fmt: skip
+
+
+def _env_list(env: dict[str, str]) -> list[Manifest]:
+    return [{"name": name, "value": value} for name, value in env.items()]
 
 
 def _secret_env(name: str, key: str) -> Manifest:
@@ -559,6 +580,7 @@ def base_resources(settings: StackSettings) -> dict[str, list[Manifest]]:
             {"name": "NUELL_WORKERS", "value": workers_for(BASE.gateway)},
             _secret_env("DATABASE_URL", DATABASE_URL_KEY),
             _secret_env("NUELL_JWT_KEYS", JWT_KEYS_KEY),
+            *_env_list(_trace_export_env(settings)),
         ],
         **_grpc_probes(gateway, period=5),
     }
@@ -568,6 +590,7 @@ def base_resources(settings: StackSettings) -> dict[str, list[Manifest]]:
         "env": [
             {"name": "NUELL_COMPUTE_ADDR", "value": f"0.0.0.0:{compute}"},
             {"name": "NUELL_COMPUTE_WORKERS", "value": workers_for(BASE.compute)},
+            *_env_list(_trace_export_env(settings)),
         ],
         **_grpc_probes(compute, period=5),
     }

@@ -515,3 +515,49 @@ def test_envoy_image_matches_the_validating_binary() -> None:
     version = _run(ENVOY, "--version", check=True).stdout
     assert f"/{manifests.ENVOY_VERSION}/" in version
     assert manifests.ENVOY_IMAGE.endswith(manifests.ENVOY_VERSION)
+
+
+def test_trace_export_reaches_every_hop_and_only_the_collector_port(tmp_path: Path) -> None:
+    collector = "http://otel-collector.monitoring:4317"
+    settings = StackSettings.from_env({"NUELL_OTLP_ENDPOINT": collector})
+    resources = manifests.base_resources(settings)
+    pods = _pod_specs([d for docs in resources.values() for d in docs])
+    for name in ("gateway", "compute"):
+        (container,) = pods[name]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == collector, name
+    policies = manifests.network_policies(settings)
+    gateway, compute = DEFAULTS.gateway.port, DEFAULTS.compute.port
+    pg = manifests.POSTGRES_PORT
+    dns = {("egress", pod, "*", 53) for pod in ("envoy", "gateway", "compute", "migrate")}
+    assert _flows(policies) == {
+        ("ingress", "envoy", "*", DEFAULTS.edge_https.port),
+        ("egress", "envoy", "gateway", gateway),
+        ("ingress", "gateway", "envoy", gateway),
+        ("egress", "gateway", "compute", compute),
+        ("ingress", "compute", "gateway", compute),
+        ("egress", "gateway", "*", pg),
+        ("egress", "migrate", "*", pg),
+        *{("egress", pod, "*", 4317) for pod in ("envoy", "gateway", "compute")},
+        *dns,
+    }
+    files = []
+    for name, docs in resources.items():
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump_all(docs), encoding="utf-8")
+        files.append(path)
+    result = _run(_tool(KUBERNETES_VALIDATE), "--strict", "--no-warn", *files)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    compose = manifests.compose(settings, tmp_path)
+    for name in ("gateway", "compute"):
+        assert compose["services"][name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == collector
+    compose_file = tmp_path / "docker-compose.yaml"
+    compose_file.write_text(yaml.safe_dump(compose), encoding="utf-8")
+    result = _run(_tool(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec", compose_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_without_trace_export_nothing_names_a_collector(k8s_dir: Path, compose_dir: Path) -> None:
+    for path in [*k8s_dir.rglob("*.yaml"), compose_dir / "docker-compose.yaml"]:
+        assert "OTEL_EXPORTER_OTLP" not in path.read_text(encoding="utf-8"), path
