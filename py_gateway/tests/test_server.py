@@ -13,6 +13,8 @@ from nuell.users.v1 import user_pb2, user_service_pb2
 from nuell.users.v1.user_service_pb2_grpc import UserServiceServicer, UserServiceStub
 from sqlalchemy.engine import URL
 
+from nuell_gateway.boundary import CallBoundary
+from nuell_gateway.resources import Resources
 from nuell_gateway.server import Gateway
 from nuell_gateway.services import SERVICES
 from nuell_gateway.services.users import UserService
@@ -214,3 +216,18 @@ async def test_error_details_stay_small_whatever_the_request(
     assert len(details.violations) == 26  # 25 shown, then "and 175 more"
     assert details.violations[-1].description == "and 175 more"
     assert all(len(v.description) <= 200 for v in details.violations)
+
+
+def test_a_service_registered_only_generically_is_refused_at_start(
+    resources: Resources,
+) -> None:
+    """The boundary wraps what generated code registers as method handlers; a
+    registration it never sees would serve calls with no authentication."""
+
+    def add_generically(servicer: object, server: object) -> None:
+        handler = grpc.method_handlers_generic_handler("nuell.x.v1.X", {})
+        server.add_generic_rpc_handlers((handler,))  # type: ignore[attr-defined]
+
+    server = grpc.aio.server()
+    with pytest.raises(RuntimeError, match="add_generically registered no method handlers"):
+        CallBoundary(resources).mount(server, add_generically, object())

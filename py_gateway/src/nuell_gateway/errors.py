@@ -1,7 +1,7 @@
 """Domain errors and their one translation into a gRPC status.
 
 Servicers raise a `DomainError` subclass; the call boundary
-(`interceptors`) turns it into a status with `google.rpc` details
+(`boundary`) turns it into a status with `google.rpc` details
 (ErrorInfo with a stable `reason`, BadRequest field violations) in
 `grpc-status-details-bin`. Anything else that escapes a handler is a bug:
 it is logged with its stack and answered INTERNAL with no detail.

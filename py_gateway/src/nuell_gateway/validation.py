@@ -29,7 +29,7 @@ def tolerant(deserialize: Callable[[bytes], Message]) -> Callable[[bytes], Any]:
     """A deserializer that hands UNDECODABLE on instead of raising.
 
     grpc answers a raising deserializer with UNKNOWN and its own text, before
-    any interceptor runs; this way the call reaches the boundary, which
+    the handler runs; this way the call reaches the boundary, which
     authenticates first and then answers INVALID_ARGUMENT with details.
     """
 

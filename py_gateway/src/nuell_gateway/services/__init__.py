@@ -12,7 +12,7 @@ from nuell.compute.v1 import compute_service_pb2, compute_service_pb2_grpc
 from nuell.posts.v1 import post_service_pb2, post_service_pb2_grpc
 from nuell.users.v1 import user_service_pb2, user_service_pb2_grpc
 
-from nuell_gateway.interceptors import CallBoundary
+from nuell_gateway.boundary import CallBoundary
 from nuell_gateway.resources import Resources
 from nuell_gateway.services.auth import AuthService
 from nuell_gateway.services.compute import ComputeService
