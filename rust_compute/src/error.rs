@@ -67,6 +67,10 @@ pub enum ComputeError {
          split it or raise the threshold"
     )]
     TooManyPairs,
+    /// A request message that does not decode as its type (random bytes,
+    /// another message, a truncated one).
+    #[error("the request is not a valid message of the request type")]
+    MalformedMessage,
     /// One gRPC message is larger than the transport accepts.
     #[error("the message is larger than the limit of {limit} bytes")]
     MessageTooLarge {
@@ -100,6 +104,7 @@ impl ComputeError {
             Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
             Self::BatchTooLarge { .. } => "BATCH_TOO_LARGE",
             Self::TooManyPairs => "TOO_MANY_PAIRS",
+            Self::MalformedMessage => "MALFORMED_REQUEST",
             Self::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::Cancelled => "CANCELLED",
@@ -109,7 +114,7 @@ impl ComputeError {
 
     fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::InvalidArgument { .. } | Self::MalformedMessage => Code::InvalidArgument,
             Self::BatchTooLarge { .. } | Self::TooManyPairs | Self::MessageTooLarge { .. } => {
                 Code::ResourceExhausted
             }
@@ -249,6 +254,11 @@ mod tests {
                 ComputeError::MessageTooLarge { limit: 1 },
                 Code::ResourceExhausted,
                 "MESSAGE_TOO_LARGE",
+            ),
+            (
+                ComputeError::MalformedMessage,
+                Code::InvalidArgument,
+                "MALFORMED_REQUEST",
             ),
             (
                 ComputeError::DeadlineExceeded,

@@ -1,6 +1,6 @@
 //! What the compute service needs from the gRPC transport that tonic does
 //! not give it: the caller's deadline as an [`Instant`], and the contract's
-//! status for an oversized message.
+//! status for a refused message.
 //!
 //! **Deadlines.** tonic enforces `grpc-timeout` by dropping the handler
 //! future at the deadline and answering CANCELLED; it never tells the
@@ -13,11 +13,17 @@
 //! [`DEADLINE_HEADROOM`] early: that is what makes ours fire first. The
 //! caller's own clock started earlier still, so nobody loses by it.
 //!
-//! **Oversized messages.** tonic answers a message above the decoding
+//! **Refused messages.** tonic answers a message above the decoding
 //! limit with OUT_OF_RANGE; the contract (spec §10) says
 //! RESOURCE_EXHAUSTED, which is also what gRPC's other implementations
-//! send. [`Transport`] rewrites that status for unary calls, and
-//! [`inbound_status`] does it for messages read from a request stream.
+//! send. It answers a message that does not decode with INTERNAL and
+//! prost's error text; that is the caller's mistake, not a bug, so the
+//! contract says INVALID_ARGUMENT with reason MALFORMED_REQUEST (as the
+//! gateway answers). [`Transport`] rewrites both for unary calls, and
+//! [`inbound_status`] for messages read from a request stream. Our own
+//! INTERNAL always carries ErrorInfo; tonic's never does, which is how
+//! the two are told apart. Broken framing (a bad compressed-flag, a
+//! truncated frame) stays INTERNAL, as gRPC's compression spec requires.
 
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -49,8 +55,8 @@ impl Deadline {
     }
 }
 
-/// A gRPC service wrapped with deadline stamping and the oversized-message
-/// status. Mount it instead of the service itself.
+/// A gRPC service wrapped with deadline stamping and the contract's status
+/// for refused messages. Mount it instead of the service itself.
 #[derive(Debug, Clone)]
 pub struct Transport<S> {
     inner: S,
@@ -93,32 +99,45 @@ where
             request.extensions_mut().insert(Deadline(deadline));
         }
         let response = self.inner.call(request);
-        Box::pin(async move { Ok(rewrite_oversized(response.await?)) })
+        Box::pin(async move { Ok(rewrite_refusal(response.await?)) })
     }
 }
 
-/// A trailers-only answer carrying tonic's "message too large" status
-/// becomes the contract's RESOURCE_EXHAUSTED.
-fn rewrite_oversized(response: http::Response<Body>) -> http::Response<Body> {
-    match Status::from_header_map(response.headers()) {
-        Some(status) if is_oversized(&status) => Status::from(ComputeError::MessageTooLarge {
-            limit: MESSAGE_MAX_BYTES,
-        })
-        .into_http(),
-        _ => response,
+/// A trailers-only answer carrying tonic's refusal of a request message
+/// becomes the contract's status for it.
+fn rewrite_refusal(response: http::Response<Body>) -> http::Response<Body> {
+    match Status::from_header_map(response.headers()).and_then(|status| refusal(&status)) {
+        Some(error) => Status::from(error).into_http(),
+        None => response,
     }
 }
 
 /// The status to end a stream with when reading its next message failed.
 pub fn inbound_status(status: Status) -> Status {
-    if is_oversized(&status) {
-        ComputeError::MessageTooLarge {
+    refusal(&status).map_or(status, Status::from)
+}
+
+/// What tonic's refusal of a request message means in the contract.
+fn refusal(status: &Status) -> Option<ComputeError> {
+    if is_oversized(status) {
+        Some(ComputeError::MessageTooLarge {
             limit: MESSAGE_MAX_BYTES,
-        }
-        .into()
+        })
+    } else if is_undecodable(status) {
+        Some(ComputeError::MalformedMessage)
     } else {
-        status
+        None
     }
+}
+
+/// Whether `status` is tonic's answer to a message that does not decode:
+/// prost's error text, and none of the details our own statuses carry.
+fn is_undecodable(status: &Status) -> bool {
+    status.code() == tonic::Code::Internal
+        && status.details().is_empty()
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
 }
 
 /// Whether `status` is tonic's refusal of a message above the decoding
@@ -202,8 +221,29 @@ mod tests {
             "Error, decoded message length too large: found 300 bytes, the limit is: 200 bytes",
         )
         .into_http::<Body>();
-        let rewritten = rewrite_oversized(response);
+        let rewritten = rewrite_refusal(response);
         let status = Status::from_header_map(rewritten.headers()).expect("status in headers");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn undecodable_messages_become_invalid_argument() {
+        let tonic_says = Status::internal("failed to decode Protobuf message: invalid varint");
+        let status = inbound_status(tonic_says);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            !status.details().is_empty(),
+            "ErrorInfo says MALFORMED_REQUEST"
+        );
+
+        let response = Status::internal("failed to decode Protobuf message: invalid wire type")
+            .into_http::<Body>();
+        let rewritten = rewrite_refusal(response);
+        let status = Status::from_header_map(rewritten.headers()).expect("status in headers");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+        // Our own INTERNAL (a bug) stays INTERNAL, whatever its text.
+        let ours = Status::from(ComputeError::Internal);
+        assert_eq!(inbound_status(ours).code(), tonic::Code::Internal);
     }
 }

@@ -5,10 +5,11 @@
 //! Every call must end with a proper gRPC status, never a dropped
 //! connection or a panic, and the server must serve normally afterwards.
 //! Bytes that happen to decode get the ordinary answer (OK or
-//! INVALID_ARGUMENT). Bytes that do not decode get tonic's answer, which
-//! is INTERNAL with no details, as gRPC's status code guide prescribes for
-//! a message that cannot be parsed; this service's own INTERNAL (a bug)
-//! always carries ErrorInfo, so the two are told apart.
+//! INVALID_ARGUMENT); bytes that do not decode get INVALID_ARGUMENT with
+//! reason MALFORMED_REQUEST (tonic's own INTERNAL, rewritten: the
+//! caller's mistake is never INTERNAL). Broken gRPC framing (a bad
+//! compressed-flag, a truncated frame) stays tonic's INTERNAL without
+//! details, as gRPC's compression spec requires.
 
 mod common;
 
@@ -181,8 +182,15 @@ fn frame() -> impl Strategy<Value = Vec<u8>> {
 fn acceptable(status: &Status) -> bool {
     match status.code() {
         Code::Ok | Code::InvalidArgument => true,
-        // tonic's own decoding and framing errors: no details attached.
-        Code::Internal => status.details().is_empty(),
+        // Framing tonic refuses (a bad compressed-flag, a truncated frame):
+        // INTERNAL without details, as gRPC's compression spec requires. A
+        // message that does not decode is INVALID_ARGUMENT, never this.
+        Code::Internal => {
+            status.details().is_empty()
+                && !status
+                    .message()
+                    .starts_with("failed to decode Protobuf message")
+        }
         _ => false,
     }
 }
