@@ -31,6 +31,19 @@ def _env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def _assert_nobody_listens(host: str, port: int) -> None:
+    """A new server can listen on the port: no process of the old one holds it.
+
+    SO_REUSEADDR, as every server sets it: connections the old server closed
+    linger in TIME_WAIT on the port and would refuse a plain bind, though
+    nobody listens there any more.
+    """
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind((host, port))
+        again.listen()
+
+
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nuell_gateway", *args],
@@ -138,8 +151,7 @@ def test_signal_stops_the_process_cleanly(database_url: URL, signum: signal.Sign
         _, stderr = process.communicate()
     assert "Traceback" not in stderr
     host, port = address.rsplit(":", 1)
-    with socket.socket() as again:  # the port is free once it has exited
-        again.bind((host, int(port)))
+    _assert_nobody_listens(host, int(port))
 
 
 def test_create_admin_makes_an_admin_who_can_log_in(database_url: URL) -> None:
@@ -217,8 +229,7 @@ def test_workers_share_the_port_and_stop_together(database_url: URL) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
-    with socket.socket() as again:
-        again.bind(("127.0.0.1", port))
+    _assert_nobody_listens("127.0.0.1", port)
 
 
 def test_a_dead_worker_stops_the_gateway_with_a_clear_line(database_url: URL) -> None:

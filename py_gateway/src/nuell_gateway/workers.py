@@ -136,6 +136,9 @@ def _join(processes: Sequence[BaseProcess], grace_seconds: float) -> None:
         process.join(timeout=grace_seconds + 5)
         if process.is_alive():
             process.kill()
+            # Gone, not just signalled, before this process exits: until
+            # then the worker still holds the port.
+            process.join()
 
 
 # --- the gateway --------------------------------------------------------------
