@@ -85,6 +85,26 @@ async def _walk(
 # ------------------------------------------------------------------ create
 
 
+async def test_reads_and_writes_describe_a_post_identically(
+    posts: PostServiceStub, resources: Resources, alice: TestUser
+) -> None:
+    """Writes answer from the ORM row, reads from the hot-path SQL: the same
+    post, to the microsecond and the etag, either way."""
+    me = _as(resources, alice)
+    created = await _create(posts, me, "one post, two ways of reading it")
+
+    got = (await posts.GetPost(pb.GetPostRequest(id=created.id), metadata=me)).post
+    (listed,) = [
+        p
+        for p in (await posts.ListPosts(pb.ListPostsRequest(), metadata=me)).posts
+        if p.id == created.id
+    ]
+
+    assert got == created
+    assert listed == created
+    assert created.create_time.nanos % 1000 == 0  # PostgreSQL keeps microseconds
+
+
 @pytest.mark.parametrize(
     "content",
     [
