@@ -94,6 +94,26 @@ def test_a_bad_message_ends_analyze_stream_with_invalid_argument(
     check_described(outcome, fields_at_fault=isinstance(bad, Message))
 
 
+# --- a known field number with the wrong wire type, forwarded to rust_compute ----------
+# Was INVALID_ARGUMENT MALFORMED_REQUEST from rust_compute, with no field named:
+# protobuf keeps such a field as unknown and re-sent it; prost refuses it.
+
+# Field 1 (a string in every compute request) as a varint.
+WRONG_WIRE_TYPE = b"\x08\x00"
+
+
+@pytest.mark.parametrize(
+    "method", [m for m in METHODS if m.containing_service.name == "ComputeService"], ids=method_id
+)
+def test_unknown_fields_are_not_forwarded_to_rust_compute(
+    method: MethodDescriptor, channel: grpc.Channel, restored_world: World
+) -> None:
+    bodies = [GOOD.SerializeToString()] if method.client_streaming else []
+    outcome = _call(channel, restored_world, "user", method.name, *bodies, WRONG_WIRE_TYPE)
+    assert _reason(outcome) != "MALFORMED_REQUEST", outcome.describe()
+    check_described(outcome)
+
+
 # --- NUL in text bound for PostgreSQL --------------------------------------------------
 # Was INTERNAL: psycopg.DataError "PostgreSQL text fields cannot contain NUL (0x00) bytes".
 

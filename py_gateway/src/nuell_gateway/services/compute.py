@@ -21,7 +21,13 @@ from nuell_gateway.resources import Resources
 
 
 class ComputeService(compute_service_pb2_grpc.ComputeServiceServicer):
-    """Forwards every call to rust_compute."""
+    """Forwards every call to rust_compute.
+
+    Only the fields the contract defines go on: unknown fields are dropped
+    first. protobuf keeps a known field number sent with the wrong wire type
+    as an unknown field, which prost (rightly) refuses, so forwarding it
+    would turn the caller's garbage into rust_compute's error.
+    """
 
     def __init__(self, resources: Resources) -> None:
         self._compute = resources.compute
@@ -29,16 +35,19 @@ class ComputeService(compute_service_pb2_grpc.ComputeServiceServicer):
     async def Analyze(
         self, request: pb.AnalyzeRequest, context: grpc.aio.ServicerContext
     ) -> pb.AnalyzeResponse:
+        request.DiscardUnknownFields()
         return await self._compute.analyze(request, _forwarding(context))
 
     async def Compare(
         self, request: pb.CompareRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompareResponse:
+        request.DiscardUnknownFields()
         return await self._compute.compare(request, _forwarding(context))
 
     async def FindNearDuplicates(
         self, request: pb.FindNearDuplicatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindNearDuplicatesResponse:
+        request.DiscardUnknownFields()
         return await self._compute.find_near_duplicates(request, _forwarding(context))
 
     async def AnalyzeStream(
@@ -57,6 +66,7 @@ class ComputeService(compute_service_pb2_grpc.ComputeServiceServicer):
             nonlocal refusal
             try:
                 async for request in request_iterator:
+                    request.DiscardUnknownFields()
                     yield request
             except DomainError as exc:
                 refusal = exc
