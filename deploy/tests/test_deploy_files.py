@@ -380,23 +380,24 @@ def _flows(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, int]]:
     return flows
 
 
+# The flows between the services and to PostgreSQL, with or without traces.
+_SERVICE_FLOWS = {
+    ("ingress", "envoy", "*", DEFAULTS.edge_https.port),
+    ("egress", "envoy", "gateway", DEFAULTS.gateway.port),
+    ("ingress", "gateway", "envoy", DEFAULTS.gateway.port),
+    ("egress", "gateway", "compute", DEFAULTS.compute.port),
+    ("ingress", "compute", "gateway", DEFAULTS.compute.port),
+    ("egress", "gateway", "*", manifests.POSTGRES_PORT),
+    ("egress", "migrate", "*", manifests.POSTGRES_PORT),
+}
+
+
 def test_network_policies_allow_exactly_the_listed_flows(k8s_dir: Path) -> None:
     docs = _overlay(k8s_dir, "prod")
     deny = _find(docs, "NetworkPolicy", "default-deny")["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    gateway, compute = DEFAULTS.gateway.port, DEFAULTS.compute.port
-    pg = manifests.POSTGRES_PORT
     dns = {(("egress", pod, "*", 53)) for pod in ("envoy", "gateway", "migrate")}
-    assert _flows(docs) == {
-        ("ingress", "envoy", "*", DEFAULTS.edge_https.port),
-        ("egress", "envoy", "gateway", gateway),
-        ("ingress", "gateway", "envoy", gateway),
-        ("egress", "gateway", "compute", compute),
-        ("ingress", "compute", "gateway", compute),
-        ("egress", "gateway", "*", pg),
-        ("egress", "migrate", "*", pg),
-        *dns,
-    }
+    assert _flows(docs) == {*_SERVICE_FLOWS, *dns}
     for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
         spec = policy["spec"]
         if policy["metadata"]["name"] == "default-deny":
@@ -527,17 +528,9 @@ def test_trace_export_reaches_every_hop_and_only_the_collector_port(tmp_path: Pa
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == collector, name
     policies = manifests.network_policies(settings)
-    gateway, compute = DEFAULTS.gateway.port, DEFAULTS.compute.port
-    pg = manifests.POSTGRES_PORT
     dns = {("egress", pod, "*", 53) for pod in ("envoy", "gateway", "compute", "migrate")}
     assert _flows(policies) == {
-        ("ingress", "envoy", "*", DEFAULTS.edge_https.port),
-        ("egress", "envoy", "gateway", gateway),
-        ("ingress", "gateway", "envoy", gateway),
-        ("egress", "gateway", "compute", compute),
-        ("ingress", "compute", "gateway", compute),
-        ("egress", "gateway", "*", pg),
-        ("egress", "migrate", "*", pg),
+        *_SERVICE_FLOWS,
         *{("egress", pod, "*", 4317) for pod in ("envoy", "gateway", "compute")},
         *dns,
     }
