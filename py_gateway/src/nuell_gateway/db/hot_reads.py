@@ -130,8 +130,9 @@ class PostReads:
     Each query has a fixed cost (a pooled connection, a round trip, event
     loop wake-ups) that outweighs the row it reads. At most `MAX_QUERIES`
     of these reads are in flight per process: a get made while a slot is
-    free goes at once, and the gets made while both are busy wait for one
-    to finish and then go together, as one `id = ANY(...)` query per
+    free goes at the end of the current event-loop turn (with any other get
+    of that turn), and the gets made while both are busy wait for one to
+    finish and then go together, as one `id = ANY(...)` query per
     visibility. Idle, a get costs one query and no wait; busy, one query
     serves many. Nothing is remembered between queries: a get sees every
     write committed before it was made.
