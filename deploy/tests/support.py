@@ -63,13 +63,18 @@ T = TypeVar("T")
 _handed_out: set[int] = set()
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel would pick
+# for bind(0) may be taken as the local port of any outgoing connection (to
+# PostgreSQL, a health check) before the stack binds it, and the runner then
+# rightly refuses it as in use.
+_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    """A port nothing listens on now and that this session has not handed out before."""
+    """A port nothing uses now, outside the ephemeral range, not handed out before."""
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port not in _handed_out:
+        port = _PORTS[secrets.randbelow(len(_PORTS))]
+        if port not in _handed_out and port_is_free(port):
             _handed_out.add(port)
             return port
 
