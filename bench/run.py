@@ -42,6 +42,7 @@ import shlex
 import shutil
 import signal
 import socket
+import string
 import sys
 import tempfile
 import time
@@ -64,6 +65,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
 LOAD = BENCH / "load.py"
+BARE_ENVOY = BENCH / "bare_envoy.yaml"
 MIX = BENCH / "mix.py"
 ECHO_SERVER = BENCH / "echo_server.py"
 sys.path[:0] = [str(REPO / "deploy" / "local"), str(REPO / "deploy")]
@@ -101,6 +103,7 @@ class Scenario:
     needs: frozenset[str]  # parts of the stack: echo, gateway, edge, user
     argon2_bound: bool = False  # runs at --login-concurrency
     mix: bool = False  # a run of bench/mix.py through the edge (run_mix_family)
+    paced: bool = False  # open loop, direct and through the edge (compare_paced)
 
 
 SCENARIOS = (
@@ -114,6 +117,19 @@ SCENARIOS = (
     Scenario(
         "get-post-envoy", "GetPost via Envoy", frozenset({"gateway", "edge", "user", "posts"})
     ),
+    # The same through an Envoy with a router only: the floor of any edge here.
+    Scenario(
+        "get-post-bare-envoy",
+        "GetPost via bare Envoy",
+        frozenset({"gateway", "bare-edge", "user", "posts"}),
+    ),
+    # GetPost at one offered load, direct then via Envoy: the edge's cost at equal load.
+    Scenario(
+        "get-post-paced",
+        "GetPost at equal offered load",
+        frozenset({"gateway", "user", "posts"}),
+        paced=True,
+    ),
     Scenario("list-posts", "ListPosts (50) direct", frozenset({"gateway", "user", "posts"})),
     Scenario("login", "Login direct", frozenset({"gateway", "user"}), argon2_bound=True),
     # The end-to-end mix through the edge: closed loop, then open-loop rates.
@@ -125,6 +141,8 @@ SCENARIOS = (
         mix=True,
     ),
 )
+# What puts an Envoy in front of the gateway for a scenario.
+EDGES = frozenset({"edge", "bare-edge"})
 # Posts the post scenarios read: enough for several full pages.
 BENCH_POSTS = 200
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
@@ -326,7 +344,6 @@ def start_gateway(run: Running, cleanup: ExitStack, workers: int) -> None:
 def start_edge(run: Running, work_dir: Path, extra: Mapping[str, str] | None = None) -> Any:
     """Envoy in front of the gateway; returns its run_stack child. `extra`:
     more of deploy/settings.py's variables (the mix's Login rate limit)."""
-    envoy = run_stack.find_envoy()
     assert run.gateway is not None
     # Free ports through the variables deploy/settings.py reads, as `make run` would.
     settings = StackSettings.from_env(
@@ -347,6 +364,39 @@ def start_edge(run: Running, work_dir: Path, extra: Mapping[str, str] | None = N
     )
     config = write_envoy(settings, work_dir / "envoy.yaml")
 
+    return spawn_edge(run, config, settings)
+
+
+def start_bare_edge(run: Running, work_dir: Path) -> Any:
+    """bench/bare_envoy.yaml in front of the gateway, with the edge's worker
+    threads; returns its run_stack child."""
+    assert run.gateway is not None
+    settings = StackSettings.from_env(
+        {
+            "NUELL_EDGE_HTTP_PORT": str(free_port()),
+            "NUELL_EDGE_ADMIN_PORT": str(free_port()),
+            "NUELL_GATEWAY_ADDR": run.gateway,
+        }
+    )
+    gateway_host, _, gateway_port = run.gateway.rpartition(":")
+    config = work_dir / "bare-envoy.yaml"
+    config.write_text(
+        string.Template(BARE_ENVOY.read_text(encoding="utf-8")).substitute(
+            admin_port=settings.edge_admin.port,
+            listen_port=settings.edge_http.port,
+            gateway_host=gateway_host,
+            gateway_port=gateway_port,
+        ),
+        encoding="utf-8",
+    )
+    settings = dataclasses.replace(
+        settings, edge_http=Address("127.0.0.1", settings.edge_http.port)
+    )
+    return spawn_edge(run, config, settings)
+
+
+def spawn_edge(run: Running, config: Path, settings: StackSettings) -> Any:
+    envoy = run_stack.find_envoy()
     edge = run.stack.spawn("envoy", run_stack.envoy_argv(envoy, config, settings), run.env, 10)
     run.stack.wait_until(edge, "ready", lambda: run_stack.admin_ready(settings.edge_admin))
     run.edge = settings.edge_http.connect_target
@@ -429,7 +479,7 @@ def load_for(scenario: Scenario, run: Running) -> Load:
         assert run.edge is not None
         watch = pids(envoy=run.edge_pid) | backend
         return Load(run.edge, CURRENT_USER_METHOD, authorization=bearer, watch=watch)
-    if scenario.name in ("get-post", "get-post-envoy"):
+    if scenario.name in ("get-post", "get-post-envoy", "get-post-bare-envoy"):
         # Every benchmark post in turn, as readers of a feed would ask.
         request, *more = (
             post_service_pb2.GetPostRequest(id=post_id).SerializeToString()
@@ -601,21 +651,26 @@ def drive_mix(
     *,
     expected_s: float,
     sample_after: float | None = None,
+    direct: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run bench/mix.py through the edge; with `sample_after`, sample the
-    stack's memory and connections every SOAK_SAMPLE_S seconds from that
-    many seconds after the start. Returns its result and the samples."""
-    assert run.edge is not None
+    """Run bench/mix.py through the edge (or straight at the gateway, if
+    `direct`); with `sample_after`, sample the stack's memory and connections
+    every SOAK_SAMPLE_S seconds from that many seconds after the start.
+    Returns its result and the samples."""
+    target = run.gateway if direct else run.edge
+    assert target is not None
     assert run.email is not None
     out = work_dir / f"{name}.json"
     ids = work_dir / "post-ids.txt"
     ids.write_text("\n".join(run.post_ids) + "\n", encoding="utf-8")
     watch = mix_components(run)
+    if direct:
+        watch.pop("envoy", None)
     argv = [
         sys.executable,
         str(MIX),
         "--target",
-        run.edge,
+        target,
         "--post-ids",
         str(ids),
         "--login-email",
@@ -783,6 +838,78 @@ def run_mix_family(
     return out
 
 
+def compare_paced(run: Running, args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+    """GetPost at --paced-rate calls/s, open loop, straight at the gateway and
+    then through a fresh edge: what Envoy adds to latency and CPU per call at
+    equal load (the closed-loop rows measure it at saturation, where its CPU
+    comes out of the gateway's). Prints the table; returns the figures."""
+    rate = args.paced_rate
+    say(
+        f"\nGetPost at {rate:g} calls/s, open loop, {args.duration:g} s after "
+        f"{args.warmup:g} s of warm-up; latency from each call's scheduled send; "
+        f"load average {os.getloadavg()[0]:.2f}\n"
+    )
+    say(PACED_COLUMNS)
+    extra = ["--weights", "GetPost=1", "--mode", "open", "--rates", f"{rate:g}"]
+    extra += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+    extra += ["--timeout", str(args.mix_timeout)]
+    expected = args.warmup + args.duration + args.mix_timeout
+    steps: dict[str, dict[str, Any]] = {}
+    result, _ = drive_mix(
+        "get-post-paced-direct", extra, run, args, work_dir, expected_s=expected, direct=True
+    )
+    steps["direct"] = result["steps"][0]
+    say(paced_row("direct", steps["direct"]))
+    edge = start_edge(run, work_dir)
+    try:
+        result, _ = drive_mix(
+            "get-post-paced-envoy", extra, run, args, work_dir, expected_s=expected
+        )
+    finally:
+        edge.stop()
+        run.stack.children.remove(edge)
+    steps["envoy"] = result["steps"][0]
+    say(paced_row("via Envoy", steps["envoy"]))
+    found = paced_ratios(steps["direct"], steps["envoy"])
+    print_ratios(found)
+    return {"rate": rate, "steps": steps, "ratios": found}
+
+
+def cpu_ms_per_call(step: Mapping[str, Any]) -> dict[str, float]:
+    """Each watched component's CPU per served call, ms."""
+    served = step["achieved_rps"]
+    if not served:
+        return {}
+    return {name: 10 * percent / served for name, percent in step["cpu"].items()}
+
+
+def paced_row(label: str, step: Mapping[str, Any]) -> str:
+    cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu_ms_per_call(step).items())
+    return (
+        f"{label:<12} {step['offered_rps']:>8.0f} {step['achieved_rps']:>7.0f} "
+        f"{step['p50_ms']:>7.2f} {step['p90_ms']:>7.2f} {step['p99_ms']:>7.2f} "
+        f"{step['errors']:>6}  {cpu}"
+    )
+
+
+def paced_ratios(direct: Mapping[str, Any], edge: Mapping[str, Any]) -> dict[str, float]:
+    """What the edge adds at equal load: latency, and the servers' CPU per call
+    (everything watched but the client)."""
+    if not (direct["ok"] and edge["ok"]):
+        return {}
+
+    def servers_ms(step: Mapping[str, Any]) -> float:
+        return sum(ms for name, ms in cpu_ms_per_call(step).items() if name != "client")
+
+    return {
+        "get-post-paced p50 ms over direct": edge["p50_ms"] - direct["p50_ms"],
+        "get-post-paced p50 % over direct": 100 * (edge["p50_ms"] / direct["p50_ms"] - 1),
+        "get-post-paced p99 % over direct": 100 * (edge["p99_ms"] / direct["p99_ms"] - 1),
+        "get-post-paced servers' cpu % over direct": 100
+        * (servers_ms(edge) / servers_ms(direct) - 1),
+    }
+
+
 def mix_report_finite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows for a chart: NaN (no samples) as None."""
     return [finite(row) for row in rows]
@@ -791,6 +918,11 @@ def mix_report_finite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- output ---------------------------------------------------------------------
 
 SPLIT_CPU = frozenset({"echo", "gateway"})
+
+PACED_COLUMNS = (
+    f"{'path':<12} {'offered':>8} {'served':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+    f"{'errors':>6}  cpu ms per call"
+)
 
 COLUMNS = (
     f"{'scenario':<26} {'conc':>4} {'rps':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
@@ -832,7 +964,11 @@ def ratios(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
                 out[f"{name} rps % of {ceiling}"] = (
                     100 * results[name]["rps"] / results[ceiling]["rps"]
                 )
-    for direct_name, edge_name in (("get-post", "get-post-envoy"), ("user", "user-envoy")):
+    for direct_name, edge_name in (
+        ("get-post", "get-post-envoy"),
+        ("get-post", "get-post-bare-envoy"),
+        ("user", "user-envoy"),
+    ):
         if direct_name not in results or edge_name not in results:
             continue
         direct, edge = results[direct_name], results[edge_name]
@@ -851,9 +987,9 @@ def print_ratios(found: Mapping[str, float]) -> None:
     for name, value in found.items():
         unit = "ms" if name.endswith(" ms over direct") else "%"
         say(
-            f"  {name:<40} {value:+8.2f} {unit}"
+            f"  {name:<44} {value:+8.2f} {unit}"
             if "over" in name or "change" in name
-            else f"  {name:<40} {value:8.0f} {unit}"
+            else f"  {name:<44} {value:8.0f} {unit}"
         )
 
 
@@ -896,8 +1032,11 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
     else:  # a soak alone unless other scenarios are named
         chosen = [] if args.soak else list(SCENARIOS)
     mixes = [scenario.name for scenario in chosen if scenario.mix]
-    chosen = [scenario for scenario in chosen if not scenario.mix]
+    paced = any(scenario.paced for scenario in chosen)
+    chosen = [scenario for scenario in chosen if not (scenario.mix or scenario.paced)]
     needs = frozenset[str]().union(*(scenario.needs for scenario in chosen))
+    if paced:
+        needs |= BY_NAME["get-post-paced"].needs
     if mixes or args.soak:
         needs |= {"gateway", "user", "posts"}
     if load_average[0] > 0.5:
@@ -918,7 +1057,7 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
         create_posts(run)
     # Envoy runs only for its own scenario, so the direct ones see no idle
     # edge and no connections of its in the gateway.
-    direct = [scenario for scenario in chosen if "edge" not in scenario.needs]
+    direct = [scenario for scenario in chosen if not scenario.needs & EDGES]
     for scenario in direct:  # fail before measuring anything
         first_call(scenario, load_for(scenario, run), run)
 
@@ -931,7 +1070,11 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
         say(COLUMNS)
     results: dict[str, dict[str, Any]] = {}
     for scenario in chosen:
-        edge = start_edge(run, work_dir) if "edge" in scenario.needs else None
+        edge = None
+        if "edge" in scenario.needs:
+            edge = start_edge(run, work_dir)
+        elif "bare-edge" in scenario.needs:
+            edge = start_bare_edge(run, work_dir)
         load = load_for(scenario, run)
         if edge is not None:
             first_call(scenario, load, run)
@@ -944,32 +1087,37 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
             say("    errors: " + ", ".join(f"{code} {count}" for code, count in codes.items()))
     found = ratios(results)
     print_ratios(found)
+    paced_figures = compare_paced(run, args, work_dir) if paced else {}
     mix = run_mix_family(mixes, run, args, work_dir, started) if mixes or args.soak else {}
 
-    report = {
-        "timestamp": started.isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "grpcio": grpc.__version__,
-            "load_average_at_start": list(load_average),
-        },
-        "settings": {
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "concurrency": args.concurrency,
-            "login_concurrency": args.login_concurrency,
-            "channels": args.channels,
-            "workers": args.workers,
-            "balanced": args.balance,
-        },
-        "database": run.database,
-        "tuning": tuning_variables(),
-        "scenarios": finite(results),
-        "ratios": found,
-    } | finite(mix)
+    report = (
+        {
+            "timestamp": started.isoformat(timespec="seconds"),
+            "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "grpcio": grpc.__version__,
+                "load_average_at_start": list(load_average),
+            },
+            "settings": {
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "concurrency": args.concurrency,
+                "login_concurrency": args.login_concurrency,
+                "channels": args.channels,
+                "workers": args.workers,
+                "balanced": args.balance,
+            },
+            "database": run.database,
+            "tuning": tuning_variables(),
+            "scenarios": finite(results),
+            "ratios": found,
+        }
+        | finite({"paced": paced_figures} if paced_figures else {})
+        | finite(mix)
+    )
     return save(report, started)
 
 
@@ -1037,6 +1185,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME",
         help=f"run only this scenario (repeatable; default all): {', '.join(BY_NAME)}",
     )
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=1000.0,
+        help="GetPost calls/s of get-post-paced, direct and via Envoy (1000)",
+    )
     mix = parser.add_argument_group(
         "the mix through Envoy (mix-envoy, sweep-envoy, --soak; see bench/mix.py)"
     )
@@ -1079,8 +1233,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--soak >= 0; soak rate and mix durations > 0")
     if min(args.concurrency, args.login_concurrency, args.channels, args.workers) < 1:
         parser.error("concurrency, channels and workers must be at least 1")
-    if args.duration <= 0 or args.warmup < 0:
-        parser.error("duration must be positive and warm-up not negative")
+    if args.duration <= 0 or args.warmup < 0 or args.paced_rate <= 0:
+        parser.error("duration and --paced-rate must be positive, warm-up not negative")
     if args.only:
         args.only = list(dict.fromkeys(args.only))  # keep the order given, once each
     return args

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import string
 import subprocess
 import sys
 import uuid
@@ -34,6 +35,7 @@ from settings import (
 from support import (
     ENVOY,
     RENDER,
+    REPO,
     Backend,
     ProcessGroup,
     admin_get,
@@ -110,6 +112,21 @@ def test_envoy_rejects_a_broken_config(tmp_path: Path, data_dir: Path) -> None:
     config.write_text(text)
 
     assert envoy_validate(config).returncode != 0
+
+
+def test_envoy_accepts_the_benchmarks_bare_edge(tmp_path: Path) -> None:
+    # bench/bare_envoy.yaml: the router-only Envoy `make bench` compares the edge with.
+    template = string.Template((REPO / "bench" / "bare_envoy.yaml").read_text())
+    config = tmp_path / "bare-envoy.yaml"
+    config.write_text(
+        template.substitute(
+            admin_port=19901, listen_port=18080, gateway_host="127.0.0.1", gateway_port=15051
+        )
+    )
+
+    result = envoy_validate(config)
+
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_overrides_reach_the_rendered_config(data_dir: Path) -> None:
