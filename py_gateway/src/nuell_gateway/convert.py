@@ -7,11 +7,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from nuell.posts.v1 import post_pb2
 from nuell.users.v1 import user_pb2
 
-from nuell_gateway.db.hot_reads import EPOCH, PostRow
+from nuell_gateway.db.hot_reads import EPOCH, PostRow, UserRow
 from nuell_gateway.db.models import Post, User
 
 ROLE_TO_PROTO = {"user": user_pb2.ROLE_USER, "admin": user_pb2.ROLE_ADMIN}
@@ -43,22 +42,34 @@ def _etag_check(resource_id: uuid.UUID | str, version: int) -> str:
     return hashlib.blake2b(f"{resource_id}:{version}".encode(), digest_size=6).hexdigest()
 
 
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+def user_to_proto(user: User | UserRow) -> user_pb2.User:
+    """Reads (a UserRow) and writes (an ORM User) answer alike, from one place."""
+    row = user if isinstance(user, UserRow) else user_row(user)
+    # Times as plain fields, filled in place (as post_fields does).
+    fields: dict[str, Any] = {
+        "id": row.id,
+        "email": row.email,
+        "display_name": row.display_name,
+        "role": ROLE_TO_PROTO[row.role],
+        "is_active": row.is_active,
+        "create_time": _time_fields(row.created_us),
+        "update_time": _time_fields(row.updated_us),
+        "etag": etag(row.id, row.version),
+    }
+    return user_pb2.User(**fields)
 
 
-def user_to_proto(user: User) -> user_pb2.User:
-    return user_pb2.User(
+def user_row(user: User) -> UserRow:
+    """An ORM account (after a write) as the reads return it."""
+    return UserRow(
         id=str(user.id),
         email=user.email,
         display_name=user.display_name,
-        role=ROLE_TO_PROTO[user.role],
+        role=user.role,
         is_active=user.is_active,
-        create_time=timestamp(user.created_at),
-        update_time=timestamp(user.updated_at),
-        etag=etag(user.id, user.version),
+        created_us=_micros(user.created_at),
+        updated_us=_micros(user.updated_at),
+        version=user.version,
     )
 
 
@@ -83,14 +94,12 @@ def post_fields(post: PostRow) -> dict[str, Any]:
         analysis["reading_time_seconds"] = post.reading_time_seconds or 0
         # Stored as a signed bigint; the proto field is the same 64 bits unsigned.
         analysis["simhash"] = (post.simhash or 0) & 0xFFFF_FFFF_FFFF_FFFF
-    created_s, created_us = divmod(post.created_us, 1_000_000)
-    updated_s, updated_us = divmod(post.updated_us, 1_000_000)
     return {
         "id": post.id,
         "author_id": post.user_id,
         "content": post.content,
-        "create_time": {"seconds": created_s, "nanos": created_us * 1000},
-        "update_time": {"seconds": updated_s, "nanos": updated_us * 1000},
+        "create_time": _time_fields(post.created_us),
+        "update_time": _time_fields(post.updated_us),
         "etag": etag(post.id, post.version),
         "analysis": analysis,
     }
@@ -114,6 +123,12 @@ def post_row(post: Post) -> PostRow:
 
 def post_to_proto(post: Post | PostRow) -> post_pb2.Post:
     return post_pb2.Post(**post_fields(post if isinstance(post, PostRow) else post_row(post)))
+
+
+def _time_fields(micros: int) -> dict[str, int]:
+    """A Timestamp's fields from microseconds since the epoch."""
+    seconds, rest = divmod(micros, 1_000_000)
+    return {"seconds": seconds, "nanos": rest * 1000}
 
 
 def _micros(value: datetime) -> int:

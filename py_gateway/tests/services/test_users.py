@@ -68,6 +68,45 @@ async def test_get_current_user(
     assert reply.user.etag
 
 
+async def test_reads_and_writes_describe_an_account_identically(
+    users: UserServiceStub, resources: Resources, alice: TestUser, admin: TestUser
+) -> None:
+    """UpdateUser and ListUsers answer from the ORM row, GetCurrentUser and
+    GetUser from the hot-path SQL: the same account, to the microsecond and
+    the etag, either way; deactivated too."""
+    me, root = _as(resources, alice), _as(resources, admin)
+    before = (await users.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=me)).user
+    renamed = await _update(
+        users,
+        me,
+        user_pb2.User(id=str(alice.id), display_name="Alice 🎉 L.", etag=before.etag),
+        "display_name",
+    )
+
+    current = (await users.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=me)).user
+    got = (await users.GetUser(pb.GetUserRequest(id=str(alice.id)), metadata=root)).user
+    listed = [
+        u
+        for u in (await users.ListUsers(pb.ListUsersRequest(page_size=100), metadata=root)).users
+        if u.id == str(alice.id)
+    ]
+
+    assert current == renamed.user
+    assert got == renamed.user
+    assert listed == [renamed.user]
+    assert renamed.user.update_time.nanos % 1000 == 0  # PostgreSQL keeps microseconds
+
+    deactivated = await _update(
+        users,
+        root,
+        user_pb2.User(id=str(alice.id), is_active=False, etag=renamed.user.etag),
+        "is_active",
+    )
+    got = (await users.GetUser(pb.GetUserRequest(id=str(alice.id)), metadata=root)).user
+    assert got == deactivated.user
+    assert not got.is_active
+
+
 async def test_admin_gets_anyone_and_unknown_ids_are_not_found(
     users: UserServiceStub, resources: Resources, alice: TestUser, admin: TestUser
 ) -> None:

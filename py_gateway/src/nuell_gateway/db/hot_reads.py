@@ -1,11 +1,12 @@
 """The reads on every call's path, in plain psycopg 3 over its own pool.
 
-The account lookup behind every authenticated call, GetPost and ListPosts
-run many times a second. Through an SQLAlchemy session each costs about
-0.3-0.8 ms of CPU (session, pool and result machinery, plus BEGIN/ROLLBACK
-round trips), several times the query itself; on psycopg's pool in
-autocommit, with prepared statements, about 0.07 ms (figures in
-docs/posts.md). Everything else, and every write, goes through SQLAlchemy.
+The account lookup behind every authenticated call, GetPost, ListPosts and
+the reads of one account (GetCurrentUser, GetUser) run many times a second.
+Through an SQLAlchemy session each costs about 0.3-0.8 ms of CPU (session,
+pool and result machinery, plus BEGIN/ROLLBACK round trips), several times
+the query itself; on psycopg's pool in autocommit, with prepared
+statements, about 0.07 ms (figures in docs/posts.md). Everything else, and
+every write, goes through SQLAlchemy.
 The SQL here is the SQL whose plans docs/posts.md shows.
 """
 
@@ -37,6 +38,13 @@ _POST_COLUMNS = (
 _VISIBLE = "(%(include_inactive)s OR u.is_active)"
 
 ACCOUNT_STATE_SQL = "SELECT role, is_active FROM users WHERE id = %(id)s"
+# Everything a User reply carries; never the password hash.
+GET_USER_SQL = (
+    "SELECT id::text, email, display_name, role, is_active, "
+    "(extract(epoch FROM created_at) * 1000000)::int8, "
+    "(extract(epoch FROM updated_at) * 1000000)::int8, version "
+    "FROM users WHERE id = %(id)s"
+)
 # Composed from the constant fragments above only; every value is a bound
 # parameter.
 # The posts asked for at the same moment, in one query (`PostReads`).
@@ -78,6 +86,19 @@ class PostRow(NamedTuple):
         return EPOCH + timedelta(microseconds=self.created_us)
 
 
+class UserRow(NamedTuple):
+    """An account as read here, in GET_USER_SQL's columns' order."""
+
+    id: str
+    email: str
+    display_name: str
+    role: str
+    is_active: bool
+    created_us: int  # microseconds since the Unix epoch
+    updated_us: int
+    version: int
+
+
 def conninfo(settings: Settings) -> str:
     """The database URL as libpq takes it."""
     url: URL = settings.sqlalchemy_url.set(drivername="postgresql")
@@ -105,6 +126,16 @@ async def account_state(
         cursor = await connection.execute(ACCOUNT_STATE_SQL, {"id": user_id}, prepare=True)
         row = await cursor.fetchone()
     return None if row is None else (row[0], row[1])
+
+
+async def get_user(
+    pool: AsyncConnectionPool[AsyncConnection[Any]], *, user_id: uuid.UUID
+) -> UserRow | None:
+    """The account with this id, active or not; None if there is none."""
+    async with pool.connection() as connection:
+        cursor = connection.cursor(row_factory=args_row(UserRow))
+        await cursor.execute(GET_USER_SQL, {"id": user_id}, prepare=True)
+        return await cursor.fetchone()
 
 
 async def get_posts(

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nuell_gateway.authz import Scope, caller
 from nuell_gateway.convert import ROLE_FROM_PROTO, user_to_proto, version_from_etag
-from nuell_gateway.db import refresh_tokens, users
+from nuell_gateway.db import hot_reads, refresh_tokens, users
 from nuell_gateway.db.models import User
 from nuell_gateway.errors import (
     Aborted,
@@ -54,8 +54,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         self, request: pb.GetCurrentUserRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCurrentUserResponse:
         me = caller()
-        async with self._resources.sessions() as session:
-            user = await users.get_user(session, user_id=me.user_id)
+        user = await hot_reads.get_user(self._resources.hot_reads, user_id=me.user_id)
         if user is None:
             raise _not_found(me.user_id)
         return pb.GetCurrentUserResponse(user=user_to_proto(user))
@@ -66,8 +65,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         user_id = uuid.UUID(request.id)
         # Before the lookup, so a non-admin learns nothing about other ids.
         caller().require_self_or(user_id, Scope.USERS_ADMIN)
-        async with self._resources.sessions() as session:
-            user = await users.get_user(session, user_id=user_id)
+        user = await hot_reads.get_user(self._resources.hot_reads, user_id=user_id)
         if user is None:
             raise _not_found(user_id)
         return pb.GetUserResponse(user=user_to_proto(user))
