@@ -327,6 +327,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cpu_list(text: str) -> set[int]:
+    try:
+        cpus = {int(item) for item in text.split(",")}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a comma-separated list of CPUs") from None
+    if not cpus <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(f"{text!r}: not all of these CPUs are available")
+    return cpus
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="host:port (plaintext)")
@@ -361,6 +371,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a --watch name whose worker processes share the target port: give each "
         "the same number of the client's connections, re-dialling as needed",
     )
+    parser.add_argument(
+        "--cpus",
+        type=cpu_list,
+        metavar="LIST",
+        help="run only on these CPUs, e.g. `1` or `2,3` (default: wherever the kernel puts it)",
+    )
     parser.add_argument("--out", type=Path, help="write the JSON result here (default stdout)")
     args = parser.parse_args(argv)
     watched = {item.partition("=")[0] for item in args.watch}
@@ -373,6 +389,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    if args.cpus:
+        # Before grpc starts any thread: threads inherit their creator's CPUs.
+        os.sched_setaffinity(0, args.cpus)
     result = asyncio.run(run(args))
     text = json.dumps(result, indent=2)
     if args.out is None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import dataclasses
 import json
 import math
@@ -42,13 +43,14 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import string
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +58,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc  # type: ignore[import-untyped]
+import psutil
 from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc  # type: ignore[import-untyped]
 from nuell.compute.v1 import compute_service_pb2  # type: ignore[import-untyped]
 from nuell.posts.v1 import post_service_pb2, post_service_pb2_grpc  # type: ignore[import-untyped]
@@ -104,6 +107,7 @@ class Scenario:
     argon2_bound: bool = False  # runs at --login-concurrency
     mix: bool = False  # a run of bench/mix.py through the edge (run_mix_family)
     paced: bool = False  # open loop, direct and through the edge (compare_paced)
+    edge_cost: bool = False  # GetPost direct and via Envoy in turn, two layouts (compare_edge)
 
 
 SCENARIOS = (
@@ -122,6 +126,15 @@ SCENARIOS = (
         "get-post-bare-envoy",
         "GetPost via bare Envoy",
         frozenset({"gateway", "bare-edge", "user", "posts"}),
+    ),
+    # get-post and get-post-envoy again, in alternating short rounds so the
+    # machine's drift falls on both alike, with every process sharing every
+    # CPU and then with the gateway on CPUs of its own: the edge's cost.
+    Scenario(
+        "edge-cost",
+        "GetPost direct and via Envoy in turn",
+        frozenset({"gateway", "user", "posts"}),
+        edge_cost=True,
     ),
     # GetPost at one offered load, direct then via Envoy: the edge's cost at equal load.
     Scenario(
@@ -479,7 +492,7 @@ def load_for(scenario: Scenario, run: Running) -> Load:
         assert run.edge is not None
         watch = pids(envoy=run.edge_pid) | backend
         return Load(run.edge, CURRENT_USER_METHOD, authorization=bearer, watch=watch)
-    if scenario.name in ("get-post", "get-post-envoy", "get-post-bare-envoy"):
+    if scenario.name.startswith("get-post"):
         # Every benchmark post in turn, as readers of a feed would ask.
         request, *more = (
             post_service_pb2.GetPostRequest(id=post_id).SerializeToString()
@@ -543,9 +556,15 @@ def first_call(scenario: Scenario, load: Load, run: Running) -> None:
 
 
 def drive(
-    scenario: Scenario, load: Load, run: Running, args: argparse.Namespace, work_dir: Path
+    scenario: Scenario,
+    load: Load,
+    run: Running,
+    args: argparse.Namespace,
+    work_dir: Path,
+    split: CpuSplit | None = None,
 ) -> dict[str, Any]:
-    """Run bench/load.py for this scenario and return its figures."""
+    """Run bench/load.py for this scenario and return its figures; with
+    `split`, the gateway on its CPUs and the client and other servers on the rest."""
     concurrency = args.login_concurrency if scenario.argon2_bound else args.concurrency
     out = work_dir / f"{scenario.name}.json"
     argv = [
@@ -579,13 +598,16 @@ def drive(
         argv += ["--watch", f"{name}={pid}"]
     if load.balance_over and args.balance:
         argv += ["--balance-over", load.balance_over]
+    if split is not None:
+        argv += ["--cpus", ",".join(map(str, sorted(split.others)))]
 
-    child = run.stack.spawn(f"load-{scenario.name}", argv, env, 5)
-    deadline = time.monotonic() + args.warmup + args.duration + 60
-    while (code := child.process.poll()) is None:
-        if time.monotonic() > deadline:
-            raise BenchError(f"the load driver for {scenario.label} did not finish in time")
-        time.sleep(0.1)
+    with pinned_servers(load.watch, split):
+        child = run.stack.spawn(f"load-{scenario.name}", argv, env, 5)
+        deadline = time.monotonic() + args.warmup + args.duration + 60
+        while (code := child.process.poll()) is None:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the load driver for {scenario.label} did not finish in time")
+            time.sleep(0.1)
     if code != 0:
         raise child.died(code)
     run.stack.children.remove(child)
@@ -594,6 +616,52 @@ def drive(
     server = "echo" if "echo" in result["cpu_percent"] else "gateway"
     per_call = 10 * result["cpu_percent"][server] / result["rps"] if result["rps"] else math.nan
     return {"label": scenario.label, "server_cpu_ms_per_call": per_call} | result
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """Where the processes of a pinned run go: the gateway's CPUs and everyone else's."""
+
+    gateway: frozenset[int]
+    others: frozenset[int]
+
+
+def split_cpus() -> CpuSplit | None:
+    """The lower half of this process's CPUs for the gateway, the rest for the
+    others; None on a machine with one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return CpuSplit(frozenset(cpus[:half]), frozenset(cpus[half:]))
+
+
+def pin(pid: int, cpus: frozenset[int]) -> None:
+    """Every thread of a process and of its descendants onto `cpus`:
+    sched_setaffinity places one thread, and only threads made later inherit it."""
+    root = psutil.Process(pid)
+    for process in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for thread in process.threads():
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setaffinity(thread.id, cpus)
+
+
+@contextmanager
+def pinned_servers(watch: Mapping[str, int], split: CpuSplit | None) -> Iterator[None]:
+    """The watched servers on their side of `split` for the block, then back on every CPU."""
+    if split is None:
+        yield
+        return
+    everywhere = frozenset(os.sched_getaffinity(0))
+    try:
+        for name, pid in watch.items():
+            pin(pid, split.gateway if name == "gateway" else split.others)
+        yield
+    finally:
+        for pid in watch.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                pin(pid, everywhere)
 
 
 # --- the mix through the edge (bench/mix.py) -------------------------------------
@@ -875,6 +943,109 @@ def compare_paced(run: Running, args: argparse.Namespace, work_dir: Path) -> dic
     return {"rate": rate, "steps": steps, "ratios": found}
 
 
+def compare_edge(run: Running, args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+    """GetPost closed loop, straight at the gateway and through the edge in
+    turn: --edge-rounds rounds of --edge-duration seconds per path, in ABBA
+    order so that a machine whose speed drifts weighs on both paths alike.
+    Once with every process free to run on every CPU, once with the gateway
+    pinned to half of them and the client, Envoy and an embedded PostgreSQL
+    to the other half. Prints medians and ranges; returns every leg."""
+    legs = argparse.Namespace(
+        **vars(args) | {"duration": args.edge_duration, "warmup": args.edge_warmup}
+    )
+    direct, via_edge = BY_NAME["get-post"], BY_NAME["get-post-envoy"]
+    layouts: dict[str, CpuSplit | None] = {"shared": None}
+    if (split := split_cpus()) is not None:
+        layouts["pinned"] = split
+    say(
+        f"\nWhat the edge costs GetPost: {args.concurrency} calls in flight, "
+        f"{args.edge_rounds} rounds of {args.edge_duration:g} s per path after "
+        f"{args.edge_warmup:g} s of warm-up, direct and via Envoy in turn; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    if split is not None:
+        say(
+            f"pinned: the gateway on CPU {','.join(map(str, sorted(split.gateway)))}; "
+            f"the client, Envoy and an embedded PostgreSQL on CPU "
+            f"{','.join(map(str, sorted(split.others)))}"
+        )
+    else:
+        say("pinned: skipped, this machine has one CPU")
+    say("")
+    say(EDGE_COLUMNS)
+    figures: dict[str, Any] = {}
+    edge = start_edge(run, work_dir)
+    try:
+        first_call(via_edge, load_for(via_edge, run), run)
+        for layout, placement in layouts.items():
+            rounds = []
+            for number in range(args.edge_rounds):
+                order = (direct, via_edge) if number % 4 in (0, 3) else (via_edge, direct)
+                leg = {
+                    scenario.name: drive(
+                        scenario, load_for(scenario, run), run, legs, work_dir, placement
+                    )
+                    for scenario in order
+                }
+                rounds.append({"direct": leg[direct.name], "envoy": leg[via_edge.name]})
+            summary = summarize_edge(rounds)
+            for path in ("direct", "envoy"):
+                say(edge_row(layout, path, summary[path]))
+            figures[layout] = {"rounds": rounds, "summary": summary}
+    finally:
+        edge.stop()
+        run.stack.children.remove(edge)
+    say("")
+    for layout, found in figures.items():
+        change = found["summary"]["rps_change_percent"]
+        say(
+            f"  edge-cost {layout:<7} rps % change from direct, median of rounds "
+            f"{change['median']:+7.2f} %  (rounds {change['min']:+.1f} to {change['max']:+.1f})"
+        )
+    return {
+        "rounds": args.edge_rounds,
+        "duration_s": args.edge_duration,
+        "warmup_s": args.edge_warmup,
+        "layouts": figures,
+    }
+
+
+def summarize_edge(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Medians and ranges over the rounds, per path, and the per-round change."""
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    def per_call_ms(leg: Mapping[str, Any], name: str) -> float:
+        return 10 * leg["cpu_percent"].get(name, 0.0) / leg["rps"] if leg["rps"] else math.nan
+
+    summary: dict[str, Any] = {}
+    for path in ("direct", "envoy"):
+        legs = [one[path] for one in rounds]
+        summary[path] = {
+            "rps": spread([leg["rps"] for leg in legs]),
+            "p50_ms": statistics.median(leg["p50_ms"] for leg in legs),
+            "p99_ms": statistics.median(leg["p99_ms"] for leg in legs),
+            "gateway_ms_per_call": statistics.median(per_call_ms(leg, "gateway") for leg in legs),
+            "envoy_ms_per_call": statistics.median(per_call_ms(leg, "envoy") for leg in legs),
+        }
+    summary["rps_change_percent"] = spread(
+        [100 * (one["envoy"]["rps"] / one["direct"]["rps"] - 1) for one in rounds]
+    )
+    return summary
+
+
+def edge_row(layout: str, path: str, figures: Mapping[str, Any]) -> str:
+    rps = figures["rps"]
+    envoy = f"{figures['envoy_ms_per_call']:.2f}" if path == "envoy" else "-"
+    return (
+        f"{layout:<7} {'direct' if path == 'direct' else 'via Envoy':<10} "
+        f"{rps['median']:>7.0f} {rps['min']:>7.0f}-{rps['max']:<7.0f} "
+        f"{figures['p50_ms']:>7.2f} {figures['p99_ms']:>7.2f} "
+        f"{figures['gateway_ms_per_call']:>10.2f} {envoy:>8}"
+    )
+
+
 def cpu_ms_per_call(step: Mapping[str, Any]) -> dict[str, float]:
     """Each watched component's CPU per served call, ms."""
     served = step["achieved_rps"]
@@ -922,6 +1093,11 @@ SPLIT_CPU = frozenset({"echo", "gateway"})
 PACED_COLUMNS = (
     f"{'path':<12} {'offered':>8} {'served':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
     f"{'errors':>6}  cpu ms per call"
+)
+
+EDGE_COLUMNS = (
+    f"{'layout':<7} {'path':<10} {'rps':>7} {'range':^15} {'p50 ms':>7} {'p99 ms':>7} "
+    f"{'gateway ms':>10} {'envoy ms':>8}   (medians of the rounds; CPU ms per call)"
 )
 
 COLUMNS = (
@@ -1033,10 +1209,14 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
         chosen = [] if args.soak else list(SCENARIOS)
     mixes = [scenario.name for scenario in chosen if scenario.mix]
     paced = any(scenario.paced for scenario in chosen)
-    chosen = [scenario for scenario in chosen if not (scenario.mix or scenario.paced)]
+    edge_cost = any(scenario.edge_cost for scenario in chosen)
+    # The rest are rows of the main table.
+    chosen = [s for s in chosen if not (s.mix or s.paced or s.edge_cost)]
     needs = frozenset[str]().union(*(scenario.needs for scenario in chosen))
     if paced:
         needs |= BY_NAME["get-post-paced"].needs
+    if edge_cost:
+        needs |= BY_NAME["edge-cost"].needs
     if mixes or args.soak:
         needs |= {"gateway", "user", "posts"}
     if load_average[0] > 0.5:
@@ -1087,6 +1267,7 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
             say("    errors: " + ", ".join(f"{code} {count}" for code, count in codes.items()))
     found = ratios(results)
     print_ratios(found)
+    edge_figures = compare_edge(run, args, work_dir) if edge_cost else {}
     paced_figures = compare_paced(run, args, work_dir) if paced else {}
     mix = run_mix_family(mixes, run, args, work_dir, started) if mixes or args.soak else {}
 
@@ -1115,6 +1296,7 @@ def bench(args: argparse.Namespace, run: Running, cleanup: ExitStack, work_dir: 
             "scenarios": finite(results),
             "ratios": found,
         }
+        | finite({"edge_cost": edge_figures} if edge_figures else {})
         | finite({"paced": paced_figures} if paced_figures else {})
         | finite(mix)
     )
@@ -1191,6 +1373,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1000.0,
         help="GetPost calls/s of get-post-paced, direct and via Envoy (1000)",
     )
+    edge = parser.add_argument_group("edge-cost: GetPost direct and via Envoy in turn")
+    edge.add_argument(
+        "--edge-rounds",
+        type=int,
+        default=6,
+        help="rounds, each one leg per path; an even number keeps the ABBA order balanced (6)",
+    )
+    edge.add_argument(
+        "--edge-duration", type=float, default=3.0, help="measured seconds per leg (3)"
+    )
+    edge.add_argument(
+        "--edge-warmup", type=float, default=1.0, help="unmeasured seconds per leg first (1)"
+    )
     mix = parser.add_argument_group(
         "the mix through Envoy (mix-envoy, sweep-envoy, --soak; see bench/mix.py)"
     )
@@ -1235,6 +1430,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("concurrency, channels and workers must be at least 1")
     if args.duration <= 0 or args.warmup < 0 or args.paced_rate <= 0:
         parser.error("duration and --paced-rate must be positive, warm-up not negative")
+    if args.edge_rounds < 1 or args.edge_duration <= 0 or args.edge_warmup < 0:
+        parser.error("--edge-rounds >= 1, --edge-duration > 0, --edge-warmup >= 0")
     if args.only:
         args.only = list(dict.fromkeys(args.only))  # keep the order given, once each
     return args
