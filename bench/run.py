@@ -51,7 +51,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -964,11 +964,12 @@ def compare_edge(run: Running, args: argparse.Namespace, work_dir: Path) -> dict
         f"load average {os.getloadavg()[0]:.2f}"
     )
     if split is not None:
-        say(
-            f"pinned: the gateway on CPU {','.join(map(str, sorted(split.gateway)))}; "
-            f"the client, Envoy and an embedded PostgreSQL on CPU "
-            f"{','.join(map(str, sorted(split.others)))}"
-        )
+        gateway, others = (",".join(map(str, sorted(cpus))) for cpus in astuple(split))
+        placed = f"pinned: the gateway on CPU {gateway}; the client, Envoy"
+        if run.postgres_pid:
+            say(f"{placed} and PostgreSQL on CPU {others}")
+        else:  # a server of the machine's own is not ours to move
+            say(f"{placed} on CPU {others}; PostgreSQL (not embedded) where the kernel puts it")
     else:
         say("pinned: skipped, this machine has one CPU")
     say("")
