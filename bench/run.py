@@ -988,6 +988,10 @@ def compare_edge(run: Running, args: argparse.Namespace, work_dir: Path) -> dict
                     )
                     for scenario in order
                 }
+                for scenario in order:
+                    if not leg[scenario.name]["rps"]:
+                        codes = leg[scenario.name]["error_codes"]
+                        raise BenchError(f"edge-cost: {scenario.label} served no call: {codes}")
                 rounds.append({"direct": leg[direct.name], "envoy": leg[via_edge.name]})
             summary = summarize_edge(rounds)
             for path in ("direct", "envoy"):
@@ -1029,6 +1033,7 @@ def summarize_edge(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[st
             "p99_ms": statistics.median(leg["p99_ms"] for leg in legs),
             "gateway_ms_per_call": statistics.median(per_call_ms(leg, "gateway") for leg in legs),
             "envoy_ms_per_call": statistics.median(per_call_ms(leg, "envoy") for leg in legs),
+            "errors": sum(leg["errors"] for leg in legs),
         }
     summary["rps_change_percent"] = spread(
         [100 * (one["envoy"]["rps"] / one["direct"]["rps"] - 1) for one in rounds]
@@ -1043,7 +1048,7 @@ def edge_row(layout: str, path: str, figures: Mapping[str, Any]) -> str:
         f"{layout:<7} {'direct' if path == 'direct' else 'via Envoy':<10} "
         f"{rps['median']:>7.0f} {rps['min']:>7.0f}-{rps['max']:<7.0f} "
         f"{figures['p50_ms']:>7.2f} {figures['p99_ms']:>7.2f} "
-        f"{figures['gateway_ms_per_call']:>10.2f} {envoy:>8}"
+        f"{figures['gateway_ms_per_call']:>10.2f} {envoy:>8} {figures['errors']:>6}"
     )
 
 
@@ -1098,7 +1103,7 @@ PACED_COLUMNS = (
 
 EDGE_COLUMNS = (
     f"{'layout':<7} {'path':<10} {'rps':>7} {'range':^15} {'p50 ms':>7} {'p99 ms':>7} "
-    f"{'gateway ms':>10} {'envoy ms':>8}   (medians of the rounds; CPU ms per call)"
+    f"{'gateway ms':>10} {'envoy ms':>8} {'errors':>6}  (medians of the rounds; CPU ms per call)"
 )
 
 COLUMNS = (
