@@ -972,12 +972,12 @@ def compare_edge(run: Running, args: argparse.Namespace, work_dir: Path) -> dict
             say(f"{placed} on CPU {others}; PostgreSQL (not embedded) where the kernel puts it")
     else:
         say("pinned: skipped, this machine has one CPU")
-    say("")
-    say(EDGE_COLUMNS)
     figures: dict[str, Any] = {}
     edge = start_edge(run, work_dir)
     try:
         first_call(via_edge, load_for(via_edge, run), run)
+        say("")
+        say(EDGE_COLUMNS)
         for layout, placement in layouts.items():
             rounds = []
             for number in range(args.edge_rounds):
