@@ -492,7 +492,7 @@ def load_for(scenario: Scenario, run: Running) -> Load:
         assert run.edge is not None
         watch = pids(envoy=run.edge_pid) | backend
         return Load(run.edge, CURRENT_USER_METHOD, authorization=bearer, watch=watch)
-    if scenario.name.startswith("get-post"):
+    if scenario.name in ("get-post", "get-post-envoy", "get-post-bare-envoy"):
         # Every benchmark post in turn, as readers of a feed would ask.
         request, *more = (
             post_service_pb2.GetPostRequest(id=post_id).SerializeToString()
@@ -1021,8 +1021,8 @@ def summarize_edge(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[st
     def spread(values: list[float]) -> dict[str, float]:
         return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
-    def per_call_ms(leg: Mapping[str, Any], name: str) -> float:
-        return 10 * leg["cpu_percent"].get(name, 0.0) / leg["rps"] if leg["rps"] else math.nan
+    def envoy_ms_per_call(leg: Mapping[str, Any]) -> float:  # compare_edge: every leg served
+        return 10 * float(leg["cpu_percent"].get("envoy", 0.0)) / float(leg["rps"])
 
     summary: dict[str, Any] = {}
     for path in ("direct", "envoy"):
@@ -1031,8 +1031,8 @@ def summarize_edge(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[st
             "rps": spread([leg["rps"] for leg in legs]),
             "p50_ms": statistics.median(leg["p50_ms"] for leg in legs),
             "p99_ms": statistics.median(leg["p99_ms"] for leg in legs),
-            "gateway_ms_per_call": statistics.median(per_call_ms(leg, "gateway") for leg in legs),
-            "envoy_ms_per_call": statistics.median(per_call_ms(leg, "envoy") for leg in legs),
+            "gateway_ms_per_call": statistics.median(leg["server_cpu_ms_per_call"] for leg in legs),
+            "envoy_ms_per_call": statistics.median(envoy_ms_per_call(leg) for leg in legs),
             "errors": sum(leg["errors"] for leg in legs),
         }
     summary["rps_change_percent"] = spread(
