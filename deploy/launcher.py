@@ -1,0 +1,530 @@
+"""Start declared services in dependency order, wait until each is ready, keep
+them up, stop them in reverse. The one place that starts a process group.
+
+A `Service` is data: name, command, environment, readiness probe, the names
+it starts after, its log file. `deploy/stack.py` declares the Nuell stack;
+a caller may declare more (a benchmark's echo server or router-only Envoy,
+a mail catcher) and start any subset. From the repository root
+(`python -m bench.run`, pytest with `pythonpath`), `make bench` does:
+
+    from deploy import stack
+    from deploy.launcher import Launcher, Service, free_port, grpc_health, listening
+
+    settings = stack.with_fixed_ports(StackSettings.from_env(env))  # port 0: a free one now
+    nuell = stack.services(
+        settings,
+        env=os.environ | {"NUELL_WORKERS": "4"},  # the gateway with 4 workers
+        database_url=url,
+        only={"migrate", "rust_compute", "py_gateway"},  # compute + gateway
+    )
+    port = free_port()
+    echo = Service(
+        "echo",
+        (sys.executable, "-m", "bench.echo_server", "--port", str(port)),
+        ready=grpc_health(f"127.0.0.1:{port}"),
+    )
+    bare_edge = Service("bare_envoy", stack.envoy_argv(config, workers=1), after=("echo",),
+                        ready=http_get(f"http://127.0.0.1:{admin}/ready"))
+    with Launcher(log_dir) as launcher:
+        launcher.start(*nuell, echo, bare_edge)  # LaunchError names the service and its log tail
+        gateway = launcher["py_gateway"]
+        gateway.pid, gateway.address, gateway.log_path  # address: its `listening on` line
+
+`start` returns once every service is ready (a one-shot one, migrations,
+once it exited 0). Leaving the `with` block stops them newest first: SIGTERM
+to the process group, SIGKILL after `stop_timeout`, then whatever the group
+left behind. `watch(policy)` supervises them (`RestartPolicy`); `make run`
+uses it, tests and benchmarks do not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self, TypeVar
+
+import grpc
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from deploy.settings import REPO, Address
+
+T = TypeVar("T")
+LISTENING = re.compile(r"^(?:rust_compute|nuell_gateway|nuell_web) listening on (\S+)\s*$", re.M)
+
+
+class LaunchError(Exception):
+    """A service could not be started or kept up; the message is all a user needs."""
+
+
+class Stopped(Exception):
+    """`stop_event` was set while services were starting."""
+
+
+Probe = Callable[["Running"], object]
+
+
+@dataclass(frozen=True)
+class Service:
+    """One process of a stack, declared as data."""
+
+    name: str
+    argv: Sequence[str]
+    # The whole environment of the process; None: this process's own.
+    env: Mapping[str, str] | None = None
+    # Polled until truthy; None: started is ready. One-shot services are ready on exit 0.
+    ready: Probe | None = None
+    after: tuple[str, ...] = ()  # names that must be ready first
+    log: str = ""  # file name under the launcher's log folder; default `<name>.log`
+    where: str = ""  # where it serves, as shown to a person
+    oneshot: bool = False  # runs to completion (migrations) before its dependents start
+    restart: bool = True  # whether `watch` restarts it when it dies
+    stop_timeout: float = 10.0  # SIGTERM to SIGKILL
+    prepare: Callable[[], object] | None = None  # before every start (a config to render)
+    announce: str = ""  # the line printed as it starts; default `starting <name>`
+
+
+# --- probes -------------------------------------------------------------------------
+
+
+def grpc_serving(target: str, timeout: float = 1.0) -> bool:
+    """One grpc.health.v1 check (service "") on a fresh channel."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - our own http:// URLs
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def grpc_health(target: str) -> Probe:
+    return lambda _running: grpc_serving(target)
+
+
+def http_get(url: str) -> Probe:
+    return lambda _running: http_ok(url)
+
+
+def all_of(*probes: Probe) -> Probe:
+    return lambda running: all(probe(running) for probe in probes)
+
+
+def listening(running: Running) -> Address | None:
+    """Ready once the service printed its `... listening on ADDR` line."""
+    return running.address
+
+
+# --- ports and waiting ------------------------------------------------------------------
+
+# Below Linux's ephemeral range (32768-60999): a port the kernel may pick for
+# bind(0) can be taken as the local port of an outgoing connection before the
+# service binds it.
+_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
+def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the servers themselves do, so a port in TIME_WAIT counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port nothing uses now, outside the ephemeral range, not handed out before."""
+    while True:
+        port = _PORTS[secrets.randbelow(len(_PORTS))]
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
+            return port
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Poll `probe` until it returns something truthy; AssertionError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := probe():
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside it: shorter to read."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def ending(code: int) -> str:
+    """How a process ended, from its Popen return code."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        return f"was killed by signal {-code}"
+    if code == 0:
+        return "exited with code 0 without being asked to"
+    return f"exited with code {code}"
+
+
+# --- processes ------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+# Run by the child before it becomes the service, so the kernel SIGTERMs it if
+# the launcher is killed outright (children lead their own process groups, so
+# Ctrl-C reaches only the launcher). Not a preexec_fn: that forces a plain
+# fork(), whose gRPC fork handlers can deadlock a launcher using gRPC probes.
+_DIE_WITH_LAUNCHER = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+try:
+    os.execv(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    print(f"launcher: cannot run {sys.argv[2]}: {exc.strerror}", file=sys.stderr)
+    os._exit(127)
+"""
+
+
+def adopt_orphans() -> None:
+    """Become the subreaper of orphaned descendants (Linux): a gateway killed
+    outright leaves its workers serving its port, and only their reaper can
+    wait for them to be gone before the gateway starts again."""
+    if _libc is not None:
+        _libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process group has a member that is not a zombie; reaps ours."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-pgid, os.WNOHANG)[0]:
+            pass
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
+@dataclass
+class Running:
+    """A started service: its process, log and (once printed) address."""
+
+    service: Service
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log_offset: int = 0  # where this run's output starts: a restart appends to the log
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 15) -> str:
+        tail = self.output().rstrip().splitlines()[-lines:]
+        return "\n".join(f"    {line}" for line in tail) if tail else "    (log is empty)"
+
+    @property
+    def address(self) -> Address | None:
+        """From this run's `... listening on ADDR` line, once printed."""
+        if match := LISTENING.search(self.output()):
+            return Address.parse(match.group(1), variable=self.name, allow_port_zero=False)
+        return None
+
+    def failure(self, how: str) -> LaunchError:
+        return LaunchError(
+            f"{self.name} {how}; last lines of {shown(self.log_path)}:\n{self.log_tail()}"
+        )
+
+    def wait_for_output(self, pattern: re.Pattern[str], *, timeout: float = 90) -> re.Match[str]:
+        """The first match of `pattern` in the output; fails early if the process exits."""
+
+        def matched() -> re.Match[str] | None:
+            if match := pattern.search(self.output()):
+                return match
+            if (code := self.popen.poll()) is not None:
+                raise AssertionError(
+                    f"{self.name} exited with {code} before printing "
+                    f"{pattern.pattern!r}; its output:\n{self.log_tail(40)}"
+                )
+            return None
+
+        try:
+            return wait_for(matched, timeout=timeout, what=f"{self.name}: {pattern.pattern!r}")
+        except AssertionError as exc:
+            if "timed out" not in str(exc):
+                raise
+            raise AssertionError(f"{exc}; its output:\n{self.log_tail(40)}") from None
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} still running after {timeout:.0f} s; its output:\n{self.log_tail(40)}"
+            ) from None
+
+    def stop(self, say: Callable[[str], None] = print) -> None:
+        """SIGTERM its group, SIGKILL after `stop_timeout`, then clear what it left."""
+        timeout = self.service.stop_timeout
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                say(f"  {self.name} did not stop within {timeout:.0f} s; killing it")
+                os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait()
+            except ProcessLookupError:
+                self.popen.wait()
+        self.clear_group(say)
+
+    def clear_group(self, say: Callable[[str], None] = print) -> None:
+        """Stop what the exited process left in its group (a killed gateway's
+        workers hold its port), so a replacement can bind it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGTERM)
+        started, killed = time.monotonic(), False
+        while _group_alive(self.pid):
+            waited = time.monotonic() - started
+            if not killed and waited > self.service.stop_timeout:
+                say(f"  {self.name} left processes behind; killing them")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                killed = True
+            elif killed and waited > self.service.stop_timeout + 5:
+                say(f"  {self.name} left processes behind that do not go away (group {self.pid})")
+                return
+            time.sleep(0.05)
+
+
+# --- the launcher ------------------------------------------------------------------------
+
+
+def in_dependency_order(services: Iterable[Service]) -> list[Service]:
+    """Each service after those it names in `after` (when they are in the set)."""
+    pending = {service.name: service for service in services}
+    ordered: list[Service] = []
+    while pending:
+        ready = [s for s in pending.values() if not set(s.after) & set(pending)]
+        if not ready:
+            raise LaunchError(f"services depend on each other in a circle: {sorted(pending)}")
+        for service in ready:
+            ordered.append(pending.pop(service.name))
+    return ordered
+
+
+@dataclass
+class Launcher:
+    """Starts services, keeps them by name, stops them newest first."""
+
+    log_dir: Path
+    startup_timeout: float = 60.0
+    # Set from a signal handler to abandon a start (`Stopped`) or end `watch`.
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    say: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    running: dict[str, Running] = field(default_factory=dict)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def __getitem__(self, name: str) -> Running:
+        return self.running[name]
+
+    def start(self, *services: Service) -> list[Running]:
+        """Start `services` in dependency order, each waited on until ready."""
+        return [self._start_one(service) for service in in_dependency_order(services)]
+
+    def spawn(self, service: Service, *, restart: bool = False) -> Running:
+        """Start the process only; `restart` appends to its log."""
+        if service.prepare is not None:
+            service.prepare()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / (service.log or f"{service.name}.log")
+        argv = [str(arg) for arg in service.argv]
+        if _libc is not None:
+            argv = [sys.executable, "-I", "-S", "-c", _DIE_WITH_LAUNCHER, str(os.getpid()), *argv]
+        with log_path.open("ab" if restart else "wb") as log:  # the child keeps its own copy
+            if restart:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                log.write(f"--- {service.name} restarted at {stamp} ---\n".encode())
+                log.flush()
+            offset = log.tell()
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ if service.env is None else service.env),
+                cwd=REPO,
+                process_group=0,
+            )
+        self.running[service.name] = running = Running(service, popen, log_path, offset)
+        return running
+
+    def _start_one(self, service: Service) -> Running:
+        self.say(service.announce or f"starting {service.name}")
+        running = self.spawn(service)
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.stop_event.is_set():
+                raise Stopped
+            code = running.popen.poll()
+            if service.oneshot and code == 0:
+                del self.running[service.name]
+                return running
+            if code is not None:
+                raise running.failure(ending(code))
+            if not service.oneshot and (service.ready is None or service.ready(running)):
+                return running
+            if time.monotonic() > deadline:
+                what = "finish" if service.oneshot else "become ready"
+                raise running.failure(
+                    f"did not {what} within {self.startup_timeout:.0f} s "
+                    "(NUELL_STARTUP_TIMEOUT_SECONDS)"
+                )
+            self.stop_event.wait(0.1)
+
+    def stop(self) -> None:
+        for running in reversed(list(self.running.values())):
+            if running.popen.poll() is None:
+                self.say(f"stopping {running.name}")
+            running.stop(self.say)  # also what a dead one left behind
+        self.running.clear()
+
+    def watch(self, policy: RestartPolicy, check: Callable[[], None] = lambda: None) -> None:
+        """Until `stop_event`: restart services that die, by `policy`; `check`
+        may raise LaunchError (a database that is not ours to restart)."""
+        tended = [_Tended(running.service) for running in self.running.values()]
+        while not self.stop_event.wait(0.2):
+            check()
+            for state in tended:
+                if self.stop_event.is_set():
+                    return
+                self._tend(state, policy)
+
+    def _tend(self, state: _Tended, policy: RestartPolicy) -> None:
+        service, running = state.service, self[state.service.name]
+        now = time.monotonic()
+        if state.restart_at is not None:
+            if now >= state.restart_at:
+                state.restart_at = None
+                try:
+                    self.spawn(service, restart=True)
+                except OSError as exc:  # e.g. a binary being rebuilt right now
+                    self._crashed(state, policy, f"could not be started again ({exc})")
+                    return
+                state.healthy_by = now + self.startup_timeout
+            return
+        if (code := running.popen.poll()) is not None:
+            self._crashed(state, policy, ending(code))
+            running.clear_group(self.say)  # before the replacement binds the same port
+        elif state.healthy_by is not None:
+            if service.ready is None or service.ready(running):
+                state.healthy_by = None
+                self.say(f"{service.name} is back, healthy at {service.where}")
+            elif now > state.healthy_by:
+                running.stop(self.say)
+                self._crashed(
+                    state,
+                    policy,
+                    f"did not become healthy within {self.startup_timeout:.0f} s "
+                    "of its restart (NUELL_STARTUP_TIMEOUT_SECONDS)",
+                )
+
+    def _crashed(self, state: _Tended, policy: RestartPolicy, how: str) -> None:
+        running = self[state.service.name]
+        if not (policy.enabled and state.service.restart):
+            raise running.failure(how)
+        now = time.monotonic()
+        state.crashes.append(now)
+        while state.crashes[0] < now - policy.window:
+            state.crashes.popleft()
+        count = len(state.crashes)
+        log = shown(running.log_path)
+        if count > policy.max_restarts:
+            raise LaunchError(
+                f"{running.name} keeps dying: {count} crashes within {policy.window:g} s, "
+                f"the last one {how.removeprefix('was ')}. Not restarting it again; "
+                f"its log is {log}, last lines:\n{running.log_tail()}"
+            )
+        delay = policy.delay(count)
+        print(
+            f"{running.name} {how}; restarting it in {delay:g} s (restart {count} of at most "
+            f"{policy.max_restarts} within {policy.window:g} s); "
+            f"last lines of {log}:\n{running.log_tail(5)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        state.restart_at = now + delay
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a service that died is started again, and when the launcher gives up."""
+
+    max_restarts: int = 5  # per service within `window`; 0: never restart
+    window: float = 60.0
+    backoff: float = 0.5  # before the first restart; doubled for each crash in the window
+    backoff_max: float = 8.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_restarts > 0
+
+    def delay(self, crashes: int) -> float:
+        return float(min(self.backoff * 2 ** (crashes - 1), self.backoff_max))
+
+
+@dataclass
+class _Tended:
+    service: Service
+    crashes: deque[float] = field(default_factory=deque)
+    restart_at: float | None = None  # waiting out the backoff
+    healthy_by: float | None = None  # restarted, not yet healthy
