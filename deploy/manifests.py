@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from render import (
+from deploy.render import (
     COMPOSE_TLS_CERT,
     COMPOSE_TLS_KEY,
     COMPUTE_SERVICE,
@@ -31,7 +31,7 @@ from render import (
     envoy_kubernetes,
     render_envoy_context,
 )
-from settings import REPO, SettingsError, StackSettings
+from deploy.settings import REPO, SettingsError, StackSettings
 
 Manifest = dict[str, Any]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import jinja2
 
-from settings import (
+from deploy.settings import (
     CORS_ALLOW_HEADERS,
     CORS_ALLOW_METHODS,
     CORS_EXPOSE_HEADERS,
@@ -316,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 write_envoy(settings, args.out, target=args.target)
             return 0
-        import manifests  # imports this module, so only here
+        from deploy import manifests  # imports this module, so only here
 
         if args.command == "compose":
             print(manifests.write_compose(settings, args.out, make_secrets=args.secrets))
