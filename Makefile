@@ -140,7 +140,7 @@ fmt: $(VENV)/.installed ## Format Python and Rust sources in place
 
 .PHONY: bench
 bench: build ## Benchmarks that print figures (see bench/README.md)
-	$(PY) bench/run.py
+	$(PY) -m bench
 
 # ------------------------------------------------------------------- clean
 

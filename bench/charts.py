@@ -27,7 +27,7 @@ def latency_chart(steps: Sequence[Mapping[str, Any]], title: str, path: Path) ->
     latency.set_xlabel("offered load (calls/s)")
     latency.set_ylabel("latency (ms, log scale)")
     achieved = latency.twinx()
-    achieved.plot(offered, [s["achieved_rps"] for s in steps], "^--", color="tab:green")
+    achieved.plot(offered, [s["rps"] for s in steps], "^--", color="tab:green")
     achieved.plot(offered, offered, ":", color="tab:green", alpha=0.4)
     achieved.set_ylabel("achieved calls/s (dotted: = offered)", color="tab:green")
     achieved.set_ylim(0, max(offered) * 1.1)
