@@ -81,11 +81,11 @@ build: gen $(COMPUTE_BIN) web ## Generate code, build rust_compute (release) and
 
 .PHONY: run
 run: build ## Run the whole stack: PostgreSQL (embedded unless DATABASE_URL), compute, gateway, Envoy, the page on :3000
-	$(PY) deploy/local/run_stack.py
+	$(PY) -m deploy.run_stack
 
 .PHONY: migrate
 migrate: gen ## Apply database migrations (DATABASE_URL, else the embedded PostgreSQL under .data/)
-	$(PY) deploy/local/run_stack.py --migrate-only
+	$(PY) -m deploy.run_stack --migrate-only
 
 # -------------------------------------------------------------------- test
 

@@ -18,8 +18,9 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 from deploy.launcher import (
     LaunchError,
@@ -79,7 +80,7 @@ def envoy_argv(config: Path, workers: int) -> list[str]:
 def with_fixed_ports(settings: StackSettings) -> StackSettings:
     """Port 0 ("any free port") chosen now, so every command and dependent
     knows the address before the start and a restart binds the same one."""
-    fixed = {
+    fixed: dict[str, Any] = {
         name: Address(address.host, free_port())
         for name in ("gateway", "compute", "gateway_metrics", "compute_metrics")
         if (address := getattr(settings, name)).port == 0
@@ -96,6 +97,100 @@ def _grace(env: Mapping[str, str], variable: str) -> float:
         raise LaunchError(f"{variable}={text!r} is not a number of seconds") from None
 
 
+def _base(env: Mapping[str, str]) -> dict[str, str]:
+    return LOCAL_DEFAULTS | dict(env) | {"PYTHONUNBUFFERED": "1"}
+
+
+def migrate_service(env: Mapping[str, str], database_url: str) -> Service:
+    return Service(
+        "migrate",
+        (sys.executable, "-m", "nuell_gateway", "migrate"),
+        _base(env) | {"DATABASE_URL": database_url},
+        oneshot=True,
+        announce="applying migrations",
+        stop_timeout=5,
+    )
+
+
+def compute_service(settings: StackSettings, env: Mapping[str, str]) -> Service:
+    env = _base(env) | {"NUELL_COMPUTE_METRICS_ADDR": str(settings.compute_metrics)}
+    return Service(
+        "rust_compute",
+        (str(COMPUTE_BIN), "--addr", str(settings.compute)),
+        env,
+        all_of(listening, grpc_health(settings.compute.connect_target)),
+        where=str(settings.compute),
+        stop_timeout=_grace(env, "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS"),
+    )
+
+
+def gateway_service(settings: StackSettings, env: Mapping[str, str], database_url: str) -> Service:
+    env = _base(env) | {
+        "DATABASE_URL": database_url,
+        "NUELL_GATEWAY_ADDR": str(settings.gateway),
+        "NUELL_METRICS_ADDR": str(settings.gateway_metrics),
+        "NUELL_COMPUTE_TARGET": settings.compute.connect_target,
+    }
+    return Service(
+        "py_gateway",
+        (sys.executable, "-m", "nuell_gateway", "serve"),
+        env,
+        all_of(listening, grpc_health(settings.gateway.connect_target)),
+        after=("migrate", "rust_compute"),
+        where=str(settings.gateway),
+        stop_timeout=_grace(env, "NUELL_SHUTDOWN_GRACE_SECONDS"),
+    )
+
+
+def envoy_service(
+    settings: StackSettings,
+    env: Mapping[str, str],
+    *,
+    name: str = "envoy",
+    config: Path | None = None,
+) -> Service:
+    """The edge, its config rendered from `settings` into `config` before each start;
+    ready when admin says so and (plaintext) health passes through it."""
+    config = config or settings.data_dir / "run" / "envoy.yaml"
+    edge = settings.edge_http
+    return Service(
+        name,
+        envoy_argv(config, settings.edge_workers),
+        _base(env),
+        all_of(
+            http_get(f"http://{settings.edge_admin.connect_target}/ready"),
+            *([grpc_health(edge.connect_target)] if settings.edge_plaintext else []),
+        ),
+        after=("py_gateway",),
+        where=str(edge if settings.edge_plaintext else settings.edge_https),
+        prepare=lambda: write_envoy(settings, config),
+        announce=f"starting {'Envoy' if name == 'envoy' else name}",
+    )
+
+
+def web_service(settings: StackSettings, env: Mapping[str, str]) -> Service:
+    """The browser page on `settings.web`, told where the edge is."""
+    https = settings.edge_https.port
+    if settings.edge_plaintext:
+        edge = ["--edge-port", str(settings.edge_http.port), "--edge-tls-port", str(https)]
+    else:
+        edge = ["--edge-port", str(https), "--edge-url", f"https://localhost:{https}"]
+    page = f"http://localhost:{settings.web.port}"
+    return Service(
+        "web",
+        (
+            *(sys.executable, "-m", "deploy.serve_web", "--root", str(WEB_DIST)),
+            *("--host", settings.web.host, "--port", str(settings.web.port), *edge),
+        ),
+        _base(env),
+        all_of(listening, http_get(f"{page}/")),
+        after=("envoy",),
+        where=page,
+        stop_timeout=5,
+        announce="starting the browser page",
+    )
+
+
 def services(
     settings: StackSettings,
     *,
@@ -103,86 +198,19 @@ def services(
     database_url: str = "",
     only: Collection[str] = (),
 ) -> list[Service]:
-    """The stack on this machine, as `settings` place it, started in this order.
+    """The stack on this machine, as `settings` place it (ports fixed: `with_fixed_ports`).
 
     `env` is every process's base environment (the gateway's `NUELL_WORKERS`,
     log levels, ...); `database_url` is what migrations and the gateway use;
-    `only` picks services by name (their dependencies outside it are taken as
-    running). Ports must be fixed (`with_fixed_ports`)."""
-    env = LOCAL_DEFAULTS | dict(env) | {"PYTHONUNBUFFERED": "1"}
-    compute, gateway, edge = settings.compute, settings.gateway, settings.edge_http
-    gateway_env = env | {
-        "DATABASE_URL": database_url,
-        "NUELL_GATEWAY_ADDR": str(gateway),
-        "NUELL_METRICS_ADDR": str(settings.gateway_metrics),
-        "NUELL_COMPUTE_TARGET": compute.connect_target,
+    `only` picks services by name (dependencies outside it count as running)."""
+    declared: dict[str, Callable[[], Service]] = {
+        "migrate": lambda: migrate_service(env, database_url),
+        "rust_compute": lambda: compute_service(settings, env),
+        "py_gateway": lambda: gateway_service(settings, env, database_url),
+        "envoy": lambda: envoy_service(settings, env),
+        "web": lambda: web_service(settings, env),
     }
-    envoy_config = settings.data_dir / "run" / "envoy.yaml"
-    page = f"http://localhost:{settings.web.port}"
-    if settings.edge_plaintext:
-        page_edge = [
-            "--edge-port",
-            str(edge.port),
-            "--edge-tls-port",
-            str(settings.edge_https.port),
-        ]
-    else:
-        tls_url = f"https://localhost:{settings.edge_https.port}"
-        page_edge = ["--edge-port", str(settings.edge_https.port), "--edge-url", tls_url]
-    declared = [
-        Service(
-            "migrate",
-            (sys.executable, "-m", "nuell_gateway", "migrate"),
-            gateway_env,
-            oneshot=True,
-            announce="applying migrations",
-            stop_timeout=5,
-        ),
-        Service(
-            "rust_compute",
-            (str(COMPUTE_BIN), "--addr", str(compute)),
-            env | {"NUELL_COMPUTE_METRICS_ADDR": str(settings.compute_metrics)},
-            all_of(listening, grpc_health(compute.connect_target)),
-            where=str(compute),
-            stop_timeout=_grace(env, "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS"),
-        ),
-        Service(
-            "py_gateway",
-            (sys.executable, "-m", "nuell_gateway", "serve"),
-            gateway_env,
-            all_of(listening, grpc_health(gateway.connect_target)),
-            after=("migrate", "rust_compute"),
-            where=str(gateway),
-            stop_timeout=_grace(env, "NUELL_SHUTDOWN_GRACE_SECONDS"),
-        ),
-        Service(
-            "envoy",
-            envoy_argv(envoy_config, settings.edge_workers),
-            env,
-            all_of(
-                http_get(f"http://{settings.edge_admin.connect_target}/ready"),
-                *([grpc_health(edge.connect_target)] if settings.edge_plaintext else []),
-            ),
-            after=("py_gateway",),
-            where=str(edge if settings.edge_plaintext else settings.edge_https),
-            prepare=lambda: write_envoy(settings, envoy_config),
-            announce="starting Envoy",
-        ),
-        Service(
-            "web",
-            (
-                *(sys.executable, "-m", "deploy.serve_web", "--root", str(WEB_DIST)),
-                *("--host", settings.web.host, "--port", str(settings.web.port), *page_edge),
-            ),
-            env,
-            all_of(listening, http_get(f"{page}/")),
-            after=("envoy",),
-            where=page,
-            stop_timeout=5,
-            announce="starting the browser page",
-        ),
-    ]
-    return [service for service in declared if not only or service.name in only]
+    return [make() for name, make in declared.items() if not only or name in only]
 
 
 def embedded_database(data_dir: Path, log_path: Path) -> str:

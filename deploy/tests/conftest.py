@@ -12,10 +12,8 @@ other settings start their own in front of the same gateway.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,25 +22,22 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-_HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(_HERE), str(_HERE.parent), str(_HERE.parent / "local")]
-
-from dev_tls import DevCertificate, ensure_dev_certificate  # noqa: E402
-from settings import Address, StackSettings  # noqa: E402
-from support import (  # noqa: E402
+from deploy import stack
+from deploy.dev_tls import DevCertificate, ensure_dev_certificate
+from deploy.launcher import Launcher
+from deploy.tests.support import (
     ALLOWED_ORIGIN,
     COMPUTE_BIN,
     ENVOY,
-    GATEWAY_SRC,
     GRPCURL,
+    START_TIMEOUT,
     Backend,
     Edge,
-    ProcessGroup,
+    backend_settings,
     base_env,
+    edge_settings,
     free_port,
-    health_status,
     start_envoy,
-    wait_for,
 )
 
 
@@ -87,23 +82,17 @@ def compute_bin() -> Path:
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
+def processes(tmp_path: Path) -> Iterator[Launcher]:
     """Processes for one test, stopped when it ends, whatever happened."""
-    group = ProcessGroup(tmp_path / "logs")
-    try:
-        yield group
-    finally:
-        group.stop_all()
+    with Launcher(tmp_path / "logs", START_TIMEOUT) as launcher:
+        yield launcher
 
 
 @pytest.fixture(scope="module")
-def module_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessGroup]:
+def module_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     """Processes shared by one test module, stopped after its last test."""
-    group = ProcessGroup(tmp_path_factory.mktemp("logs"))
-    try:
-        yield group
-    finally:
-        group.stop_all()
+    with Launcher(tmp_path_factory.mktemp("logs"), START_TIMEOUT) as launcher:
+        yield launcher
 
 
 def _with_database(url: str, name: str) -> str:
@@ -124,8 +113,6 @@ def database_url(outside_pytest_tmp: Callable[[str], Path]) -> Iterator[str]:
 
     server_url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if not server_url:
-        if str(GATEWAY_SRC) not in sys.path:
-            sys.path.append(str(GATEWAY_SRC))  # until py_gateway is installed
         from nuell_gateway.db.embedded import start_embedded_postgres
 
         server_url = start_embedded_postgres(outside_pytest_tmp("pgdata"), delete_on_exit=True)
@@ -145,28 +132,16 @@ def database_url(outside_pytest_tmp: Callable[[str], Path]) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def migrated_database_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """`database_url` with py_gateway's migrations applied by `nuell_gateway migrate`."""
-    group = ProcessGroup(tmp_path_factory.mktemp("migrate"))
-    migrate = group.start(
-        "migrate",
-        [sys.executable, "-m", "nuell_gateway", "migrate"],
-        base_env(DATABASE_URL=database_url),
-    )
-    try:
-        code = migrate.wait(timeout=120)
-    finally:
-        group.stop_all()
-    assert code == 0, f"nuell_gateway migrate exited with {code}:\n{migrate.tail()}"
+    with Launcher(tmp_path_factory.mktemp("migrate"), startup_timeout=120) as launcher:
+        launcher.start(stack.migrate_service(base_env(), database_url))
     return database_url
 
 
 @pytest.fixture(scope="session")
-def session_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessGroup]:
+def session_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     """Processes shared by the whole session, stopped after its last test."""
-    group = ProcessGroup(tmp_path_factory.mktemp("session-logs"))
-    try:
-        yield group
-    finally:
-        group.stop_all()
+    with Launcher(tmp_path_factory.mktemp("session-logs"), START_TIMEOUT) as launcher:
+        yield launcher
 
 
 @pytest.fixture(scope="session")
@@ -178,49 +153,22 @@ def dev_certificate(tmp_path_factory: pytest.TempPathFactory) -> DevCertificate:
 
 
 @pytest.fixture(scope="session")
-def backend(
-    compute_bin: Path, migrated_database_url: str, session_processes: ProcessGroup
-) -> Backend:
+def backend(compute_bin: Path, migrated_database_url: str, session_processes: Launcher) -> Backend:
     """rust_compute and py_gateway (pointed at it and the test database), healthy."""
-    compute = session_processes.start(
-        "rust_compute", [compute_bin, "--addr", "127.0.0.1:0"], base_env()
+    settings = backend_settings()
+    session_processes.start(
+        stack.compute_service(settings, base_env()),
+        stack.gateway_service(settings, base_env(), migrated_database_url),
     )
-    compute_at = compute.listening_on()
-    wait_for(lambda: health_status(compute_at) == "SERVING", timeout=30, what="rust_compute health")
-    gateway = session_processes.start(
-        "py_gateway",
-        [sys.executable, "-m", "nuell_gateway", "serve"],
-        base_env(
-            DATABASE_URL=migrated_database_url,
-            NUELL_GATEWAY_ADDR="127.0.0.1:0",
-            NUELL_COMPUTE_TARGET=compute_at,
-        ),
-    )
-    gateway_at = gateway.listening_on()
-    wait_for(lambda: health_status(gateway_at) == "SERVING", timeout=30, what="py_gateway health")
-    return Backend(compute_at, gateway_at, migrated_database_url)
-
-
-def edge_settings(
-    backend: Backend, certificate: DevCertificate, environ: dict[str, str]
-) -> StackSettings:
-    """Settings from `environ` on free ports, in front of `backend`, with the test certificate."""
-    return dataclasses.replace(
-        StackSettings.from_env(environ),
-        edge_http=Address("0.0.0.0", free_port()),
-        edge_https=Address("0.0.0.0", free_port()),
-        edge_admin=Address("127.0.0.1", free_port()),
-        gateway=Address.parse(backend.gateway, variable="gateway", allow_port_zero=False),
-        edge_tls_cert=certificate.cert,
-        edge_tls_key=certificate.key,
-    )
+    compute, gateway = settings.compute.connect_target, settings.gateway.connect_target
+    return Backend(compute, gateway, migrated_database_url)
 
 
 @pytest.fixture(scope="session")
 def edge(
     backend: Backend,
     dev_certificate: DevCertificate,
-    session_processes: ProcessGroup,
+    session_processes: Launcher,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Edge:
     """The edge as `make run` renders it, except: a browser page origin on a free port

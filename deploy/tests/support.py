@@ -1,4 +1,5 @@
-"""Helpers for the deploy tests: real binaries, free ports, polling, processes.
+"""Helpers for the deploy tests: real binaries, HTTP and gRPC-Web clients, the
+session's stack. Processes start through deploy.launcher, as everywhere else.
 
 Fixtures built on these live in conftest.py; tests import the plain
 functions from here.
@@ -7,49 +8,39 @@ functions from here.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import importlib.util
 import os
-import re
 import secrets
-import signal
-import socket
 import ssl
 import struct
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import psycopg
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from render import write_envoy
-from settings import StackSettings
+from deploy import stack
+from deploy.dev_tls import DevCertificate
+from deploy.launcher import Launcher, Running, free_port
+from deploy.settings import REPO, Address, StackSettings
 
-REPO = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO / "deploy"
-RUNNER = DEPLOY_DIR / "local" / "run_stack.py"
-RENDER = DEPLOY_DIR / "render.py"
-GATEWAY_SRC = REPO / "py_gateway" / "src"
+RUNNER = (sys.executable, "-m", "deploy.run_stack")
+RENDER = (sys.executable, "-m", "deploy.render")
 VENV_BIN = Path(sys.executable).parent
 ENVOY = VENV_BIN / "envoy"
 GRPCURL = VENV_BIN / "grpcurl"
-COMPUTE_BIN = Path(
-    os.environ.get("NUELL_COMPUTE_BIN")
-    or REPO / "rust_compute" / "target" / "release" / "rust_compute"
-)
-LISTENING = re.compile(
-    r"^(?:rust_compute|nuell_gateway|nuell_web) listening on (\S+)\s*$", re.MULTILINE
-)
-SERVE_WEB = DEPLOY_DIR / "local" / "serve_web.py"
+COMPUTE_BIN = stack.COMPUTE_BIN
 WEB_DIR = REPO / "web"
 
 # Generous: two cores, and a cargo build may be running next to the tests.
@@ -57,142 +48,6 @@ START_TIMEOUT = float(os.environ.get("NUELL_TEST_START_TIMEOUT_SECONDS", "90"))
 
 # Fresh per session: nothing outside the tests can mint a token they accept.
 TEST_JWT_KEYS = f"deploy-tests:{secrets.token_urlsafe(48)}"
-
-T = TypeVar("T")
-
-_handed_out: set[int] = set()
-
-
-# Below Linux's ephemeral range (32768-60999): a port the kernel would pick
-# for bind(0) may be taken as the local port of any outgoing connection (to
-# PostgreSQL, a health check) before the stack binds it, and the runner then
-# rightly refuses it as in use.
-_PORTS = range(20000, 32768)
-
-
-def free_port() -> int:
-    """A port nothing uses now, outside the ephemeral range, not handed out before."""
-    while True:
-        port = _PORTS[secrets.randbelow(len(_PORTS))]
-        if port not in _handed_out and port_is_free(port):
-            _handed_out.add(port)
-            return port
-
-
-def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def wait_for(
-    probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.05
-) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := probe():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-@dataclass
-class Proc:
-    """A child process whose stdout and stderr go to one log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def wait_for_output(
-        self, pattern: re.Pattern[str], *, timeout: float = START_TIMEOUT
-    ) -> re.Match[str]:
-        """The first match of `pattern` in the output; fails early if the process exits."""
-
-        def matched() -> re.Match[str] | None:
-            if match := pattern.search(self.output()):
-                return match
-            if (code := self.popen.poll()) is not None:
-                raise AssertionError(
-                    f"{self.name} exited with {code} before printing "
-                    f"{pattern.pattern!r}; its output:\n{self.tail()}"
-                )
-            return None
-
-        try:
-            return wait_for(matched, timeout=timeout, what=f"{self.name}: {pattern.pattern!r}")
-        except AssertionError as exc:
-            if "timed out" in str(exc):
-                raise AssertionError(f"{exc}; its output:\n{self.tail()}") from None
-            raise
-
-    def listening_on(self) -> str:
-        """The `ip:port` from the process's `... listening on` line."""
-        return self.wait_for_output(LISTENING).group(1)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name} still running after {timeout:.0f} s; its output:\n{self.tail()}"
-            ) from None
-
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM its process group, then SIGKILL if it lingers."""
-        if self.popen.poll() is not None:
-            return
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-        except ProcessLookupError:
-            self.popen.wait()
-
-
-@dataclass
-class ProcessGroup:
-    """Starts processes (each in its own session) and stops them all, newest first."""
-
-    log_dir: Path
-    started: list[Proc] = field(default_factory=list)
-
-    def start(
-        self, name: str, argv: Sequence[str | Path], env: Mapping[str, str] | None = None
-    ) -> Proc:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                [str(arg) for arg in argv],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ if env is None else env),
-                cwd=REPO,
-                start_new_session=True,  # signals we send reach it and its children only
-            )
-        proc = Proc(name, popen, log_path)
-        self.started.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.started):
-            proc.stop()
 
 
 def base_env(**overrides: str) -> dict[str, str]:
@@ -202,8 +57,6 @@ def base_env(**overrides: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith("NUELL_") and key not in ("DATABASE_URL", "TEST_DATABASE_URL")
     }
-    if importlib.util.find_spec("nuell_gateway") is None:  # not installed yet: use the source
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GATEWAY_SRC), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env["NUELL_JWT_KEYS"] = TEST_JWT_KEYS
     # Services run side by side here (the session's, the runner's): each
@@ -301,7 +154,7 @@ class Edge:
     """A running Envoy edge and the settings it was rendered from."""
 
     settings: StackSettings
-    proc: Proc
+    proc: Running
 
     @property
     def http_port(self) -> int:
@@ -333,19 +186,35 @@ class Edge:
         return values
 
 
-def start_envoy(group: ProcessGroup, settings: StackSettings, config_dir: Path, name: str) -> Edge:
-    """Envoy with the config rendered from `settings`, waited on until /ready."""
-    config = write_envoy(settings, config_dir / f"{name}.yaml")
-    proc = group.start(
-        name, [ENVOY, "-c", config, "--disable-hot-restart", "--log-level", "warning"]
+def backend_settings() -> StackSettings:
+    """The stack's settings with every backend port free, for services side by side."""
+    anywhere = "127.0.0.1:0"
+    variables = ("NUELL_GATEWAY_ADDR", "NUELL_COMPUTE_ADDR", "NUELL_METRICS_ADDR")
+    environ = dict.fromkeys((*variables, "NUELL_COMPUTE_METRICS_ADDR"), anywhere)
+    return stack.with_fixed_ports(StackSettings.from_env(environ))
+
+
+def edge_settings(
+    backend: Backend, certificate: DevCertificate, environ: dict[str, str]
+) -> StackSettings:
+    """Settings from `environ` on free ports, in front of `backend`, with the test certificate."""
+    return dataclasses.replace(
+        StackSettings.from_env(environ),
+        edge_http=Address("0.0.0.0", free_port()),
+        edge_https=Address("0.0.0.0", free_port()),
+        edge_admin=Address("127.0.0.1", free_port()),
+        gateway=Address.parse(backend.gateway, variable="gateway", allow_port_zero=False),
+        edge_tls_cert=certificate.cert,
+        edge_tls_key=certificate.key,
     )
-    admin_port = settings.edge_admin.port
-    wait_for(
-        lambda: envoy_ready(admin_port) or proc.popen.poll() is not None,
-        timeout=60,
-        what=f"{name} /ready",
+
+
+def start_envoy(launcher: Launcher, settings: StackSettings, config_dir: Path, name: str) -> Edge:
+    """Envoy with the config rendered from `settings`, as the stack starts it, ready."""
+    service = stack.envoy_service(
+        settings, base_env(), name=name, config=config_dir / f"{name}.yaml"
     )
-    assert proc.popen.poll() is None, proc.tail()
+    (proc,) = launcher.start(service)
     return Edge(settings, proc)
 
 

@@ -7,21 +7,20 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from support import (
-    SERVE_WEB,
+from deploy import stack
+from deploy.launcher import Launcher
+from deploy.tests.support import (
     WEB_DIR,
     Backend,
     Edge,
-    ProcessGroup,
+    base_env,
     http_request,
     user_exists,
-    wait_for,
 )
 
 CHROMIUM = Path(os.environ.get("NUELL_CHROMIUM", "/usr/bin/chromium"))
@@ -55,20 +54,10 @@ def browser_tools() -> str:
 
 
 @pytest.fixture(scope="module")
-def page_url(edge: Edge, module_processes: ProcessGroup) -> str:
+def page_url(edge: Edge, module_processes: Launcher) -> str:
     """The built page on the origin the session edge allows (`edge.settings.web`)."""
-    page = module_processes.start(
-        "web",
-        [
-            sys.executable, SERVE_WEB, "--root", WEB_DIR / "dist",
-            "--port", str(edge.settings.web.port),
-            "--edge-port", str(edge.http_port), "--edge-tls-port", str(edge.https_port),
-        ],
-    )  # fmt: skip
-    address = page.listening_on()
-    url = f"http://localhost:{address.rpartition(':')[2]}"
-    wait_for(lambda: http_request(edge.settings.web.port, "GET", "/", {}).status == 200,
-             timeout=10, what="the page server")  # fmt: skip
+    module_processes.start(stack.web_service(edge.settings, base_env()))
+    url = f"http://localhost:{edge.settings.web.port}"
     return url
 
 

@@ -16,11 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
-import manifests
-import render
-from dev_tls import ensure_dev_certificate
-from settings import StackSettings
-from support import DEPLOY_DIR, ENVOY, RENDER
+from deploy import manifests, render
+from deploy.dev_tls import ensure_dev_certificate
+from deploy.settings import StackSettings
+from deploy.tests.support import (
+    DEPLOY_DIR,
+    ENVOY,
+    RENDER,
+    REPO,
+)
 
 VENV_BIN = Path(sys.executable).parent
 HADOLINT = VENV_BIN / "hadolint"
@@ -149,7 +153,7 @@ def test_entrypoint_reads_secrets_from_files(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def compose_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("compose")
-    _run(sys.executable, RENDER, "compose", "--out", out, "--secrets", check=True)
+    _run(*RENDER, "compose", "--out", out, "--secrets", check=True)
     return out
 
 
@@ -245,7 +249,7 @@ def test_compose_holds_no_secret_value(compose_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def k8s_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("k8s")
-    _run(sys.executable, RENDER, "k8s", "--out", out, check=True)
+    _run(*RENDER, "k8s", "--out", out, check=True)
     return out
 
 
@@ -502,7 +506,8 @@ def test_ports_follow_the_settings(tmp_path: Path, tls: tuple[Path, Path]) -> No
     compose = manifests.compose(settings, tmp_path)
     assert compose["services"]["gateway"]["environment"]["NUELL_COMPUTE_TARGET"] == "compute:6052"
     result = subprocess.run(
-        [sys.executable, str(RENDER), "k8s", "--out", str(tmp_path / "zero")],
+        [*RENDER, "k8s", "--out", str(tmp_path / "zero")],
+        cwd=REPO,
         env={"NUELL_GATEWAY_ADDR": "0.0.0.0:0", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

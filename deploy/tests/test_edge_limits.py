@@ -10,18 +10,18 @@ import time
 
 import grpc
 import pytest
-from conftest import edge_settings
 from nuell.auth.v1 import auth_service_pb2
 from nuell.compute.v1 import compute_service_pb2
 
-from dev_tls import DevCertificate
-from settings import EDGE_RATE_LIMITED_METHODS
-from support import (
+from deploy.dev_tls import DevCertificate
+from deploy.launcher import Launcher
+from deploy.settings import EDGE_RATE_LIMITED_METHODS
+from deploy.tests.support import (
     ALLOWED_ORIGIN,
     Backend,
     Edge,
-    ProcessGroup,
     Reply,
+    edge_settings,
     grpc_web_call,
     http_request,
     start_envoy,
@@ -46,7 +46,7 @@ def new_client() -> str:
 def strict_edge(
     backend: Backend,
     dev_certificate: DevCertificate,
-    module_processes: ProcessGroup,
+    module_processes: Launcher,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Edge:
     """An edge with a tiny credentials bucket, in front of the session's gateway."""

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import string
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,16 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from conftest import edge_settings
 from nuell.auth.v1 import auth_service_pb2 as auth_pb
 from nuell.auth.v1.auth_service_pb2_grpc import AuthServiceStub
 from nuell.compute.v1 import compute_service_pb2 as compute_pb
 from nuell.compute.v1.compute_service_pb2_grpc import ComputeServiceStub
 
-from dev_tls import DevCertificate
-from render import render_envoy, write_envoy
-from settings import (
+from deploy import stack
+from deploy.dev_tls import DevCertificate
+from deploy.launcher import Launcher, free_port, http_get
+from deploy.render import render_envoy, write_envoy
+from deploy.settings import (
     EDGE_GRPC_SERVICES,
     EDGE_RATE_LIMITED_METHODS,
     EDGE_RETRYABLE_METHODS,
@@ -32,20 +32,17 @@ from settings import (
     SettingsError,
     StackSettings,
 )
-from support import (
+from deploy.tests.support import (
     ENVOY,
     RENDER,
     REPO,
     Backend,
-    ProcessGroup,
     admin_get,
+    backend_settings,
     base_env,
-    envoy_ready,
-    free_port,
-    health_status,
+    edge_settings,
     otlp_collector,
     start_envoy,
-    wait_for,
 )
 
 CUSTOM_ENV = {
@@ -162,10 +159,11 @@ def test_render_cli_writes_the_file(tmp_path: Path, data_dir: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", **with_data(CUSTOM_ENV, data_dir)}
 
     result = subprocess.run(
-        [sys.executable, str(RENDER), "envoy", "--out", str(out)],
+        [*RENDER, "envoy", "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,
+        cwd=REPO,
         timeout=60,
         check=False,
     )
@@ -178,10 +176,11 @@ def test_render_cli_names_a_bad_variable_in_one_line(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "NUELL_CORS_ALLOWED_ORIGINS": "*"}
 
     result = subprocess.run(
-        [sys.executable, str(RENDER), "envoy", "--out", str(tmp_path / "envoy.yaml")],
+        [*RENDER, "envoy", "--out", str(tmp_path / "envoy.yaml")],
         capture_output=True,
         text=True,
         env=env,
+        cwd=REPO,
         timeout=60,
         check=False,
     )
@@ -210,21 +209,17 @@ def loaded_settings(data_dir: Path) -> StackSettings:
 @pytest.fixture(scope="module")
 def config_dump(
     loaded_settings: StackSettings,
-    module_processes: ProcessGroup,
+    module_processes: Launcher,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     """The rendered config as a running Envoy loaded it (admin /config_dump)."""
     admin_port = loaded_settings.edge_admin.port
-    config = write_envoy(loaded_settings, tmp_path_factory.mktemp("envoy") / "envoy.yaml")
-    envoy = module_processes.start(
-        "envoy", [ENVOY, "-c", config, "--disable-hot-restart", "--log-level", "warning"]
+    config = tmp_path_factory.mktemp("envoy") / "envoy.yaml"
+    envoy = stack.envoy_service(loaded_settings, base_env(), config=config)
+    # No gateway behind this one: ready is admin's /ready alone.
+    module_processes.start(
+        dataclasses.replace(envoy, ready=http_get(f"http://127.0.0.1:{admin_port}/ready"))
     )
-    wait_for(
-        lambda: envoy_ready(admin_port) or envoy.popen.poll() is not None,
-        timeout=60,
-        what="Envoy /ready",
-    )
-    assert envoy.popen.poll() is None, envoy.tail()
     reply = admin_get(admin_port, "/config_dump")
     assert reply is not None, "admin did not answer"
     assert reply[0] == 200, reply
@@ -690,7 +685,7 @@ def test_tracing_is_rendered_only_with_an_endpoint(data_dir: Path, target: str) 
 
 
 def test_envoys_span_is_the_parent_of_the_gateways(
-    processes: ProcessGroup,
+    processes: Launcher,
     compute_bin: Path,
     migrated_database_url: str,
     dev_certificate: DevCertificate,
@@ -700,23 +695,13 @@ def test_envoys_span_is_the_parent_of_the_gateways(
     collector = otlp_collector()
     try:
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
-        compute = processes.start(
-            "rust_compute", [compute_bin, "--addr", "127.0.0.1:0"], base_env(**otel)
+        settings = backend_settings()
+        env = base_env(NUELL_WORKERS="1", **otel)
+        processes.start(
+            stack.compute_service(settings, env),
+            stack.gateway_service(settings, env, migrated_database_url),
         )
-        compute_at = compute.listening_on()
-        gateway = processes.start(
-            "py_gateway",
-            [sys.executable, "-m", "nuell_gateway", "serve"],
-            base_env(
-                DATABASE_URL=migrated_database_url,
-                NUELL_GATEWAY_ADDR="127.0.0.1:0",
-                NUELL_COMPUTE_TARGET=compute_at,
-                NUELL_WORKERS="1",
-                **otel,
-            ),
-        )
-        gateway_at = gateway.listening_on()
-        wait_for(lambda: health_status(gateway_at) == "SERVING", timeout=60, what="gateway")
+        compute_at, gateway_at = settings.compute.connect_target, settings.gateway.connect_target
         settings = edge_settings(
             Backend(compute_at, gateway_at, migrated_database_url),
             dev_certificate,

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import socket
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,19 +18,15 @@ import pytest
 from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from nuell.compute.v1 import compute_service_pb2, compute_service_pb2_grpc
 
-from support import (
+from deploy.launcher import Launcher, Running, Service, free_port, port_is_free, wait_for
+from deploy.tests.support import (
     RUNNER,
-    Proc,
-    ProcessGroup,
     base_env,
     envoy_ready,
-    free_port,
     grpc_web_call,
     health_status,
     http_request,
-    port_is_free,
     tls_client_context,
-    wait_for,
 )
 
 READY = re.compile(r"^Ready\. Press Ctrl-C to stop\.$", re.MULTILINE)
@@ -73,22 +68,22 @@ def runner_env(data_dir: Path, ports: dict[str, int], **overrides: str) -> dict[
     return env
 
 
-def start_runner(processes: ProcessGroup, env: dict[str, str], *flags: str) -> Proc:
+def start_runner(processes: Launcher, env: dict[str, str], *flags: str) -> Running:
     """The runner, waited on until ready."""
-    runner = processes.start("run_stack", [sys.executable, RUNNER, *flags], env)
+    (runner,) = processes.start(Service("run_stack", (*RUNNER, *flags), env, stop_timeout=20))
     runner.wait_for_output(READY, timeout=180)
     return runner
 
 
 @pytest.fixture
 def running_stack(
-    compute_bin: Path, data_dir: Path, ports: dict[str, int], processes: ProcessGroup
-) -> Proc:
+    compute_bin: Path, data_dir: Path, ports: dict[str, int], processes: Launcher
+) -> Running:
     """The runner with its default restart policy and an embedded database, ready."""
     return start_runner(processes, runner_env(data_dir, ports))
 
 
-def interrupt(proc: Proc) -> int:
+def interrupt(proc: Running) -> int:
     """Ctrl-C as a terminal sends it: SIGINT to the whole process group."""
     os.killpg(proc.popen.pid, signal.SIGINT)
     return proc.wait(STOP_TIMEOUT)
@@ -100,7 +95,7 @@ def assert_ports_free(ports: dict[str, int]) -> None:
 
 
 def test_runner_serves_then_stops_cleanly_on_ctrl_c(
-    running_stack: Proc, data_dir: Path, ports: dict[str, int]
+    running_stack: Running, data_dir: Path, ports: dict[str, int]
 ) -> None:
     edge = f"127.0.0.1:{ports['edge']}"
     assert health_status(edge) == "SERVING"
@@ -160,11 +155,11 @@ SERVICES = {
     "rust_compute": lambda p: p.name() == "rust_compute",
     "py_gateway": lambda p: "nuell_gateway" in p.cmdline() and "serve" in p.cmdline(),
     "envoy": lambda p: p.name() == "envoy",
-    "web": lambda p: any(arg.endswith("serve_web.py") for arg in p.cmdline()),
+    "web": lambda p: "deploy.serve_web" in p.cmdline(),
 }
 
 
-def service(runner: Proc, name: str, *, not_pid: int | None = None) -> psutil.Process:
+def service(runner: Running, name: str, *, not_pid: int | None = None) -> psutil.Process:
     """The runner's child running `name` (other than `not_pid`), once there is one."""
 
     def found() -> psutil.Process | None:
@@ -257,7 +252,7 @@ def analyzes(target: str, token: str) -> bool:
 
 
 def test_killed_compute_comes_back_and_the_running_gateway_uses_it(
-    running_stack: Proc, ports: dict[str, int]
+    running_stack: Running, ports: dict[str, int]
 ) -> None:
     gateway_at = f"127.0.0.1:{ports['gateway']}"
     compute_at = f"127.0.0.1:{ports['compute']}"
@@ -281,7 +276,7 @@ def test_killed_compute_comes_back_and_the_running_gateway_uses_it(
 
 
 def test_killed_edge_and_page_server_that_exits_unasked_come_back(
-    running_stack: Proc, ports: dict[str, int]
+    running_stack: Running, ports: dict[str, int]
 ) -> None:
     edge_at = f"127.0.0.1:{ports['edge']}"
     gateway = service(running_stack, "py_gateway")
@@ -304,7 +299,7 @@ def test_killed_edge_and_page_server_that_exits_unasked_come_back(
 
 
 def test_killed_gateway_comes_back_behind_the_same_edge(
-    running_stack: Proc, ports: dict[str, int]
+    running_stack: Running, ports: dict[str, int]
 ) -> None:
     gateway_at = f"127.0.0.1:{ports['gateway']}"
     edge_at = f"127.0.0.1:{ports['edge']}"
@@ -341,7 +336,7 @@ def test_killed_gateway_comes_back_behind_the_same_edge(
 
 
 def test_service_that_keeps_dying_stops_the_stack(
-    compute_bin: Path, data_dir: Path, ports: dict[str, int], processes: ProcessGroup
+    compute_bin: Path, data_dir: Path, ports: dict[str, int], processes: Launcher
 ) -> None:
     env = runner_env(data_dir, ports, NUELL_MAX_RESTARTS="2", NUELL_RESTART_BACKOFF_SECONDS="0.2")
     runner = start_runner(processes, env)
@@ -376,7 +371,7 @@ def test_service_that_keeps_dying_stops_the_stack(
 
 
 def test_ctrl_c_during_a_restart_leaves_nothing_behind(
-    running_stack: Proc, ports: dict[str, int]
+    running_stack: Running, ports: dict[str, int]
 ) -> None:
     gateway = service(running_stack, "py_gateway")
     gateway.kill()
@@ -397,7 +392,7 @@ def test_ctrl_c_during_a_restart_leaves_nothing_behind(
 
 
 def test_no_restart_stops_everything_when_a_child_dies(
-    compute_bin: Path, data_dir: Path, ports: dict[str, int], processes: ProcessGroup
+    compute_bin: Path, data_dir: Path, ports: dict[str, int], processes: Launcher
 ) -> None:
     runner = start_runner(processes, runner_env(data_dir, ports), "--no-restart")
 
@@ -416,7 +411,7 @@ def test_embedded_database_dying_stops_the_stack(
     compute_bin: Path,
     outside_pytest_tmp: Callable[[str], Path],
     ports: dict[str, int],
-    processes: ProcessGroup,
+    processes: Launcher,
 ) -> None:
     data = outside_pytest_tmp("data-database-dies")  # not the module's: this one is killed
     runner = start_runner(processes, runner_env(data, ports))
@@ -436,8 +431,8 @@ def test_embedded_database_dying_stops_the_stack(
     assert_nothing_left(ports)
 
 
-def run_to_failure(env: dict[str, str], processes: ProcessGroup, *flags: str) -> tuple[int, str]:
-    runner = processes.start("run_stack", [sys.executable, RUNNER, *flags], env)
+def run_to_failure(env: dict[str, str], processes: Launcher, *flags: str) -> tuple[int, str]:
+    (runner,) = processes.start(Service("run_stack", (*RUNNER, *flags), env, stop_timeout=20))
     code = runner.wait(60)
     return code, runner.output()
 
@@ -452,7 +447,7 @@ def assert_one_clear_line(code: int, output: str, *needles: str) -> None:
 
 
 def test_busy_port_is_one_clear_line_and_starts_nothing(
-    compute_bin: Path, tmp_path: Path, ports: dict[str, int], processes: ProcessGroup
+    compute_bin: Path, tmp_path: Path, ports: dict[str, int], processes: Launcher
 ) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", ports["gateway"]))
@@ -467,7 +462,7 @@ def test_busy_port_is_one_clear_line_and_starts_nothing(
 
 
 def test_unreachable_database_is_one_clear_line(
-    compute_bin: Path, tmp_path: Path, ports: dict[str, int], processes: ProcessGroup
+    compute_bin: Path, tmp_path: Path, ports: dict[str, int], processes: Launcher
 ) -> None:
     closed_port = free_port()
     nowhere = f"postgresql://nuell:hunter2-secret@127.0.0.1:{closed_port}/nuell"
@@ -482,7 +477,7 @@ def test_unreachable_database_is_one_clear_line(
 
 
 def test_missing_compute_binary_is_one_clear_line(
-    tmp_path: Path, ports: dict[str, int], processes: ProcessGroup
+    tmp_path: Path, ports: dict[str, int], processes: Launcher
 ) -> None:
     env = runner_env(tmp_path / "data", ports, NUELL_COMPUTE_BIN=str(tmp_path / "rust_compute"))
 
@@ -492,7 +487,7 @@ def test_missing_compute_binary_is_one_clear_line(
 
 
 def test_bad_setting_is_one_clear_line(
-    tmp_path: Path, ports: dict[str, int], processes: ProcessGroup
+    tmp_path: Path, ports: dict[str, int], processes: Launcher
 ) -> None:
     env = runner_env(tmp_path / "data", ports, NUELL_EDGE_HTTP_PORT="eighty")
 
@@ -512,7 +507,7 @@ def test_bad_setting_is_one_clear_line(
 def test_bad_restart_policy_is_one_clear_line(
     tmp_path: Path,
     ports: dict[str, int],
-    processes: ProcessGroup,
+    processes: Launcher,
     flags: tuple[str, ...],
     variables: dict[str, str],
     needle: str,
@@ -526,7 +521,7 @@ def test_bad_restart_policy_is_one_clear_line(
 
 
 def test_missing_tls_certificate_of_your_own_is_one_clear_line(
-    compute_bin: Path, tmp_path: Path, ports: dict[str, int], processes: ProcessGroup
+    compute_bin: Path, tmp_path: Path, ports: dict[str, int], processes: Launcher
 ) -> None:
     env = runner_env(
         tmp_path / "data",

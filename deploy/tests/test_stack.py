@@ -21,8 +21,8 @@ from nuell.compute.v1 import compute_service_pb2  # noqa: F401 - registers the s
 from nuell.posts.v1 import post_service_pb2  # noqa: F401 - registers the service
 from nuell.users.v1 import user_service_pb2
 
-from settings import EDGE_GRPC_SERVICES, EDGE_SECURITY_HEADERS
-from support import (
+from deploy.settings import EDGE_GRPC_SERVICES, EDGE_SECURITY_HEADERS
+from deploy.tests.support import (
     ALLOWED_ORIGIN,
     Backend,
     Edge,

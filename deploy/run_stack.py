@@ -1,0 +1,336 @@
+"""Run the whole Nuell stack on this machine (`make run`, `make migrate`).
+
+    .venv/bin/python -m deploy.run_stack [--migrate-only] [--no-restart] ...
+
+Checks everything it can before starting anything (binaries, the built page,
+free ports, the database, the settings), then: PostgreSQL (`DATABASE_URL`,
+else the embedded server with its data in `.data/postgres`), the development
+TLS certificate when the default one is missing, and `stack.services()`
+through the launcher, each waited on until ready. Prints where each listens,
+then supervises them: a service that dies is reported with its log tail and
+restarted on the same addresses with backoff, until it dies too often (exit
+1). Ctrl-C, SIGTERM or SIGHUP stops them in reverse order. The embedded
+PostgreSQL is watched, never restarted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from deploy import stack
+from deploy.dev_tls import DevTlsError, ensure_dev_certificate
+from deploy.launcher import Launcher, LaunchError, RestartPolicy, Stopped, adopt_orphans, shown
+from deploy.settings import SettingsError, StackSettings
+
+
+def check_ports_free(settings: StackSettings) -> None:
+    wanted = [
+        ("Envoy edge", "NUELL_EDGE_HTTP_PORT", settings.edge_http),
+        ("Envoy edge TLS", "NUELL_EDGE_HTTPS_PORT", settings.edge_https),
+        ("Envoy admin", "NUELL_EDGE_ADMIN_PORT", settings.edge_admin),
+        ("py_gateway", "NUELL_GATEWAY_ADDR", settings.gateway),
+        ("rust_compute", "NUELL_COMPUTE_ADDR", settings.compute),
+        ("py_gateway metrics", "NUELL_METRICS_ADDR", settings.gateway_metrics),
+        ("rust_compute metrics", "NUELL_COMPUTE_METRICS_ADDR", settings.compute_metrics),
+        ("browser page", "NUELL_WEB_PORT", settings.web),
+    ][0 if settings.edge_plaintext else 1 :]
+    problems = []
+    for label, variable, address in wanted:
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address.host, address.port))
+            except OSError as exc:
+                busy = exc.errno == errno.EADDRINUSE
+                why = "is in use" if busy else f"cannot be bound ({exc.strerror})"
+                problems.append(f"{address} ({label}, {variable}) {why}")
+    if problems:
+        raise LaunchError(
+            "; ".join(problems) + ": stop whatever holds it (`ss -ltnp` shows who) "
+            "or set the variable to a free port"
+        )
+
+
+def check_edge_certificate(settings: StackSettings) -> None:
+    """A certificate of the user's own must exist; the development one is made later."""
+    if settings.uses_dev_certificate:
+        return
+    for variable, path in (
+        ("NUELL_EDGE_TLS_CERT", settings.edge_tls_cert),
+        ("NUELL_EDGE_TLS_KEY", settings.edge_tls_key),
+    ):
+        if not path.is_file():
+            raise LaunchError(f"{variable}={path}: no such file (a PEM file is needed)")
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def check_database(url: str) -> None:
+    import psycopg
+
+    # Drivers in the scheme (postgresql+psycopg://) are SQLAlchemy's, not libpq's.
+    libpq_url = re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", url)
+    try:
+        with psycopg.connect(libpq_url, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except (psycopg.Error, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LaunchError(
+            f"cannot reach PostgreSQL at DATABASE_URL={redact(url)} ({reason}); "
+            "start it, fix DATABASE_URL, or unset it to use the embedded server"
+        ) from None
+
+
+def local_jwt_keys(secrets_dir: Path) -> str:
+    """A signing key made for this machine on first run and kept, so tokens
+    survive restarts; never a key written down in the repository."""
+    path = secrets_dir / "jwt_keys"
+    if not path.exists():
+        secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(f"local:{secrets.token_urlsafe(48)}\n")
+    return path.read_text(encoding="utf-8").strip()
+
+
+class DatabaseWatch:
+    """The embedded PostgreSQL: pg_ctl started it, so it is no child to poll."""
+
+    def __init__(self, pgdata: Path) -> None:
+        import psutil  # pgserver's own dependency
+
+        self.pgdata = pgdata
+        self.pid = int((pgdata / "postmaster.pid").read_text(encoding="utf-8").split()[0])
+        self.process = psutil.Process(self.pid)
+        self.lost = False
+
+    def check(self) -> None:
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            if self.process.is_running() and self.process.status() != psutil.STATUS_ZOMBIE:
+                return
+        self.lost = True
+        raise LaunchError(
+            f"the embedded PostgreSQL (pid {self.pid}) died; the runner does not restart "
+            f"the database, so it stopped the stack. See {shown(self.pgdata / 'log')}, "
+            "then `make run` again"
+        )
+
+    def settle(self, timeout: float = 10) -> None:
+        """Wait until the dead server is gone, zombie included, so pgserver's own
+        exit hook finds nothing to stop (and does not fail trying)."""
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, os.WNOHANG)  # ours when the runner started it
+        deadline = time.monotonic() + timeout
+        while self.process.is_running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def policy_from(args: argparse.Namespace, env: Mapping[str, str]) -> RestartPolicy:
+    def pick(flag: float | None, variable: str, default: str, kind: type[float]) -> float:
+        if flag is not None:
+            return flag
+        text = env.get(variable) or default
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise LaunchError(f"{variable}={text!r} is not {what}") from None
+
+    policy = RestartPolicy(
+        max_restarts=0
+        if args.no_restart
+        else int(pick(args.max_restarts, "NUELL_MAX_RESTARTS", "5", int)),
+        window=pick(args.restart_window, "NUELL_RESTART_WINDOW_SECONDS", "60", float),
+        backoff=pick(args.restart_backoff, "NUELL_RESTART_BACKOFF_SECONDS", "0.5", float),
+        backoff_max=pick(args.restart_backoff_max, "NUELL_RESTART_BACKOFF_MAX_SECONDS", "8", float),
+    )
+    if policy.max_restarts < 0:
+        raise LaunchError("the restart limit (--max-restarts, NUELL_MAX_RESTARTS) is below 0")
+    if policy.window <= 0:
+        raise LaunchError(
+            "the restart window (--restart-window, NUELL_RESTART_WINDOW_SECONDS) must be above 0 s"
+        )
+    if not 0 <= policy.backoff <= policy.backoff_max:
+        raise LaunchError(
+            "the restart backoff (--restart-backoff, NUELL_RESTART_BACKOFF_SECONDS) must be "
+            "between 0 s and its maximum (--restart-backoff-max, "
+            "NUELL_RESTART_BACKOFF_MAX_SECONDS)"
+        )
+    return policy
+
+
+class Run:
+    """One `make run` (or `make migrate`): what it started, to stop it all."""
+
+    def __init__(self, settings: StackSettings, launcher: Launcher) -> None:
+        self.settings = settings
+        self.launcher = launcher
+        self.embedded = False
+        self.database: DatabaseWatch | None = None
+
+    def database_url(self) -> tuple[str, str]:
+        """Reach or start PostgreSQL: its URL and how to show it."""
+        if url := os.environ.get("DATABASE_URL"):
+            check_database(url)
+            return url, redact(url)
+        print("starting embedded PostgreSQL", flush=True)
+        pgdata = self.settings.data_dir / "postgres"
+        try:
+            url = stack.embedded_database(pgdata, self.launcher.log_dir / "postgres.log")
+        except LaunchError:
+            if self.launcher.stop_event.is_set():  # Ctrl-C reaches initdb and pg_ctl too
+                raise Stopped from None
+            raise
+        self.embedded = True
+        with contextlib.suppress(Exception):  # no pid file or already gone: nothing to watch
+            self.database = DatabaseWatch(pgdata)
+        return url, f"embedded, data in {shown(pgdata)}"
+
+    def start(self, *, migrate_only: bool) -> tuple[str, ...]:
+        settings = self.settings
+        if not migrate_only:
+            stack.check_built()
+            check_ports_free(settings)
+            check_edge_certificate(settings)
+        env = dict(os.environ)
+        adopt_orphans()
+        url, database_shown = self.database_url()
+        if not env.get("NUELL_JWT_KEYS"):
+            env["NUELL_JWT_KEYS"] = local_jwt_keys(settings.data_dir / "secrets")
+        if not migrate_only and settings.uses_dev_certificate:
+            try:
+                made, fresh = ensure_dev_certificate(settings.edge_tls_cert.parent)
+            except DevTlsError as exc:
+                raise LaunchError(str(exc)) from None
+            if fresh:
+                print(f"made a development TLS certificate in {shown(made.cert.parent)}")
+        only = {"migrate"} if migrate_only else ()
+        self.launcher.start(*stack.services(settings, env=env, database_url=url, only=only))
+        return database_shown, shown(self.launcher.log_dir) + "/"
+
+    def print_table(self, database: str, logs: str) -> None:
+        s = self.settings
+        tls_url = f"https://localhost:{s.edge_https.port}"
+        rows = [
+            ("browser page", f"http://localhost:{s.web.port}"),
+            *([("edge: gRPC, gRPC-Web", str(s.edge_http))] if s.edge_plaintext else []),
+            ("edge: TLS", f"{tls_url} ({s.edge_https})"),
+            ("edge admin", f"http://{s.edge_admin}"),
+            ("py_gateway: gRPC", str(s.gateway)),
+            ("py_gateway: metrics", f"http://{s.gateway_metrics}/metrics"),
+            ("rust_compute: gRPC", str(s.compute)),
+            ("rust_compute: metrics", f"http://{s.compute_metrics}/metrics"),
+            ("database", database),
+            ("logs", logs),
+        ]
+        if s.uses_dev_certificate:
+            rows.insert(3, ("TLS: trust this CA", shown(s.edge_tls_cert.parent / "ca.crt")))
+        print("\nNuell is running:")
+        for label, where in rows:
+            print(f"  {label:<22} {where}")
+        print("Ready. Press Ctrl-C to stop.", flush=True)
+
+    def stop(self) -> None:
+        self.launcher.stop()
+        if self.database is not None and self.database.lost:
+            self.database.settle()
+        elif self.embedded:  # its atexit hook stops it as we exit
+            print("stopping embedded PostgreSQL", flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run the whole Nuell stack locally.")
+    parser.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="reach or start the database, apply migrations and exit (`make migrate`)",
+    )
+    restarts = parser.add_argument_group(
+        "restarts",
+        "A service (rust_compute, py_gateway, Envoy, the page server) that dies after the "
+        "start is restarted on the same addresses. Each flag overrides its variable.",
+    )
+    restarts.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="stop the whole stack when a service dies (same as --max-restarts 0)",
+    )
+    for flag, kind, metavar, text in (
+        ("--max-restarts", int, "N", "restarts of one service within the window; one more "
+         "crash stops the stack (NUELL_MAX_RESTARTS, default 5)"),
+        ("--restart-window", float, "SECONDS",
+         "how far back crashes count (NUELL_RESTART_WINDOW_SECONDS, default 60)"),
+        ("--restart-backoff", float, "SECONDS", "wait before a first restart, doubled for each "
+         "further crash in the window (NUELL_RESTART_BACKOFF_SECONDS, default 0.5)"),
+        ("--restart-backoff-max", float, "SECONDS",
+         "the longest wait (NUELL_RESTART_BACKOFF_MAX_SECONDS, default 8)"),
+    ):  # fmt: skip
+        restarts.add_argument(flag, type=kind, metavar=metavar, help=text)
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        settings = stack.with_fixed_ports(StackSettings.from_env())
+        timeout_text = os.environ.get("NUELL_STARTUP_TIMEOUT_SECONDS", "60")
+        try:
+            startup_timeout = float(timeout_text)
+        except ValueError:
+            raise LaunchError(
+                f"NUELL_STARTUP_TIMEOUT_SECONDS={timeout_text!r} is not a number"
+            ) from None
+        policy = policy_from(args, os.environ)
+    except (SettingsError, LaunchError) as exc:
+        print(f"run_stack: {exc}", file=sys.stderr)
+        return 1
+
+    launcher = Launcher(settings.data_dir / "logs", startup_timeout)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda _signum, _frame: launcher.stop_event.set())
+    run = Run(settings, launcher)
+    failure = None
+    try:
+        shown_where = run.start(migrate_only=args.migrate_only)
+        if args.migrate_only:
+            print("migrations applied", flush=True)
+        else:
+            run.print_table(*shown_where)
+            launcher.watch(policy, run.database.check if run.database else lambda: None)
+    except Stopped:
+        pass
+    except (LaunchError, SettingsError) as exc:
+        if not launcher.stop_event.is_set():  # else it is our own shutdown racing the start
+            failure = exc
+    finally:
+        run.stop()
+    if failure:
+        # Last, so the cause is what stays on screen.
+        print(f"run_stack: {failure}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
