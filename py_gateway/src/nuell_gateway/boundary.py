@@ -34,6 +34,7 @@ from sqlalchemy import exc as sa_exc
 
 from nuell_gateway import request_id, tracing
 from nuell_gateway.authz import POLICIES, ROLE_SCOPES, Caller, Role, set_caller
+from nuell_gateway.db import integrity
 from nuell_gateway.errors import (
     DomainError,
     InvalidArgument,
@@ -66,6 +67,8 @@ def _status_for(exc: BaseException, method: str) -> Any:
     elif isinstance(exc, _DATABASE_DOWN):
         logger.warning("database unavailable in %s: %s", method, type(exc).__name__)
         exc = Unavailable("the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE")
+    elif isinstance(exc, integrity.REFUSED_WRITE):
+        exc = integrity.refused_write(exc, method)
     if isinstance(exc, DomainError):
         return exc.to_rpc_status()
     logger.error("unexpected error in %s", method, exc_info=exc, extra={"method": method})

@@ -7,6 +7,14 @@ travels the same way: the gateway continues the caller's trace (or starts
 one), names itself as the parent of the call to rust_compute, and logs the
 trace and span ids, so logs of all three hops can be joined by either id,
 and with the spans `tracing` exports when that is switched on.
+
+Both ids are echoed in the reply's metadata, so only values gRPC can send
+back are kept: a request id is 1 to 128 printable ASCII characters with no
+space at either end (HTTP/2 forbids one there), and a `traceparent` must
+follow W3C Trace Context exactly (lowercase hex, version `ff` and all-zero
+ids invalid). Anything else, non-ASCII bytes included, is replaced by a
+fresh id and never echoed. rust_compute applies the same rules
+(`request_context.rs`).
 """
 
 from __future__ import annotations
@@ -22,8 +30,12 @@ REQUEST_ID_HEADER = "x-request-id"
 TRACEPARENT_HEADER = "traceparent"
 MAX_REQUEST_ID_CHARS = 128
 
-# version 00: trace id (32 hex, not all zero), parent id (16 hex), flags.
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# Printable ASCII (space included), but no space first or last.
+_REQUEST_ID = re.compile(rf"[!-~](?:[ -~]{{0,{MAX_REQUEST_ID_CHARS - 2}}}[!-~])?")
+# version, trace id, parent id, flags; later versions may append `-` fields.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+# Flags this gateway understands (sampled, random); others are cleared, as version 00 asks.
+_KNOWN_TRACE_FLAGS = 0b11
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +68,10 @@ def identify(metadata: object, *, served: bool = True) -> CallIdentity:
     request_id = trace_id = parent_span_id = None
     flags = "01"  # a trace started here is sampled
     for key, value in metadata or ():  # type: ignore[attr-defined]
-        if key == REQUEST_ID_HEADER and _sane_request_id(value):
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
             request_id = value
-        elif key == TRACEPARENT_HEADER and isinstance(value, str):
-            match = _TRACEPARENT.match(value.strip().lower())
-            if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
-                trace_id, parent_span_id, flags = match.groups()
+        elif key == TRACEPARENT_HEADER and (parent := parse_traceparent(value)) is not None:
+            trace_id, parent_span_id, flags = parent
     identity = CallIdentity(
         request_id=request_id or uuid.uuid4().hex,
         trace_id=trace_id or f"{_ids.getrandbits(128):032x}",
@@ -80,8 +90,23 @@ def current() -> CallIdentity:
     return identity if identity is not None else identify((), served=False)
 
 
-def _sane_request_id(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_CHARS and value.isprintable()
+def parse_traceparent(value: object) -> tuple[str, str, str] | None:
+    """(trace id, parent span id, flags) of a valid W3C `traceparent`, else None.
+
+    Version 00 ends after the flags; a later version is read by the same
+    layout and may carry more `-` fields, as the specification asks.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _TRACEPARENT.fullmatch(value.strip(" \t"))
+    if match is None:
+        return None
+    version, trace_id, parent_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest is not None):
+        return None
+    if trace_id == "0" * 32 or parent_id == "0" * 16:
+        return None
+    return trace_id, parent_id, f"{int(flags, 16) & _KNOWN_TRACE_FLAGS:02x}"
 
 
 class CallIdentityFilter(logging.Filter):

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from nuell_gateway.text_rules import CONTROL_CHARACTER, VISIBLE_CHARACTER
+
 # Deterministic constraint names, so migrations can refer to them.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -79,6 +81,13 @@ class User(Base):
         CheckConstraint(
             f"char_length(display_name) <= {DISPLAY_NAME_MAX_CHARS}", name="display_name_length"
         ),
+        # The contract's display_name rules (nuell.text.v1), the very same classes.
+        CheckConstraint(
+            f"display_name = '' OR display_name ~ '{VISIBLE_CHARACTER}'",
+            name="display_name_not_blank",
+        ),
+        CheckConstraint(f"display_name !~ '{CONTROL_CHARACTER}'", name="display_name_plain"),
+        CheckConstraint("display_name IS NFC NORMALIZED", name="display_name_nfc"),
         CheckConstraint("hashed_password LIKE '$argon2id$%'", name="hashed_password_argon2id"),
         CheckConstraint(f"role IN {ROLES!r}", name="role_known"),
         CheckConstraint("updated_at >= created_at", name="updated_after_created"),
@@ -143,8 +152,8 @@ class Post(Base):
         CheckConstraint(
             f"char_length(content) BETWEEN 1 AND {POST_CONTENT_MAX_CHARS}", name="content_length"
         ),
-        # Mirrors the proto's not-blank rule: some character that is not whitespace.
-        CheckConstraint(r"content ~ '[^[:space:]]'", name="content_not_blank"),
+        # The contract's not-blank rule (nuell.text.v1.visible), the very same class.
+        CheckConstraint(f"content ~ '{VISIBLE_CHARACTER}'", name="content_not_blank"),
         CheckConstraint("updated_at >= created_at", name="updated_after_created"),
         CheckConstraint("version >= 1", name="version_positive"),
         CheckConstraint(f"analysis_state IN {ANALYSIS_STATES!r}", name="analysis_state_known"),

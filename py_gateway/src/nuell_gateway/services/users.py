@@ -10,6 +10,7 @@ from nuell.users.v1 import user_service_pb2 as pb
 from nuell.users.v1 import user_service_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nuell_gateway import text_rules
 from nuell_gateway.authz import Scope, caller
 from nuell_gateway.convert import ROLE_FROM_PROTO, user_to_proto, version_from_etag
 from nuell_gateway.db import hot_reads, refresh_tokens, users
@@ -97,7 +98,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             me.require(Scope.USERS_ADMIN)
         values: dict[str, Any] = {}
         if "display_name" in paths:
-            values["display_name"] = request.user.display_name
+            values["display_name"] = text_rules.display_name(request.user.display_name)
         if "role" in paths:
             if request.user.role not in ROLE_FROM_PROTO:
                 raise InvalidArgument(
