@@ -15,7 +15,8 @@ from typing import NoReturn
 from bench import runner
 from bench.report import Report, say
 from bench.scenarios import BY_NAME, MIX, SCENARIOS, SOAK
-from bench.stack import REPO, Stack, StackFailure
+from bench.stack import Stack, StackFailure
+from deploy.settings import REPO
 
 DEFAULT_MIX_WEIGHTS = "Login=5,ListPosts=60,GetPost=20,CreatePost=10,Analyze=5"
 DEFAULT_RATES = "100,200,300,400,500,600,800"

@@ -21,7 +21,8 @@ import grpc  # type: ignore[import-untyped]
 
 from bench import charts
 from bench.scenarios import Scenario
-from bench.stack import REPO, Stack
+from bench.stack import Stack
+from deploy.settings import REPO
 
 RESULTS = REPO / "bench" / "results"
 P99_TARGET_MS = 100.0
