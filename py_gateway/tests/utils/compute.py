@@ -1,16 +1,21 @@
-"""The real rust_compute binary, started and stopped by tests."""
+"""The real rust_compute binary, started and stopped by tests through the
+stack's own launcher and declaration (deploy/launcher.py, deploy/stack.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
-import socket
-import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-BINARY = Path(__file__).resolve().parents[3] / "rust_compute/target/release/rust_compute"
+from deploy import stack
+from deploy.launcher import Launcher, LaunchError, free_port
+from deploy.settings import Address, StackSettings
+
+__all__ = ["RustCompute", "free_port"]
 
 
 class RustCompute:
@@ -23,49 +28,44 @@ class RustCompute:
         env: Mapping[str, str] | None = None,
         stderr: IO[str] | None = None,
     ) -> None:
-        """`env` adds to the environment; `stderr` receives the JSON logs."""
-        if not BINARY.exists():
-            raise RuntimeError(f"{BINARY} is missing: run `make build` first")
-        self.port = port
+        """`env` adds to the environment; `stderr` receives the JSON logs alone."""
+        if not stack.COMPUTE_BIN.exists():
+            raise RuntimeError(f"{stack.COMPUTE_BIN} is missing: run `make build` first")
+        self.port = port or free_port()
         self._env = dict(env or {})
         self._stderr = stderr
-        self._process: subprocess.Popen[str] | None = None
+        self._launcher = Launcher(
+            Path(tempfile.mkdtemp(prefix="rust-compute-")), say=lambda _: None
+        )
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> RustCompute:
-        self._process = subprocess.Popen(
-            [str(BINARY), "--addr", f"127.0.0.1:{self.port}"],
-            # Its metrics on any free port: several run side by side in tests.
-            env={**os.environ, "NUELL_COMPUTE_METRICS_ADDR": "127.0.0.1:0", **self._env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL if self._stderr is None else self._stderr,
-            text=True,
+        # Its metrics on a free port of their own: several run side by side in tests.
+        settings = StackSettings(
+            compute=Address("127.0.0.1", self.port),
+            compute_metrics=Address("127.0.0.1", free_port()),
         )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line.startswith("rust_compute listening on "):
-            self._process.kill()
-            raise RuntimeError(f"rust_compute did not start: {line!r}")
-        self.port = int(line.rsplit(":", 1)[1])
+        service = stack.compute_service(settings, {**os.environ, **self._env})
+        if self._stderr is not None:  # stdout (the `listening on` line) stays in the launcher's log
+            service = dataclasses.replace(
+                service,
+                argv=("/bin/sh", "-c", 'exec "$0" "$@" 2>>"$COMPUTE_STDERR"', *service.argv),
+                env={**(service.env or {}), "COMPUTE_STDERR": self._stderr.name},
+            )
+        try:
+            self._launcher.start(service)
+        except LaunchError as exc:
+            raise RuntimeError(f"rust_compute did not start: {exc}") from None
         return self
 
     def kill(self) -> None:
         """Gone at once, as in a crash."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGKILL)
-            self._process.wait(timeout=10)
+        if (running := self._launcher.running.get("rust_compute")) and running.popen.poll() is None:
+            os.kill(running.pid, signal.SIGKILL)
+            running.popen.wait(timeout=10)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            self._process.wait(timeout=15)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        self._launcher.stop()
