@@ -60,7 +60,7 @@ def soak_chart(
             color=line.get_color(),
             label=f"{name} private",
         )
-        conns.plot(t, [s["connections"][name] + s["unix"][name] for s in samples], "o-", label=name)
+        conns.plot(t, [s["connections"][name] for s in samples], "o-", label=name)
     rss.set_ylabel("MB per process tree\n(solid RSS, dashed private)")
     conns.set_ylabel("open TCP + Unix\nconnections")
     for axis in (rss, conns):

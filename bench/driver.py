@@ -18,6 +18,7 @@ workers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import random
@@ -148,27 +149,24 @@ def cpu(before: Snapshot, after: Snapshot, seconds: float) -> dict[str, Any]:
 
 
 def memory(watch: Mapping[str, int]) -> dict[str, dict[str, float]]:
-    """Per process tree: RSS and private memory (RSS less shared pages) in MB;
-    open TCP connections (any state but LISTEN, once per tree) and Unix
+    """Per process tree: RSS and private memory (RSS less shared pages) in MB,
+    and open connections: TCP in any state but LISTEN (once per tree) and Unix
     sockets (how the embedded PostgreSQL is reached)."""
-    found: dict[str, dict[str, float]] = {
-        m: {} for m in ("rss_mb", "private_mb", "connections", "unix")
-    }
+    found: dict[str, dict[str, float]] = {"rss_mb": {}, "private_mb": {}, "connections": {}}
     for name, pid in watch.items():
         rss = shared = unix = 0
         pairs: set[tuple[Any, Any]] = set()
         for process in tree(pid):
-            try:
+            with contextlib.suppress(psutil.Error):
                 info = process.memory_info()
+                rss, shared = rss + info.rss, shared + getattr(info, "shared", 0)
                 unix += len(process.net_connections(kind="unix"))
-            except psutil.Error:
-                continue
-            rss, shared = rss + info.rss, shared + getattr(info, "shared", 0)
-            pairs |= {(c.laddr, c.raddr) for c in tcp(process) if c.status != psutil.CONN_LISTEN}
+                pairs |= {
+                    (c.laddr, c.raddr) for c in tcp(process) if c.status != psutil.CONN_LISTEN
+                }
         found["rss_mb"][name] = rss / 2**20
         found["private_mb"][name] = (rss - shared) / 2**20
-        found["connections"][name] = len(pairs)
-        found["unix"][name] = unix
+        found["connections"][name] = len(pairs) + unix
     return found
 
 

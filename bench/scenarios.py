@@ -224,9 +224,9 @@ SCENARIOS = (
         "paced",
         "paced",
     ),
-    Scenario("mix-envoy", "mix via Envoy, closed loop", MIX, ("edge-mix",), "mix", "mix"),
-    Scenario("sweep-envoy", "mix via Envoy, open loop", MIX, ("edge-mix",), "sweep", "sweep"),
+    Scenario("mix-envoy", "mix via Envoy", MIX, ("edge-mix",), "mix", "mix"),
+    Scenario("sweep-envoy", "mix via Envoy, offered load", MIX, ("edge-mix",), "sweep", "sweep"),
 )
 # Only with --soak SECONDS.
-SOAK = Scenario("soak", "soak: the mix via Envoy", MIX, ("edge-mix",), "soak", "soak")
+SOAK = Scenario("soak", "soak, the mix via Envoy", MIX, ("edge-mix",), "soak", "soak")
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}

@@ -198,7 +198,8 @@ class Stack:
             return envoy, address
         host, _, port = gateway.rpartition(":")
         template = string.Template((REPO / "bench" / "bare_envoy.yaml").read_text())
-        values = {"gateway_host": host, "gateway_port": port}
+        values: dict[str, object] = {"gateway_host": host, "gateway_port": port}
+
         values |= {"listen_port": settings.edge_http.port, "admin_port": settings.edge_admin.port}
         # The same process and readiness as the edge; only its config differs.
         write = lambda: config.write_text(template.substitute(values))  # noqa: E731
