@@ -66,12 +66,13 @@
 //! one place, [`telemetry`], for every method the server serves.
 //!
 //! **Request ids and traces** ([`request_context`]): a caller's
-//! `x-request-id` (1 to 128 printable ASCII characters) is kept, else a
-//! UUID v4 is made; it comes back in the response headers, and in the
-//! status metadata of a failed call. A W3C `traceparent` is continued: the
-//! response's `traceparent` has the same trace id and this service's span
-//! id, and `tracestate` comes back unchanged; without one a new trace id is
-//! made. Every log line about a call carries a `span` object with
+//! `x-request-id` (1 to 128 printable ASCII characters, no space at either
+//! end) is kept, else a UUID v4 is made; it comes back in the response
+//! headers, and in the status metadata of a failed call. A W3C
+//! `traceparent` is continued: the response's `traceparent` has the same
+//! trace id and this service's span id, and a valid `tracestate` comes
+//! back; without one (or with a malformed one) a new trace id is made.
+//! Nothing that could not be echoed is ever echoed. Every log line about a call carries a `span` object with
 //! `method`, `request_id`, `trace_id` and `span_id`; `rpc finished` gives
 //! the code and duration (DEBUG when OK, INFO otherwise, ERROR for codes
 //! that mean a bug).

@@ -1,20 +1,27 @@
 //! Who a call is: its request id and its W3C trace context, read from the
 //! request metadata and written back on the response.
 //!
+//! Every value read here is echoed in the response's metadata, so only
+//! values that are valid to send back are kept: a header the peer cannot
+//! accept fails the whole call. Anything else, non-ASCII bytes included, is
+//! replaced (the request id, the trace) or dropped (`tracestate`), and the
+//! call goes on.
+//!
 //! **Request id.** `x-request-id` follows a call from the edge through
 //! py_gateway to here and back, so one id finds every log line about the
 //! call in every service. A caller's id is kept if it is 1 to
-//! [`REQUEST_ID_MAX_CHARS`] printable ASCII characters (the rule the
-//! gateway applies too); otherwise a UUID v4 replaces it, so every call has
-//! one.
+//! [`REQUEST_ID_MAX_CHARS`] printable ASCII characters with no space at
+//! either end, which HTTP/2 forbids (the rule the gateway applies too);
+//! otherwise a UUID v4 replaces it, so every call has one.
 //!
 //! **Trace context.** A valid `traceparent` (W3C Trace Context, version
 //! `00` layout; later versions are read by that layout as the
 //! specification asks) continues the caller's trace: the response's
 //! `traceparent` carries the same trace id with this service's own span id
-//! as parent, and `tracestate` is returned as it came. A missing or
-//! malformed `traceparent` starts a new trace (and any `tracestate` is
-//! dropped with it, as the specification requires). The trace id and span
+//! as parent, and `tracestate` is returned when it is a valid W3C list
+//! (its members as they came, joined by commas). A missing or malformed
+//! `traceparent` starts a new trace (and any `tracestate` is dropped with
+//! it, as the specification requires). The trace id and span
 //! id are fields of every log line about the call; when spans are exported
 //! ([`trace_export`](crate::trace_export)) the exported span has these ids.
 
@@ -39,6 +46,9 @@ pub const REQUEST_ID_MAX_CHARS: usize = 128;
 /// Longest `tracestate` returned, in bytes: the length the specification
 /// asks every participant to propagate at least. A longer one is dropped.
 pub const TRACESTATE_MAX_BYTES: usize = 512;
+
+/// Most list members a `tracestate` may have (W3C Trace Context).
+pub const TRACESTATE_MAX_MEMBERS: usize = 32;
 
 /// Trace flags this service understands (`sampled`, and `random` of Trace
 /// Context level 2); others are cleared on the way back, as version `00`
@@ -172,10 +182,11 @@ impl TraceContext {
 }
 
 /// `value` as a request id if it is 1 to [`REQUEST_ID_MAX_CHARS`]
-/// printable ASCII characters (space included).
+/// printable ASCII characters (space included, but not first or last).
 pub fn valid_request_id(value: &[u8]) -> Option<&str> {
     let fits = (1..=REQUEST_ID_MAX_CHARS).contains(&value.len());
-    if !fits || !value.iter().all(|byte| (b' '..=b'~').contains(byte)) {
+    let padded = value.first() == Some(&b' ') || value.last() == Some(&b' ');
+    if !fits || padded || !value.iter().all(|byte| (b' '..=b'~').contains(byte)) {
         return None;
     }
     std::str::from_utf8(value).ok()
@@ -219,22 +230,68 @@ pub fn parse_traceparent(value: &str) -> Option<TraceParent> {
     })
 }
 
-/// The caller's `tracestate`, when it is printable ASCII and no longer
-/// than [`TRACESTATE_MAX_BYTES`]; several headers are one list joined by
-/// commas.
+/// The caller's `tracestate` when it is a valid W3C list: several headers
+/// are one list, empty members are skipped, and each member must be a
+/// well-formed `key=value`, at most [`TRACESTATE_MAX_MEMBERS`] of them in
+/// at most [`TRACESTATE_MAX_BYTES`]. Returned as its members joined by
+/// commas; anything invalid drops the whole list, as the specification
+/// allows.
 fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut joined = Vec::new();
+    let mut members = Vec::new();
     for value in headers.get_all(TRACESTATE_HEADER) {
-        if !joined.is_empty() {
-            joined.push(b',');
+        for member in value.as_bytes().split(|&byte| byte == b',') {
+            let member = member.trim_ascii();
+            if member.is_empty() {
+                continue;
+            }
+            if !valid_tracestate_member(member) {
+                return None;
+            }
+            members.push(member);
         }
-        joined.extend_from_slice(value.as_bytes());
     }
-    let printable = joined.iter().all(|byte| (b' '..=b'~').contains(byte));
-    if joined.is_empty() || joined.len() > TRACESTATE_MAX_BYTES || !printable {
+    let joined = members.join(&b","[..]);
+    if members.is_empty()
+        || members.len() > TRACESTATE_MAX_MEMBERS
+        || joined.len() > TRACESTATE_MAX_BYTES
+    {
         return None;
     }
     HeaderValue::from_bytes(&joined).ok()
+}
+
+/// `key=value` by W3C Trace Context: a key of lowercase letters, digits and
+/// `_-*/` (optionally `tenant@system`), a value of up to 256 printable
+/// ASCII characters other than `,` and `=` that does not end in a space.
+fn valid_tracestate_member(member: &[u8]) -> bool {
+    let Some(at) = member.iter().position(|&byte| byte == b'=') else {
+        return false;
+    };
+    let (key, value) = (&member[..at], &member[at + 1..]);
+    let key_char =
+        |byte: &u8| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/');
+    let key_valid = match key.iter().position(|&byte| byte == b'@') {
+        None => {
+            (1..=256).contains(&key.len())
+                && matches!(key[0], b'a'..=b'z' | b'0'..=b'9')
+                && key.iter().all(key_char)
+        }
+        Some(at) => {
+            let (tenant, system) = (&key[..at], &key[at + 1..]);
+            (1..=241).contains(&tenant.len())
+                && (1..=14).contains(&system.len())
+                && matches!(tenant[0], b'a'..=b'z' | b'0'..=b'9')
+                && system[0].is_ascii_lowercase()
+                && tenant.iter().all(key_char)
+                && system.iter().all(key_char)
+        }
+    };
+    let value_valid = (1..=256).contains(&value.len())
+        && value.last() != Some(&b' ')
+        && value
+            .iter()
+            .all(|&byte| (b' '..=b'~').contains(&byte) && byte != b',' && byte != b'=');
+    key_valid && value_valid
 }
 
 /// A new span id: the last 8 bytes of a UUID v4, random but for the
@@ -333,7 +390,11 @@ mod tests {
             b"tab\there",
             b"nul\0",
             "caf\u{e9}".as_bytes(),
+            b"caf\xe9",
             b"\x7f",
+            b" leading",
+            b"trailing ",
+            b" ",
         ] {
             assert_eq!(valid_request_id(bad), None, "{bad:?}");
         }
@@ -415,6 +476,46 @@ mod tests {
         ]));
         assert!(context.continued);
         assert_eq!(context.state, None);
+    }
+
+    #[test]
+    fn a_tracestate_is_returned_only_when_it_is_a_valid_list() {
+        let state = |values: &[&str]| {
+            let mut map = HeaderMap::new();
+            map.append("traceparent", HeaderValue::from_static(EXAMPLE));
+            for value in values {
+                map.append("tracestate", HeaderValue::from_str(value).expect("valid"));
+            }
+            TraceContext::from_headers(&map)
+                .state
+                .map(|value| value.to_str().expect("ascii").to_owned())
+        };
+        assert_eq!(
+            state(&[" a=1 ,, b@c=2 ", "x/y_z-1*=v v"]).as_deref(),
+            Some("a=1,b@c=2,x/y_z-1*=v v")
+        );
+        let many = vec!["k=v"; TRACESTATE_MAX_MEMBERS + 1].join(",");
+        for bad in [
+            "A=1",
+            "a",
+            "a=",
+            "=1",
+            "a=1=2",
+            "a=1 ,b=2 x=3",
+            "a@B=1",
+            "a@=1",
+            "@b=1",
+            many.as_str(),
+        ] {
+            assert_eq!(state(&["ok=1", bad]), None, "{bad:?}");
+        }
+        let mut non_ascii = HeaderMap::new();
+        non_ascii.append("traceparent", HeaderValue::from_static(EXAMPLE));
+        non_ascii.append(
+            "tracestate",
+            HeaderValue::from_bytes(b"a=caf\xc3\xa9").expect("obs-text is a valid header"),
+        );
+        assert_eq!(TraceContext::from_headers(&non_ascii).state, None);
     }
 
     #[test]
