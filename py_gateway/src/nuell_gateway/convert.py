@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,18 +14,32 @@ from nuell.users.v1 import user_pb2
 
 from nuell_gateway.db.hot_reads import EPOCH, PostRow, UserRow
 from nuell_gateway.db.models import Post, User
+from nuell_gateway.pagination import derived_keys
 
 ROLE_TO_PROTO = {"user": user_pb2.ROLE_USER, "admin": user_pb2.ROLE_ADMIN}
 ROLE_FROM_PROTO = {value: key for key, value in ROLE_TO_PROTO.items()}
+
+
+def use_etag_keys(signing_keys: Iterable[bytes]) -> None:
+    """Key this process's etags (at start, from the token signing keys).
+
+    The first key makes etags and every key accepts them, so they survive a
+    key rotation as page tokens do.
+    """
+    _etag_keys[:] = derived_keys(signing_keys, "etag")
+
+
+_etag_keys: list[bytes] = []
 
 
 def etag(resource_id: uuid.UUID | str, version: int) -> str:
     """Opaque to clients, changes with every write: `<version>-<check>`.
 
     The version lets a conditional write go straight into one UPDATE; the
-    check (bound to the resource id) tells a real etag from an invented one.
+    check, a MAC of the resource id and version under a server key, tells a
+    real etag from an invented one: nobody without the key can make one.
     """
-    return f"{version}-{_etag_check(resource_id, version)}"
+    return f"{version}-{_etag_check(_keys()[0], resource_id, version)}"
 
 
 def version_from_etag(resource_id: uuid.UUID, value: str) -> int | None:
@@ -33,13 +49,21 @@ def version_from_etag(resource_id: uuid.UUID, value: str) -> int | None:
     if not (version_text.isascii() and version_text.isdigit()) or len(version_text) > 18:
         return None
     version = int(version_text)
-    return version if check == _etag_check(resource_id, version) else None
+    made = (_etag_check(key, resource_id, version) for key in _keys())
+    return version if any(hmac.compare_digest(check, expected) for expected in made) else None
 
 
-def _etag_check(resource_id: uuid.UUID | str, version: int) -> str:
+def _keys() -> list[bytes]:
+    if not _etag_keys:
+        raise RuntimeError("etags are not keyed: call use_etag_keys() at start")
+    return _etag_keys
+
+
+def _etag_check(key: bytes, resource_id: uuid.UUID | str, version: int) -> str:
     # A UUID and its text form (lowercase, hyphenated, as PostgreSQL writes
     # it) give the same check.
-    return hashlib.blake2b(f"{resource_id}:{version}".encode(), digest_size=6).hexdigest()
+    message = f"{resource_id}:{version}".encode()
+    return hashlib.blake2b(message, key=key, digest_size=8).hexdigest()
 
 
 def user_to_proto(user: User | UserRow) -> user_pb2.User:

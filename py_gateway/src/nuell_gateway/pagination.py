@@ -52,12 +52,19 @@ class Keyed(Protocol):
 Position = tuple[datetime, uuid.UUID]
 
 
+def derived_keys(signing_keys: Iterable[bytes], purpose: str) -> list[bytes]:
+    """A key for `purpose` from each signing key, in order, so that access
+    tokens, page tokens and etags never share a MAC key and all rotate with
+    `NUELL_JWT_KEYS` (docs/security.md)."""
+    label = f"nuell {purpose}\0".encode()
+    return [hashlib.sha256(label + key).digest() for key in signing_keys]
+
+
 class PageTokens:
     """Signs cursors with the first key and accepts any configured key."""
 
     def __init__(self, signing_keys: Iterable[bytes]) -> None:
-        # Derived, so page tokens and access tokens never share a MAC key.
-        self._keys = [hashlib.sha256(b"nuell page token\0" + key).digest() for key in signing_keys]
+        self._keys = derived_keys(signing_keys, "page token")
 
     def position(self, token: str, *, scope: str) -> Position | None:
         """Where a listing resumes: the (created_at, id) of the last row served."""

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from nuell_gateway.accounts import AccountStates
 from nuell_gateway.compute_client import ComputeClient
 from nuell_gateway.config import Settings
+from nuell_gateway.convert import use_etag_keys
 from nuell_gateway.db import hot_reads
 from nuell_gateway.db.engine import create_session_factory
 from nuell_gateway.db.hot_reads import PostReads
@@ -38,6 +39,7 @@ class Resources:
 
     @classmethod
     def build(cls, settings: Settings, engine: AsyncEngine) -> Resources:
+        use_etag_keys(settings.signing_keys.values())
         pool = hot_reads.create_pool(settings)
         return cls(
             settings=settings,

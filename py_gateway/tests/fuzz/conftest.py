@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from nuell_gateway.authz import Role
-from nuell_gateway.convert import etag
+from nuell_gateway.convert import etag, use_etag_keys
 from nuell_gateway.db.models import Base, Post, User
 from nuell_gateway.security.tokens import AccessTokens
 from tests.conftest import TEST_JWT_KEYS, make_settings
@@ -255,6 +255,7 @@ POST_CONTENT = "a post to aim at"
 @pytest.fixture(scope="package")
 def world(database: Database, database_url: URL, gateway_process: GatewayProcess) -> World:
     tokens = AccessTokens(make_settings(database_url))
+    use_etag_keys(make_settings(database_url).signing_keys.values())  # the gateway's keys
     user = database.run(make_user(database.sessions, role=Role.USER))
     admin = database.run(make_user(database.sessions, role=Role.ADMIN))
     post_id = database.run(make_post(database.sessions, author=user, content=POST_CONTENT))
