@@ -1,52 +1,51 @@
 """Render deploy configuration from the one source of truth, `settings.py`.
 
-    python deploy/render.py envoy --out .data/run/envoy.yaml   # target: local
-    python deploy/render.py envoy                              # to stdout
-    python deploy/render.py envoy --target kubernetes          # or compose
-    python deploy/render.py compose [--secrets]                # .data/run/compose/
-    python deploy/render.py k8s                                # .data/run/k8s/
+    python -m deploy.render envoy --out .data/run/envoy.yaml   # target: local
+    python -m deploy.render envoy [--target compose|kubernetes] # to stdout
+    python -m deploy.render compose [--secrets]                # .data/run/compose/
+    python -m deploy.render k8s                                # .data/run/k8s/
 
-A target says how the parts find each other (loopback addresses for the
-local runner; service names for compose and Kubernetes).
-Each target maps the same `StackSettings` to a template context, so adding
-one is a new function in `ENVOY_TARGETS`, not a second copy of the config.
+A target says how the parts find each other (loopback addresses for a
+machine; service names for compose and Kubernetes): each is a function in
+`ENVOY_TARGETS` mapping the same settings to the template's context. The
+Kubernetes tree (`kubernetes/`: base and overlays) is filled in from the
+settings and each overlay built by kustomize (`kubectl kustomize`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
+import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from deploy.settings import (
-    CORS_ALLOW_HEADERS,
-    CORS_ALLOW_METHODS,
-    CORS_EXPOSE_HEADERS,
-    CORS_MAX_AGE_SECONDS,
-    EDGE_CONNECTION_IDLE_TIMEOUT_SECONDS,
-    EDGE_GRPC_SERVICES,
-    EDGE_MAX_REQUEST_HEADERS_KB,
-    EDGE_RATE_LIMITED_METHODS,
-    EDGE_REQUEST_IDLE_TIMEOUT_SECONDS,
-    EDGE_RETRYABLE_METHODS,
-    EDGE_SECURITY_HEADERS,
-    EDGE_STREAM_IDLE_TIMEOUT_SECONDS,
-    EDGE_STREAM_MAX_DURATION_SECONDS,
-    EDGE_STREAMING_METHODS,
-    EDGE_UNARY_TIMEOUT_SECONDS,
-    Address,
-    SettingsError,
-    StackSettings,
+from deploy import manifests
+from deploy import settings as policy
+from deploy.dev_tls import ensure_dev_certificate
+from deploy.manifests import (
+    COMPOSE_TLS_CERT,
+    COMPOSE_TLS_KEY,
+    GATEWAY_SERVICE,
+    KUBERNETES_TLS_CERT,
+    KUBERNETES_TLS_KEY,
 )
+from deploy.settings import REPO, Address, SettingsError, StackSettings
 
 DEPLOY_DIR = Path(__file__).resolve().parent
 # Where `compose` and `k8s` write by default (ignored by git, like all of .data/).
-DEFAULT_OUT = DEPLOY_DIR.parent / ".data" / "run"
+DEFAULT_OUT = REPO / ".data" / "run"
+KUBECTL = Path(sys.executable).parent / "kubectl"
 
 
 @dataclass(frozen=True)
@@ -63,23 +62,6 @@ class Upstream:
 
 
 @dataclass(frozen=True)
-class CorsPolicy:
-    allowed_origins: tuple[str, ...]
-    allow_methods: str
-    allow_headers: str
-    expose_headers: str
-    max_age_seconds: int
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """A token bucket per client address: `burst` calls at once, one more every `refill_ms`."""
-
-    burst: int
-    refill_ms: int
-
-
-@dataclass(frozen=True)
 class Route:
     """One route to the gateway. Exactly one of `path` and `prefix` is set."""
 
@@ -91,61 +73,14 @@ class Route:
     rate_limited: bool = False
 
 
-@dataclass(frozen=True)
-class TlsListener:
-    address: Address
-    cert: Path
-    key: Path
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_request_bytes: int
-    max_request_headers_kb: int
-    unary_timeout_s: int
-    stream_idle_timeout_s: int
-    stream_max_duration_s: int
-    request_idle_timeout_s: int
-    connection_idle_timeout_s: int
-
-
-@dataclass(frozen=True)
-class EnvoyContext:
-    """Everything the Envoy template needs, already resolved for one target."""
-
-    target: str
-    listener: Address | None  # plaintext; None where only TLS is served
-    tls_listener: TlsListener
-    admin: Address
-    gateway: Upstream
-    routes: tuple[Route, ...]
-    cors: CorsPolicy
-    auth_rate_limit: RateLimit
-    security_headers: tuple[tuple[str, str], ...]
-    limits: Limits
-    trusted_proxy_hops: int
-    # The OTLP/gRPC collector for Envoy's spans; None renders no tracing.
-    otlp_collector: Upstream | None = None
-
-
 def edge_routes() -> tuple[Route, ...]:
     """Single methods with a policy of their own first, then each service as a
     whole: Envoy takes the first route that matches."""
     return (
-        *(Route(m, path=f"/{m}", rate_limited=True) for m in EDGE_RATE_LIMITED_METHODS),
-        *(Route(m, path=f"/{m}", retry=True) for m in EDGE_RETRYABLE_METHODS),
-        *(Route(m, path=f"/{m}", streaming=True) for m in EDGE_STREAMING_METHODS),
-        *(Route(service, prefix=f"/{service}/") for service in EDGE_GRPC_SERVICES),
-    )
-
-
-def _cors(settings: StackSettings) -> CorsPolicy:
-    return CorsPolicy(
-        allowed_origins=settings.cors_allowed_origins,
-        allow_methods=",".join(CORS_ALLOW_METHODS),
-        allow_headers=",".join(CORS_ALLOW_HEADERS),
-        expose_headers=",".join(CORS_EXPOSE_HEADERS),
-        max_age_seconds=CORS_MAX_AGE_SECONDS,
+        *(Route(m, path=f"/{m}", rate_limited=True) for m in policy.EDGE_RATE_LIMITED_METHODS),
+        *(Route(m, path=f"/{m}", retry=True) for m in policy.EDGE_RETRYABLE_METHODS),
+        *(Route(m, path=f"/{m}", streaming=True) for m in policy.EDGE_STREAMING_METHODS),
+        *(Route(service, prefix=f"/{service}/") for service in policy.EDGE_GRPC_SERVICES),
     )
 
 
@@ -157,39 +92,43 @@ def _edge_context(
     cert: Path,
     key: Path,
     gateway: Address,
-    cors_allowed_origins: tuple[str, ...] | None = None,
-) -> EnvoyContext:
+) -> dict[str, Any]:
     """The context every target shares; a target only says where things are."""
-    origins = cors_allowed_origins or settings.cors_allowed_origins
-    return EnvoyContext(
-        target=target,
-        listener=settings.edge_http if plaintext else None,
-        tls_listener=TlsListener(settings.edge_https, cert, key),
-        admin=settings.edge_admin,
-        gateway=Upstream("py_gateway", gateway),
-        routes=edge_routes(),
-        cors=_cors(dataclasses.replace(settings, cors_allowed_origins=origins)),
-        auth_rate_limit=RateLimit(settings.auth_burst, settings.auth_refill_interval_ms),
-        security_headers=EDGE_SECURITY_HEADERS,
-        limits=Limits(
-            max_request_bytes=settings.max_request_bytes,
-            max_request_headers_kb=EDGE_MAX_REQUEST_HEADERS_KB,
-            unary_timeout_s=EDGE_UNARY_TIMEOUT_SECONDS,
-            stream_idle_timeout_s=EDGE_STREAM_IDLE_TIMEOUT_SECONDS,
-            stream_max_duration_s=EDGE_STREAM_MAX_DURATION_SECONDS,
-            request_idle_timeout_s=EDGE_REQUEST_IDLE_TIMEOUT_SECONDS,
-            connection_idle_timeout_s=EDGE_CONNECTION_IDLE_TIMEOUT_SECONDS,
-        ),
-        trusted_proxy_hops=settings.trusted_proxy_hops,
-        otlp_collector=(
-            Upstream("otlp_collector", settings.otlp_collector)
-            if settings.otlp_collector is not None
-            else None
-        ),
-    )
+    collector = settings.otlp_collector
+    return {
+        "target": target,
+        "listener": settings.edge_http if plaintext else None,  # None: TLS only
+        "tls_listener": {"address": settings.edge_https, "cert": cert, "key": key},
+        "admin": settings.edge_admin,
+        "gateway": Upstream("py_gateway", gateway),
+        "routes": edge_routes(),
+        "cors": {
+            "allowed_origins": settings.cors_allowed_origins,
+            "allow_methods": ",".join(policy.CORS_ALLOW_METHODS),
+            "allow_headers": ",".join(policy.CORS_ALLOW_HEADERS),
+            "expose_headers": ",".join(policy.CORS_EXPOSE_HEADERS),
+            "max_age_seconds": policy.CORS_MAX_AGE_SECONDS,
+        },
+        "auth_rate_limit": {
+            "burst": settings.auth_burst,
+            "refill_ms": settings.auth_refill_interval_ms,
+        },
+        "security_headers": policy.EDGE_SECURITY_HEADERS,
+        "limits": {
+            "max_request_bytes": settings.max_request_bytes,
+            "max_request_headers_kb": policy.EDGE_MAX_REQUEST_HEADERS_KB,
+            "unary_timeout_s": policy.EDGE_UNARY_TIMEOUT_SECONDS,
+            "stream_idle_timeout_s": policy.EDGE_STREAM_IDLE_TIMEOUT_SECONDS,
+            "stream_max_duration_s": policy.EDGE_STREAM_MAX_DURATION_SECONDS,
+            "request_idle_timeout_s": policy.EDGE_REQUEST_IDLE_TIMEOUT_SECONDS,
+            "connection_idle_timeout_s": policy.EDGE_CONNECTION_IDLE_TIMEOUT_SECONDS,
+        },
+        "trusted_proxy_hops": settings.trusted_proxy_hops,
+        "otlp_collector": collector and Upstream("otlp_collector", collector),
+    }
 
 
-def envoy_local(settings: StackSettings) -> EnvoyContext:
+def envoy_local(settings: StackSettings) -> dict[str, Any]:
     """Envoy on the same machine as the gateway, as `make run` starts it."""
     if settings.gateway.port == 0:
         raise SettingsError("render the local Envoy config after the gateway has bound its port")
@@ -203,28 +142,10 @@ def envoy_local(settings: StackSettings) -> EnvoyContext:
     )
 
 
-# Where the containers find the edge certificate: compose mounts its
-# `secrets:` under /run/secrets, Kubernetes a `kubernetes.io/tls` Secret.
-COMPOSE_TLS_CERT = Path("/run/secrets/edge_tls_cert")
-COMPOSE_TLS_KEY = Path("/run/secrets/edge_tls_key")
-KUBERNETES_TLS_DIR = Path("/etc/nuell/tls")
-KUBERNETES_TLS_CERT = KUBERNETES_TLS_DIR / "tls.crt"
-KUBERNETES_TLS_KEY = KUBERNETES_TLS_DIR / "tls.key"
-# Service names: compose services and Kubernetes Services use the same ones.
-GATEWAY_SERVICE = "gateway"
-COMPUTE_SERVICE = "compute"
-
-
-def _fixed_port(address: Address, variable: str) -> int:
-    if address.port == 0:
-        raise SettingsError(f"{variable}: containers need a fixed port, not 0")
-    return address.port
-
-
-def envoy_compose(settings: StackSettings) -> EnvoyContext:
+def envoy_compose(settings: StackSettings) -> dict[str, Any]:
     """Envoy in docker compose: the gateway by service name, the certificate
     from compose secrets; plaintext as configured (a developer's machine)."""
-    port = _fixed_port(settings.gateway, "NUELL_GATEWAY_ADDR")
+    port = manifests.fixed_ports(settings).gateway.port
     return _edge_context(
         settings,
         target="compose",
@@ -235,13 +156,11 @@ def envoy_compose(settings: StackSettings) -> EnvoyContext:
     )
 
 
-def envoy_kubernetes(
-    settings: StackSettings, cors_allowed_origins: tuple[str, ...] | None = None
-) -> EnvoyContext:
+def envoy_kubernetes(settings: StackSettings) -> dict[str, Any]:
     """Envoy in Kubernetes: TLS only, the gateway's headless Service (DNS
     returns every ready pod, so Envoy balances calls, not connections), the
     certificate from a mounted `kubernetes.io/tls` Secret."""
-    port = _fixed_port(settings.gateway, "NUELL_GATEWAY_ADDR")
+    port = manifests.fixed_ports(settings).gateway.port
     return _edge_context(
         settings,
         target="kubernetes",
@@ -249,11 +168,10 @@ def envoy_kubernetes(
         cert=KUBERNETES_TLS_CERT,
         key=KUBERNETES_TLS_KEY,
         gateway=Address(GATEWAY_SERVICE, port),
-        cors_allowed_origins=cors_allowed_origins,
     )
 
 
-ENVOY_TARGETS: dict[str, Callable[[StackSettings], EnvoyContext]] = {
+ENVOY_TARGETS: dict[str, Callable[[StackSettings], dict[str, Any]]] = {
     "local": envoy_local,
     "compose": envoy_compose,
     "kubernetes": envoy_kubernetes,
@@ -269,26 +187,130 @@ _jinja = jinja2.Environment(
 )
 
 
+def _render(template: str, **context: Any) -> str:
+    return _jinja.get_template(template).render(**context)
+
+
 def render_envoy(settings: StackSettings, *, target: str = "local") -> str:
     """The Envoy bootstrap YAML for `target`."""
-    try:
-        make_context = ENVOY_TARGETS[target]
-    except KeyError:
-        raise SettingsError(
-            f"unknown target {target!r}; known: {', '.join(ENVOY_TARGETS)}"
-        ) from None
-    return render_envoy_context(make_context(settings))
-
-
-def render_envoy_context(context: EnvoyContext) -> str:
-    """The Envoy bootstrap YAML for an already resolved context."""
-    return _jinja.get_template("envoy/envoy.yaml.j2").render(envoy=context)
+    if target not in ENVOY_TARGETS:
+        raise SettingsError(f"unknown target {target!r}; known: {', '.join(ENVOY_TARGETS)}")
+    return _render("envoy/envoy.yaml.j2", envoy=ENVOY_TARGETS[target](settings))
 
 
 def write_envoy(settings: StackSettings, out: Path, *, target: str = "local") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_envoy(settings, target=target), encoding="utf-8")
     return out
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Nuell. Rendered by deploy/render.py from deploy/settings.py: change those.\n"
+    path.write_text(header + text, encoding="utf-8")
+    return path
+
+
+def _context(settings: StackSettings, size: manifests.Overlay) -> dict[str, Any]:
+    return {
+        "s": manifests.fixed_ports(settings),
+        "m": manifests,
+        "size": size,
+        "workers": manifests.workers_for,
+        "envoy_command": manifests.envoy_command,
+        "trace_env": manifests.trace_env(settings),
+    }
+
+
+def compose(settings: StackSettings, out_dir: Path) -> manifests.Manifest:
+    """The compose project as `write_compose` writes it into `out_dir`."""
+    return yaml.safe_load(render_compose(settings, out_dir))  # type: ignore[no-any-return]
+
+
+def render_compose(settings: StackSettings, out_dir: Path) -> str:
+    context = os.path.relpath(REPO, out_dir.resolve())  # the build context, from the file
+    return _render(
+        "docker/docker-compose.yaml.j2", **_context(settings, manifests.BASE), context=context
+    )
+
+
+def write_compose(settings: StackSettings, out_dir: Path, *, make_secrets: bool = False) -> Path:
+    """`docker-compose.yaml` and `envoy.yaml` in `out_dir` (and, asked to,
+    development secrets under `out_dir/secrets/`, never overwritten)."""
+    write_envoy(settings, out_dir / "envoy.yaml", target="compose")
+    target = _write(out_dir / "docker-compose.yaml", render_compose(settings, out_dir))
+    if make_secrets:
+        make_compose_secrets(out_dir / "secrets")
+    return target
+
+
+def make_compose_secrets(folder: Path) -> None:
+    """Random development secrets and a development certificate, once.
+
+    The folder is 0700 (nobody else on the host can reach it); the files are
+    0644 because compose bind-mounts them and the containers run as their
+    own unprivileged users."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    password_file = folder / "postgres_password"
+    if not password_file.exists():
+        password_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+    password = password_file.read_text(encoding="utf-8").strip()
+    values = {
+        "database_url": f"postgresql://nuell:{password}@postgres:{manifests.POSTGRES_PORT}/nuell",
+        "jwt_keys": f"k1:{secrets.token_urlsafe(48)}",
+    }
+    for name, value in values.items():
+        if not (folder / name).exists():
+            (folder / name).write_text(value, encoding="utf-8")
+    if not (folder / "edge_tls_cert").exists():
+        made, _ = ensure_dev_certificate(folder / "tls")
+        shutil.copyfile(made.cert, folder / "edge_tls_cert")
+        shutil.copyfile(made.key, folder / "edge_tls_key")
+    for name in manifests.COMPOSE_SECRETS:
+        (folder / name).chmod(0o644)
+
+
+def write_kubernetes(settings: StackSettings, out_dir: Path) -> dict[str, Path]:
+    """The kustomize tree (`base/`, `overlays/<name>/`) filled in from the
+    settings, and what kustomize builds of each overlay (`rendered/<name>.yaml`)."""
+    tree = DEPLOY_DIR / "kubernetes"
+    for name, overlay in (("base", manifests.BASE), *manifests.OVERLAYS.items()):
+        origins = overlay.cors_allowed_origins or settings.cors_allowed_origins
+        edge = dataclasses.replace(settings, cors_allowed_origins=origins)
+        envoy_yaml = render_envoy(edge, target="kubernetes")
+        # A changed config changes the pod template, so Envoy rolls out with it.
+        digest = hashlib.sha256(envoy_yaml.encode()).hexdigest()
+        context = _context(settings, overlay) | {
+            "envoy_yaml": envoy_yaml,
+            "envoy_rollout": {"nuell.dev/envoy-config-sha256": digest},
+        }
+        source, folder = (tree / "base", out_dir / "base")
+        if name != "base":
+            source, folder = (tree / "overlays", out_dir / "overlays" / name)
+        for template in source.glob("*.j2"):
+            _write(
+                folder / template.stem, _render(str(template.relative_to(DEPLOY_DIR)), **context)
+            )
+        shutil.copyfile(source / "kustomization.yaml", folder / "kustomization.yaml")
+    policies = yaml.safe_dump_all(manifests.network_policies(settings), sort_keys=False)
+    _write(out_dir / "base" / "network-policies.yaml", policies)
+    return {name: build_overlay(out_dir, name) for name in manifests.OVERLAYS}
+
+
+def build_overlay(out_dir: Path, name: str) -> Path:
+    """`kubectl kustomize overlays/<name>` into `rendered/<name>.yaml`."""
+    if not KUBECTL.exists():
+        raise SettingsError(f"{KUBECTL} missing: .venv/bin/pip install -e 'py_gateway[dev]'")
+    built = subprocess.run(
+        [str(KUBECTL), "kustomize", str(out_dir / "overlays" / name)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if built.returncode != 0:
+        raise SettingsError(f"kustomize could not build overlays/{name}: {built.stderr.strip()}")
+    return _write(out_dir / "rendered" / f"{name}.yaml", built.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,22 +329,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     k8s = commands.add_parser("k8s", help="the kustomize tree and each overlay's manifests")
     k8s.add_argument("--out", type=Path, default=DEFAULT_OUT / "k8s", help="folder")
     args = parser.parse_args(argv)
-
     try:
         settings = StackSettings.from_env()
-        if args.command == "envoy":
-            if args.out is None:
-                sys.stdout.write(render_envoy(settings, target=args.target))
-            else:
-                write_envoy(settings, args.out, target=args.target)
-            return 0
-        from deploy import manifests  # imports this module, so only here
-
-        if args.command == "compose":
-            print(manifests.write_compose(settings, args.out, make_secrets=args.secrets))
+        if args.command == "envoy" and args.out is None:
+            sys.stdout.write(render_envoy(settings, target=args.target))
+        elif args.command == "envoy":
+            write_envoy(settings, args.out, target=args.target)
+        elif args.command == "compose":
+            print(write_compose(settings, args.out, make_secrets=args.secrets))
         else:
-            for path in manifests.write_kubernetes(settings, args.out).values():
-                print(path)
+            print(*write_kubernetes(settings, args.out).values(), sep="\n")
     except SettingsError as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,7 @@ import pytest
 
 from deploy import stack
 from deploy.dev_tls import DevCertificate, ensure_dev_certificate
-from deploy.launcher import Launcher
+from deploy.launcher import Launcher, free_port
 from deploy.tests.support import (
     ALLOWED_ORIGIN,
     COMPUTE_BIN,
@@ -36,7 +36,6 @@ from deploy.tests.support import (
     backend_settings,
     base_env,
     edge_settings,
-    free_port,
     start_envoy,
 )
 

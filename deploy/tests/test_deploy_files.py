@@ -18,18 +18,18 @@ import yaml
 
 from deploy import manifests, render
 from deploy.dev_tls import ensure_dev_certificate
-from deploy.settings import StackSettings
+from deploy.settings import REPO, StackSettings
 from deploy.tests.support import (
     DEPLOY_DIR,
     ENVOY,
     RENDER,
-    REPO,
 )
 
 VENV_BIN = Path(sys.executable).parent
 HADOLINT = VENV_BIN / "hadolint"
 CHECK_JSONSCHEMA = VENV_BIN / "check-jsonschema"
 KUBERNETES_VALIDATE = VENV_BIN / "kubernetes-validate"
+KUBECTL = VENV_BIN / "kubectl"
 DOCKER_DIR = DEPLOY_DIR / "docker"
 DOCKERFILES = {
     "gateway": DOCKER_DIR / "gateway.Dockerfile",
@@ -64,8 +64,8 @@ def envoy_validates(config: str, tmp: Path, tls: tuple[Path, Path]) -> subproces
     at a real certificate (Envoy reads it even to validate): only paths change."""
     cert, key = tls
     for container_cert, container_key in (
-        (render.COMPOSE_TLS_CERT, render.COMPOSE_TLS_KEY),
-        (render.KUBERNETES_TLS_CERT, render.KUBERNETES_TLS_KEY),
+        (manifests.COMPOSE_TLS_CERT, manifests.COMPOSE_TLS_KEY),
+        (manifests.KUBERNETES_TLS_CERT, manifests.KUBERNETES_TLS_KEY),
     ):
         config = config.replace(f'"{container_cert}"', f'"{cert}"')
         config = config.replace(f'"{container_key}"', f'"{key}"')
@@ -295,24 +295,20 @@ def test_kubernetes_validate_refuses_a_bad_manifest(tmp_path: Path) -> None:
     assert _run(_tool(KUBERNETES_VALIDATE), "--strict", bad).returncode != 0
 
 
-def test_overlays_are_base_plus_their_patches(k8s_dir: Path) -> None:
-    """What `kubectl apply -k overlays/<name>` would build equals rendered/<name>.yaml."""
+def test_overlays_are_what_kustomize_builds_of_the_tree(k8s_dir: Path) -> None:
+    """rendered/<name>.yaml is exactly `kubectl kustomize overlays/<name>`: base plus patches."""
     base_kustomization = yaml.safe_load((k8s_dir / "base" / "kustomization.yaml").read_text())
-    base = [d for f in base_kustomization["resources"] for d in _docs(k8s_dir / "base" / f)]
+    assert {p.name for p in (k8s_dir / "base").glob("*.yaml")} == {
+        "kustomization.yaml",
+        *base_kustomization["resources"],
+    }
     for name in manifests.OVERLAYS:
         folder = k8s_dir / "overlays" / name
         kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
         assert kustomization["resources"] == ["../../base"]
-        patches = {}
-        for entry in kustomization["patches"]:
-            patch = yaml.safe_load((folder / entry["path"]).read_text())
-            patches[(patch["kind"], patch["metadata"]["name"])] = patch
-        built = [
-            manifests.strategic_merge(d, patches.pop((d["kind"], d["metadata"]["name"]), {}))
-            for d in base
-        ]
-        assert not patches, f"{name}: patches match nothing: {sorted(patches)}"
-        assert built == _overlay(k8s_dir, name), name
+        assert kustomization["patches"], name
+        built = _run(_tool(KUBECTL), "kustomize", folder, check=True).stdout
+        assert [d for d in yaml.safe_load_all(built) if d] == _overlay(k8s_dir, name), name
 
 
 @pytest.mark.parametrize("overlay", sorted(manifests.OVERLAYS))
@@ -437,7 +433,7 @@ def test_kubernetes_envoy_config_validates(
 ) -> None:
     config = _envoy_config(_overlay(k8s_dir, overlay))
     assert not re.search(r"name: edge_http$", config, re.M)  # TLS only
-    assert str(render.KUBERNETES_TLS_CERT) in config
+    assert str(manifests.KUBERNETES_TLS_CERT) in config
     assert f'"gateway", port_value: {DEFAULTS.gateway.port}' in config
     result = envoy_validates(config, tmp_path, tls)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -495,7 +491,8 @@ def test_scaling_objects_per_overlay(k8s_dir: Path) -> None:
 def test_ports_follow_the_settings(tmp_path: Path, tls: tuple[Path, Path]) -> None:
     env = {"NUELL_GATEWAY_ADDR": "127.0.0.1:6051", "NUELL_COMPUTE_ADDR": "127.0.0.1:6052"}
     settings = StackSettings.from_env(env)
-    docs = manifests.overlay_manifests(settings, manifests.OVERLAYS["prod"])
+    render.write_kubernetes(settings, tmp_path / "k8s")
+    docs = _overlay(tmp_path / "k8s", "prod")
     assert _find(docs, "Service", "gateway")["spec"]["ports"][0]["port"] == 6051
     assert _find(docs, "Service", "compute")["spec"]["ports"][0]["port"] == 6052
     pods = _pod_specs(docs)
@@ -503,7 +500,7 @@ def test_ports_follow_the_settings(tmp_path: Path, tls: tuple[Path, Path]) -> No
     assert pods["compute"]["containers"][0]["livenessProbe"]["grpc"]["port"] == 6052
     assert ("ingress", "compute", "gateway", 6052) in _flows(docs)
     assert '"gateway", port_value: 6051' in _envoy_config(docs)
-    compose = manifests.compose(settings, tmp_path)
+    compose = render.compose(settings, tmp_path)
     assert compose["services"]["gateway"]["environment"]["NUELL_COMPUTE_TARGET"] == "compute:6052"
     result = subprocess.run(
         [*RENDER, "k8s", "--out", str(tmp_path / "zero")],
@@ -526,7 +523,9 @@ def test_envoy_image_matches_the_validating_binary() -> None:
 def test_trace_export_reaches_every_hop_and_only_the_collector_port(tmp_path: Path) -> None:
     collector = "http://otel-collector.monitoring:4317"
     settings = StackSettings.from_env({"NUELL_OTLP_ENDPOINT": collector})
-    resources = manifests.base_resources(settings)
+    render.write_kubernetes(settings, tmp_path / "k8s")
+    base = tmp_path / "k8s" / "base"
+    resources = {p.name: _docs(p) for p in base.glob("*.yaml") if p.name != "kustomization.yaml"}
     pods = _pod_specs([d for docs in resources.values() for d in docs])
     for name in ("gateway", "compute"):
         (container,) = pods[name]["containers"]
@@ -547,7 +546,7 @@ def test_trace_export_reaches_every_hop_and_only_the_collector_port(tmp_path: Pa
     result = _run(_tool(KUBERNETES_VALIDATE), "--strict", "--no-warn", *files)
     assert result.returncode == 0, result.stdout + result.stderr
 
-    compose = manifests.compose(settings, tmp_path)
+    compose = render.compose(settings, tmp_path)
     for name in ("gateway", "compute"):
         assert compose["services"][name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == collector
     compose_file = tmp_path / "docker-compose.yaml"
