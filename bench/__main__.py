@@ -1,5 +1,5 @@
-"""`python -m bench`: the scenarios chosen, run one after the other against one
-stack, printed, and saved to bench/results/ (bench/README.md)."""
+"""`python -m bench`: the chosen scenarios, one after the other against one
+stack, printed and saved to bench/results/ (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -18,106 +19,77 @@ from bench.scenarios import BY_NAME, MIX, SCENARIOS, SOAK
 from bench.stack import Stack, StackFailure
 from deploy.settings import REPO
 
-DEFAULT_MIX_WEIGHTS = "Login=5,ListPosts=60,GetPost=20,CreatePost=10,Analyze=5"
-DEFAULT_RATES = "100,200,300,400,500,600,800"
+MIX_WEIGHTS = "Login=5,ListPosts=60,GetPost=20,CreatePost=10,Analyze=5"
+RATES = "100,200,300,400,500,600,800"
+# flag, default, what it is: each must be above 0, but --warmup and --soak (0: off)
+OPTIONS = (
+    ("--duration", 5.0, "measured seconds per scenario"),
+    ("--warmup", 1.0, "unmeasured seconds first"),
+    ("--concurrency", 32, "calls in flight, closed loop, all but Login"),
+    ("--login-concurrency", 8, "calls in flight for Login"),
+    ("--channels", 8, "connections the client spreads its calls over"),
+    ("--workers", int(os.environ.get("NUELL_WORKERS") or os.cpu_count() or 1), "processes of "
+     "py_gateway and of the echo server alike (NUELL_WORKERS, else one per core)"),
+    ("--paced-rate", 1000.0, "get-post-paced's calls/s"),
+    ("--edge-rounds", 6, "edge-cost's rounds, each taking both paths"),
+    ("--edge-duration", 3.0, "edge-cost's measured seconds per path and round"),
+    ("--seed", 1, "the mix's RNG seed"),
+    ("--mix-duration", 10.0, "mix-envoy's measured seconds"),
+    ("--mix-concurrency", 32, "mix-envoy's calls in flight"),
+    ("--step-duration", 5.0, "sweep-envoy's seconds per offered load"),
+    ("--mix-timeout", 5.0, "the deadline of each call of the mix and of get-post-paced, s"),
+    ("--soak", 0.0, "the mix at --soak-rate for this many seconds, sampling memory and "
+     "connections (alone unless --only names other scenarios)"),
+    ("--soak-rate", 100.0, "the soak's calls/s"),
+)  # fmt: skip
 
 
-def mix_weights(text: str) -> dict[str, int]:
-    weights = {
-        name.strip(): int(value) for name, _, value in (i.partition("=") for i in text.split(","))
-    }
-    if not weights.keys() <= {call.name for call in MIX}:
-        raise argparse.ArgumentTypeError(f"not RPCs of the mix: {', '.join(weights)}")
-    if min(weights.values()) < 0 or not sum(weights.values()):
-        raise argparse.ArgumentTypeError("weights are whole numbers >= 0, not all 0")
-    return {name: weight for name, weight in weights.items() if weight}
+def numbers(kind: Callable[[str], float], text: str) -> dict[str, float]:
+    """`Login=5,GetPost=20` (names) or `100,200` (values only, keyed by themselves)."""
+    pairs = (item.partition("=") for item in text.split(","))
+    found = {name.strip(): kind(value or name) for name, _, value in pairs}
+    if min(found.values()) < 0 or not sum(found.values()):
+        raise argparse.ArgumentTypeError("numbers >= 0, not all 0")
+    return found
 
 
-def rates(text: str) -> list[float]:
-    return [float(item) for item in text.split(",")]
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    add = parser.add_argument
-    add("--duration", type=float, default=5.0, help="measured seconds per scenario (5)")
-    add("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
-    add("--concurrency", type=int, default=32, help="calls in flight, all but Login (32)")
-    add("--login-concurrency", type=int, default=8, help="calls in flight for Login (8)")
-    add("--channels", type=int, default=8, help="connections the client spreads its calls over (8)")
-    add(
-        "--no-balance",
-        dest="balance",
-        action="store_false",
-        help="leave the client's connections where the kernel puts them, instead of giving "
-        "each server worker the same number (direct closed-loop scenarios)",
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="End-to-end load runs against the real stack (bench/README.md).",
     )
-    add(
-        "--workers",
-        type=int,
-        default=int(os.environ.get("NUELL_WORKERS") or os.cpu_count() or 1),
-        help="processes of py_gateway (NUELL_WORKERS) and of the echo server alike "
-        "(NUELL_WORKERS, else one per core, the gateway's own default)",
-    )
-    add(
+    for flag, default, text in OPTIONS:
+        parser.add_argument(
+            flag, type=type(default), default=default, metavar="N", help=f"{text} ({default:g})"
+        )
+    parser.add_argument(
         "--only",
         action="append",
         choices=list(BY_NAME),
         metavar="NAME",
         help=f"run only this scenario (repeatable; default all): {', '.join(BY_NAME)}",
     )
-    add("--paced-rate", type=float, default=1000.0, help="get-post-paced's calls/s (1000)")
-    add("--edge-rounds", type=int, default=6, help="edge-cost's rounds, each path once (6)")
-    add("--edge-duration", type=float, default=3.0, help="edge-cost's seconds per leg (3)")
-    mix = parser.add_argument_group("the mix through Envoy (mix-envoy, sweep-envoy, --soak)")
-    add = mix.add_argument
-    add(
-        "--mix-weights",
-        type=mix_weights,
-        default=mix_weights(DEFAULT_MIX_WEIGHTS),
-        help=DEFAULT_MIX_WEIGHTS,
+    parser.add_argument(
+        "--no-balance",
+        dest="balance",
+        action="store_false",
+        help="leave the client's connections where the kernel puts them instead of giving "
+        "each worker of a server dialled directly the same number",
     )
-    add("--seed", type=int, default=1, help="the mix's RNG seed (1)")
-    add("--mix-duration", type=float, default=10.0, help="measured seconds, closed loop (10)")
-    add("--mix-concurrency", type=int, default=32, help="calls in flight, closed loop (32)")
-    add(
-        "--rates",
-        type=rates,
-        default=rates(DEFAULT_RATES),
-        help=f"the sweep's calls/s ({DEFAULT_RATES})",
-    )
-    add("--step-duration", type=float, default=5.0, help="seconds per offered load (5)")
-    add("--mix-timeout", type=float, default=5.0, help="deadline of each mix call, seconds (5)")
-    add(
-        "--soak",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="the mix at --soak-rate for this long, sampling memory and connections "
-        "(default off); alone unless --only names other scenarios",
-    )
-    add("--soak-rate", type=float, default=100.0, help="calls/s during the soak (100)")
-    args = parser.parse_args(argv)
-    positive = (
-        "duration",
-        "edge_duration",
-        "mix_duration",
-        "step_duration",
-        "paced_rate",
-        "soak_rate",
-    )
-    whole = (
-        "concurrency",
-        "login_concurrency",
-        "channels",
-        "workers",
-        "edge_rounds",
-        "mix_concurrency",
-    )
-    if min(getattr(args, name) for name in positive + whole) <= 0 or min(args.rates) <= 0:
-        parser.error(f"these must be above 0: {', '.join(positive + whole)}, --rates")
-    if args.warmup < 0 or args.soak < 0:
-        parser.error("--warmup and --soak must not be negative")
+    parser.add_argument("--mix-weights", default=MIX_WEIGHTS, help=f"({MIX_WEIGHTS})")
+    parser.add_argument("--rates", default=RATES, help=f"sweep-envoy's calls/s ({RATES})")
+    args = parser.parse_args()
+    try:
+        args.mix_weights = {k: v for k, v in numbers(int, args.mix_weights).items() if v}
+        args.rates = list(numbers(float, args.rates).values())
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        parser.error(f"--mix-weights or --rates: {exc}")
+    if not args.mix_weights.keys() <= {call.name for call in MIX} or min(args.rates) <= 0:
+        parser.error(f"--mix-weights names RPCs of the mix; --rates are above 0: {MIX_WEIGHTS}")
+    for flag, _, _ in OPTIONS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value < 0 or (value == 0 and flag not in ("--warmup", "--soak")):
+            parser.error(f"{flag} must be above 0")
     return args
 
 
@@ -128,25 +100,21 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
 def main() -> int:
     args = parse_args()
     chosen = [BY_NAME[name] for name in dict.fromkeys(args.only or [])]
-    if not args.only and not args.soak:
-        chosen = list(SCENARIOS)
-    chosen += [SOAK] if args.soak else []
+    chosen = (chosen or ([] if args.soak else list(SCENARIOS))) + ([SOAK] if args.soak else [])
     # Explicitly, SIGINT too: a shell starting us in the background ignores it.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     work_dir = Path(tempfile.mkdtemp(prefix="nuell-bench-"))
-    stack = Stack(args.workers, work_dir)
-    failed = True
+    stack, failed = Stack(args.workers, work_dir), True
     try:
         stack.prepare([target for scenario in chosen for target in scenario.targets])
         report = Report(args, stack)
         for scenario in chosen:
             report.add(scenario, runner.run(scenario, stack, args))
-        path = report.save()
-        failed = False
+        path, failed = report.save(), False
     except KeyboardInterrupt:
-        failed = False
         say("\ninterrupted; stopping everything")
+        failed = False
         return 130
     except StackFailure as exc:
         print(f"bench: {exc}", file=sys.stderr, flush=True)

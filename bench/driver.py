@@ -1,18 +1,15 @@
-"""The load driver: one run of a scenario's calls against one address, in a
-process of its own, so the client never shares an interpreter with a server.
+"""The load driver: a scenario's calls against one address, in a process of
+its own, so the client never shares an interpreter with a server. Requests
+are serialized ahead and replies not parsed: the client spends as little CPU
+per call as grpc.aio allows.
 
-Closed loop: `concurrency` callers, each sending its next call as soon as the
-previous one answers; a call counts if it completes inside the measured
-window. Open loop: calls sent every 1/rate seconds whatever the stack does,
-each on a task of its own, every one waited for; latency runs from the
-call's *scheduled* send, so a client that falls behind shows as latency.
-Requests are serialized ahead and replies are not parsed, so the client
-spends as little CPU per call as grpc.aio allows.
-
-Each step reports calls, RPS, latency percentiles, errors by code, per RPC,
-and the CPU each watched process tree used (per process, with the
-connections each had accepted: how SO_REUSEPORT spread them over a server's
-workers).
+Closed loop: `concurrency` callers, each sending its next call when the last
+one answers; a call counts if it ends inside the measured window. Open loop:
+a call every 1/rate seconds whatever the stack does, each waited for, its
+latency counted from when it was due, so a client falling behind shows.
+Each step: calls, RPS, latency percentiles, errors by code, per RPC too, and
+the CPU of each watched process tree, per process with the connections it
+had accepted (how SO_REUSEPORT spread them over a server's workers).
 """
 
 from __future__ import annotations
@@ -49,7 +46,7 @@ class Plan:
     channels: int
     seed: int
     # A server whose worker processes share the target port: each gets the
-    # same number of the client's connections (see open_channels).
+    # same number of the client's connections (open_channels).
     balance_over: int | None = None
 
 
@@ -63,9 +60,7 @@ class Record(NamedTuple):
 
 def percentile(ascending: Sequence[float], p: float) -> float:
     """Nearest rank; NaN without samples."""
-    if not ascending:
-        return math.nan
-    return ascending[max(1, math.ceil(p / 100 * len(ascending))) - 1]
+    return ascending[math.ceil(p / 100 * len(ascending)) - 1] if ascending else math.nan
 
 
 def summarize(records: Sequence[Record], seconds: float) -> dict[str, Any]:
@@ -75,62 +70,48 @@ def summarize(records: Sequence[Record], seconds: float) -> dict[str, Any]:
         "calls": len(records),
         "ok": len(ok),
         "rps": len(ok) / seconds if seconds > 0 else math.nan,
-        "p50_ms": percentile(ok, 50),
-        "p90_ms": percentile(ok, 90),
-        "p99_ms": percentile(ok, 99),
-        "max_ms": ok[-1] if ok else math.nan,
         "errors": sum(errors.values()),
         "error_codes": dict(errors),
-    }
+        "max_ms": ok[-1] if ok else math.nan,
+    } | {f"p{p}_ms": percentile(ok, p) for p in (50, 90, 99)}
 
 
-# --- what the processes use ---------------------------------------------------------
+# --- what the processes use -------------------------------------------------------
 
 
 def tree(pid: int) -> list[psutil.Process]:
-    try:
+    with contextlib.suppress(psutil.Error):
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
+    return []
 
 
 def tcp(process: psutil.Process) -> list[Any]:
-    try:
+    with contextlib.suppress(psutil.Error):
         return list(process.net_connections(kind="tcp"))
-    except psutil.Error:
-        return []
+    return []
 
 
 def accepted(process: psutil.Process) -> tuple[bool, set[int]]:
-    """Whether it listens, and the peer ports of connections it accepted."""
+    """Whether it listens, and the peer ports of the connections it accepted."""
     connections = tcp(process)
     ports = {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
-    peers = {
-        c.raddr.port
-        for c in connections
-        if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.laddr.port in ports
-    }
-    return bool(ports), peers
+    established = (c for c in connections if c.status == psutil.CONN_ESTABLISHED and c.raddr)
+    return bool(ports), {c.raddr.port for c in established if c.laddr.port in ports}
 
 
-Snapshot = dict[str, dict[int, tuple[float, bool, int]]]  # name -> pid -> cpu s, listens, accepted
+Snapshot = dict[str, dict[int, tuple[float, bool, int]]]  # name, pid: CPU s, listens, accepted
 
 
 def snapshot(watch: Mapping[str, int]) -> Snapshot:
-    found: Snapshot = {}
+    found: Snapshot = {name: {} for name in watch}
     for name, pid in watch.items():
-        found[name] = {}
         for process in tree(pid):
-            try:
-                times = process.cpu_times()
-            except psutil.Error:  # exited between listing and reading
-                continue
-            listens, peers = accepted(process)
-            found[name][process.pid] = (times.user + times.system, listens, len(peers))
+            with contextlib.suppress(psutil.Error):  # it may exit while being read
+                times, (listens, peers) = process.cpu_times(), accepted(process)
+                found[name][process.pid] = (times.user + times.system, listens, len(peers))
     # Every thread of this process: grpc's own threads too.
-    found["client"] = {0: (time.process_time(), False, 0)}
-    return found
+    return found | {"client": {0: (time.process_time(), False, 0)}}
 
 
 def cpu(before: Snapshot, after: Snapshot, seconds: float) -> dict[str, Any]:
@@ -161,22 +142,20 @@ def memory(watch: Mapping[str, int]) -> dict[str, dict[str, float]]:
                 info = process.memory_info()
                 rss, shared = rss + info.rss, shared + getattr(info, "shared", 0)
                 unix += len(process.net_connections(kind="unix"))
-                pairs |= {
-                    (c.laddr, c.raddr) for c in tcp(process) if c.status != psutil.CONN_LISTEN
-                }
+                pairs |= {(c.laddr, c.raddr) for c in tcp(process) if c.raddr}
         found["rss_mb"][name] = rss / 2**20
         found["private_mb"][name] = (rss - shared) / 2**20
         found["connections"][name] = len(pairs) + unix
     return found
 
 
-# --- the load -----------------------------------------------------------------------
+# --- the load ---------------------------------------------------------------------
 
 
 async def open_channels(plan: Plan) -> tuple[list[Any], dict[str, Any]]:
     """`plan.channels` ready channels, each its own connection. With
-    `balance_over`, a connection the kernel hands to a worker that already
-    has its even share is closed and dialled again: the figures then measure
+    `balance_over`, a connection the kernel hands to a worker that has its
+    even share already is closed and dialled again: the figures then measure
     the server, not the placement."""
     port = int(plan.target.rsplit(":", 1)[1])
     workers = [p for p in tree(plan.balance_over) if accepted(p)[0]] if plan.balance_over else []
@@ -184,12 +163,14 @@ async def open_channels(plan: Plan) -> tuple[list[Any], dict[str, Any]]:
     placed: Counter[int] = Counter()
     channels: list[Any] = []
     redials = 0
+
+    def mine() -> set[int]:
+        return {c.laddr.port for c in tcp(psutil.Process()) if c.raddr and c.raddr.port == port}
+
     while len(channels) < plan.channels:
-        channel = grpc.aio.insecure_channel(plan.target, options=CHANNEL_OPTIONS)
-        before = {c.laddr.port for c in tcp(psutil.Process()) if c.raddr and c.raddr.port == port}
+        channel, before = grpc.aio.insecure_channel(plan.target, options=CHANNEL_OPTIONS), mine()
         await asyncio.wait_for(channel.channel_ready(), timeout=10)
-        mine = {c.laddr.port for c in tcp(psutil.Process()) if c.raddr and c.raddr.port == port}
-        owner = next((w.pid for w in workers if (mine - before) & accepted(w)[1]), 0)
+        owner = next((w.pid for w in workers if (mine() - before) & accepted(w)[1]), 0)
         if len(workers) < 2 or placed[owner] < share or redials >= 50 * plan.channels:
             placed[owner] += 1
             channels.append(channel)
@@ -202,15 +183,14 @@ async def open_channels(plan: Plan) -> tuple[list[Any], dict[str, Any]]:
 
 async def run(plan: Plan) -> dict[str, Any]:
     load, rng = plan.load, random.Random(plan.seed)  # noqa: S311 - a repeatable mix
-    weights = [load.weights.get(call.name, 0) if load.weights else 1 for call in plan.calls]
-    calls = [call for call, weight in zip(plan.calls, weights, strict=True) if weight]
-    weights = [weight for weight in weights if weight]
+    weighed = [(c, load.weights.get(c.name, 0) if load.weights else 1) for c in plan.calls]
+    names, weights = zip(*[(call.name, weight) for call, weight in weighed if weight], strict=True)
+    calls = [call for call in plan.calls if call.name in names]
     streams = {call.name: call.requests(plan.fixture, rng) for call in calls}
     bearer = (("authorization", f"Bearer {plan.fixture.access_token}"),)
     metadata = {call.name: bearer if call.authorized else () for call in calls}
     channels, balance = await open_channels(plan)
     stubs = itertools.cycle([{c.name: ch.unary_unary(c.method) for c in calls} for ch in channels])
-    names = [call.name for call in calls]
 
     async def one(due: float) -> Record:
         name = names[0] if len(names) == 1 else rng.choices(names, weights)[0]
@@ -226,8 +206,8 @@ async def run(plan: Plan) -> dict[str, Any]:
         return summarize(records, seconds) | {"rpcs": rpcs} | used
 
     async def closed() -> dict[str, Any]:
-        begin = time.perf_counter()
-        start, end = begin + load.warmup, begin + load.warmup + load.duration
+        start = time.perf_counter() + load.warmup
+        end = start + load.duration
         records: list[Record] = []
 
         async def caller() -> None:
@@ -245,30 +225,23 @@ async def run(plan: Plan) -> dict[str, Any]:
         return {"concurrency": load.concurrency} | step(records, load.duration, used)
 
     async def paced(rate: float, duration: float) -> dict[str, Any]:
-        before = snapshot(plan.watch)
-        start = time.perf_counter() + 0.01
+        before, start = snapshot(plan.watch), time.perf_counter() + 0.01
         tasks = []
-        for n in range(max(1, round(rate * duration))):
-            if (wait := start + n / rate - time.perf_counter()) > 0:
-                await asyncio.sleep(wait)
-            tasks.append(asyncio.ensure_future(one(start + n / rate)))
+        for due in (start + n / rate for n in range(max(1, round(rate * duration)))):
+            await asyncio.sleep(due - time.perf_counter())
+            tasks.append(asyncio.ensure_future(one(due)))
         records: list[Record] = await asyncio.gather(*tasks)
         finished = time.perf_counter()
         used = cpu(before, snapshot(plan.watch), finished - start)
         span = max((r.done for r in records if r.code is None), default=finished) - start
-        lag = sorted(1000 * (r.sent - r.due) for r in records)
-        found: dict[str, Any] = {"offered_rps": rate, "send_lag_p99_ms": percentile(lag, 99)}
-        found |= step(records, span, used)
-        if load.bucket:
+        lag = percentile(sorted(1000 * (r.sent - r.due) for r in records), 99)
+        found = {"offered_rps": rate, "send_lag_p99_ms": lag} | step(records, span, used)
+        if load.bucket:  # the figures of each `bucket` seconds of the schedule too
             found["buckets"] = [
-                {"t_s": t, "seconds": min(load.bucket, duration - t)}
-                | summarize(
-                    [r for r in records if t <= r.due - start < t + load.bucket],
-                    min(load.bucket, duration - t),
-                )
-                for t in itertools.takewhile(
-                    lambda t: t < duration, itertools.count(0, load.bucket)
-                )
+                {"t_s": t, "seconds": size}
+                | summarize([r for r in records if t <= r.due - start < t + size], size)
+                for t in (n * load.bucket for n in range(math.ceil(duration / load.bucket)))
+                for size in [min(load.bucket, duration - t)]
             ]
         return found
 

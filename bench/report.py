@@ -237,7 +237,8 @@ class Report:
             ),
             default=None,
         )
-        say(f"\nlargest offered load with p99 < 100 ms (and < 1% errors): {'none' if best is None else f'{best:g}'} calls/s")
+        held = "none" if best is None else f"{best:g} calls/s"
+        say(f"\nlargest offered load with p99 < 100 ms (and < 1% errors): {held}")
         title = f"Mix via Envoy, {self.args.workers} gateway workers, {os.cpu_count()} cores"
         charted = self.chart(charts.latency_chart, steps, title=title)
         return {"largest_offered_rps_p99_under_100ms": best} | charted

@@ -140,41 +140,13 @@ class Stack:
         metrics = {f"NUELL_{part}METRICS_ADDR": "127.0.0.1:0" for part in ("", "COMPUTE_")}
         settings = stack.with_fixed_ports(StackSettings.from_env(loopback | metrics))
         only = ("migrate", "rust_compute", "py_gateway")
-        declared = stack.services(
-            settings, env=self.env, database_url=self.new_database(), only=only
-        )
-        self.launcher.start(*declared)
+        url, self.database, postgres = fresh_database(self.cleanup, self.work_dir / "logs")
+        self.pids |= {"postgres": postgres} if postgres else {}
+        self.launcher.start(*stack.services(settings, env=self.env, database_url=url, only=only))
         self.pids["gateway"] = self.launcher["py_gateway"].pid
         self.pids["rust_compute"] = self.launcher["rust_compute"].pid
         self.addresses["gateway"] = settings.gateway.connect_target
         self.fixture = make_fixture(self.addresses["gateway"])
-
-    def new_database(self) -> str:
-        """A fresh database, dropped (or deleted with its server) at the end."""
-        server = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-        if server:
-            at = urlsplit(server)
-            self.database = f"the server at {at.hostname}:{at.port or 5432}"
-        else:
-            data_dir = Path(tempfile.mkdtemp(prefix="nuell-bench-pg-"))
-            # atexit runs last-in first-out: after pgserver has stopped the server.
-            atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
-            print("starting embedded PostgreSQL in a temporary folder", flush=True)
-            server = stack.embedded_database(data_dir, self.work_dir / "logs" / "postgres.log")
-            self.database = "embedded"
-            self.pids["postgres"] = int((data_dir / "postmaster.pid").read_text().split()[0])
-        print(f"database: a fresh one on {self.database}", flush=True)
-        name = f"nuell_bench_{uuid.uuid4().hex[:12]}"
-        scheme, sep, rest = server.partition("://")
-        admin_url = f"{scheme.split('+')[0]}{sep}{rest}"  # libpq's, not SQLAlchemy's
-
-        def execute(statement: str) -> None:
-            with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-                admin.execute(sql.SQL(statement).format(sql.Identifier(name)))
-
-        execute("CREATE DATABASE {}")
-        self.cleanup.callback(execute, "DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
 
     def edge(self, name: str) -> tuple[Service, str]:
         """Envoy in front of the gateway, on free loopback ports."""
@@ -204,6 +176,35 @@ class Stack:
         # The same process and readiness as the edge; only its config differs.
         write = lambda: config.write_text(template.substitute(values))  # noqa: E731
         return dataclasses.replace(envoy, prepare=write), address
+
+
+def fresh_database(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, str, int | None]:
+    """A new database on the server at TEST_DATABASE_URL (else DATABASE_URL, else
+    an embedded one in a temporary folder), dropped by `cleanup`. Returns its
+    libpq URL, where it is, and the embedded server's pid."""
+    server, pid = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"), None
+    if server:
+        at = urlsplit(server)
+        where = f"the server at {at.hostname}:{at.port or 5432}"
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="nuell-bench-pg-"))
+        # atexit runs last-in first-out: after pgserver has stopped the server.
+        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+        print("starting embedded PostgreSQL in a temporary folder", flush=True)
+        server, where = stack.embedded_database(data_dir, log_dir / "postgres.log"), "embedded"
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    print(f"database: a fresh one on {where}", flush=True)
+    name = f"nuell_bench_{uuid.uuid4().hex[:12]}"
+    scheme, sep, rest = server.partition("://")
+    server = f"{scheme.split('+')[0]}{sep}{rest}"  # libpq's, not SQLAlchemy's
+
+    def execute(statement: str) -> None:
+        with psycopg.connect(server, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(sql.SQL(statement).format(sql.Identifier(name)))
+
+    execute("CREATE DATABASE {}")
+    cleanup.callback(execute, "DROP DATABASE IF EXISTS {} WITH (FORCE)")
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}")), where, pid
 
 
 def make_fixture(gateway: str) -> Fixture:
