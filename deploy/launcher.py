@@ -5,10 +5,7 @@ A `Service` is data: name, command, environment, readiness probe, the names
 it starts after, its log file. `deploy/stack.py` declares the Nuell stack;
 a caller may declare more (a benchmark's echo server or router-only Envoy,
 a mail catcher) and start any subset. From the repository root
-(`python -m bench.run`, pytest with `pythonpath`), `make bench` does:
-
-    from deploy import stack
-    from deploy.launcher import Launcher, Service, free_port, grpc_health, listening
+(`python -m bench`, pytest with `pythonpath`), a benchmark does:
 
     settings = stack.with_fixed_ports(StackSettings.from_env(env))  # port 0: a free one now
     nuell = stack.services(
@@ -18,23 +15,19 @@ a mail catcher) and start any subset. From the repository root
         only={"migrate", "rust_compute", "py_gateway"},  # compute + gateway
     )
     port = free_port()
-    echo = Service(
-        "echo",
-        (sys.executable, "-m", "bench.echo_server", "--port", str(port)),
-        ready=grpc_health(f"127.0.0.1:{port}"),
-    )
-    bare_edge = Service("bare_envoy", stack.envoy_argv(config, workers=1), after=("echo",),
-                        ready=http_get(f"http://127.0.0.1:{admin}/ready"))
+    echo = Service("echo", (sys.executable, "-m", "bench.echo_server", "--port", str(port)),
+                   ready=grpc_health(f"127.0.0.1:{port}"))
+    edge = Service("bare_envoy", stack.envoy_argv(config, workers=1), after=("echo",),
+                   ready=http_get(f"http://127.0.0.1:{admin_port}/ready"))
     with Launcher(log_dir) as launcher:
-        launcher.start(*nuell, echo, bare_edge)  # LaunchError names the service and its log tail
+        launcher.start(*nuell, echo, edge)  # LaunchError names the service and its log tail
         gateway = launcher["py_gateway"]
         gateway.pid, gateway.address, gateway.log_path  # address: its `listening on` line
 
 `start` returns once every service is ready (a one-shot one, migrations,
 once it exited 0). Leaving the `with` block stops them newest first: SIGTERM
 to the process group, SIGKILL after `stop_timeout`, then whatever the group
-left behind. `watch(policy)` supervises them (`RestartPolicy`); `make run`
-uses it, tests and benchmarks do not.
+left behind. `watch(policy)` restarts services that die (`make run`).
 """
 
 from __future__ import annotations
@@ -56,7 +49,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Self
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import psutil
@@ -64,8 +57,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 
 from deploy.settings import REPO, Address
 
-T = TypeVar("T")
 LISTENING = re.compile(r"^(?:rust_compute|nuell_gateway|nuell_web) listening on (\S+)\s*$", re.M)
+Probe = Callable[["Running"], object]
 
 
 class LaunchError(Exception):
@@ -76,38 +69,29 @@ class Stopped(Exception):
     """`stop_event` was set while services were starting."""
 
 
-Probe = Callable[["Running"], object]
-
-
 @dataclass(frozen=True)
 class Service:
     """One process of a stack, declared as data."""
 
     name: str
     argv: Sequence[str]
-    # The whole environment of the process; None: this process's own.
-    env: Mapping[str, str] | None = None
-    # Polled until truthy; None: started is ready. One-shot services are ready on exit 0.
-    ready: Probe | None = None
+    env: Mapping[str, str] | None = None  # the whole environment; None: this process's
+    ready: Probe | None = None  # polled until truthy; None: started is ready
     after: tuple[str, ...] = ()  # names that must be ready first
-    log: str = ""  # file name under the launcher's log folder; default `<name>.log`
+    log: str = ""  # file name in the launcher's log folder; default `<name>.log`
     where: str = ""  # where it serves, as shown to a person
-    oneshot: bool = False  # runs to completion (migrations) before its dependents start
-    restart: bool = True  # whether `watch` restarts it when it dies
+    oneshot: bool = False  # runs to completion (migrations), ready on exit 0
     stop_timeout: float = 10.0  # SIGTERM to SIGKILL
     prepare: Callable[[], object] | None = None  # before every start (a config to render)
-    announce: str = ""  # the line printed as it starts; default `starting <name>`
+    announce: str = ""  # printed as it starts; default `starting <name>`
 
 
-# --- probes -------------------------------------------------------------------------
-
-
-def grpc_serving(target: str, timeout: float = 1.0) -> bool:
+def grpc_serving(target: str) -> bool:
     """One grpc.health.v1 check (service "") on a fresh channel."""
     with grpc.insecure_channel(target) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                health_pb2.HealthCheckRequest(service=""), timeout=1.0
             )
         except grpc.RpcError:
             return False
@@ -139,18 +123,14 @@ def listening(running: Running) -> Address | None:
     return running.address
 
 
-# --- ports and waiting ------------------------------------------------------------------
-
 # Below Linux's ephemeral range (32768-60999): a port the kernel may pick for
-# bind(0) can be taken as the local port of an outgoing connection before the
-# service binds it.
+# bind(0) can become the local port of an outgoing connection before a service binds it.
 _PORTS = range(20000, 32768)
 _handed_out: set[int] = set()
 
 
 def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         # As the servers themselves do, so a port in TIME_WAIT counts as free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -169,19 +149,6 @@ def free_port() -> int:
             return port
 
 
-def wait_for(
-    probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.05
-) -> T:
-    """Poll `probe` until it returns something truthy; AssertionError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := probe():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 def shown(path: Path) -> str:
     """`path` relative to the repository when it is inside it: shorter to read."""
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
@@ -193,12 +160,8 @@ def ending(code: int) -> str:
         with contextlib.suppress(ValueError):
             return f"was killed by signal {-code} ({signal.Signals(-code).name})"
         return f"was killed by signal {-code}"
-    if code == 0:
-        return "exited with code 0 without being asked to"
-    return f"exited with code {code}"
+    return f"exited with code {code}" + (" without being asked to" if code == 0 else "")
 
-
-# --- processes ------------------------------------------------------------------------
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 # Run by the child before it becomes the service, so the kernel SIGTERMs it if
@@ -219,9 +182,8 @@ except OSError as exc:
 
 
 def adopt_orphans() -> None:
-    """Become the subreaper of orphaned descendants (Linux): a gateway killed
-    outright leaves its workers serving its port, and only their reaper can
-    wait for them to be gone before the gateway starts again."""
+    """Become the reaper of orphaned descendants (Linux): a gateway killed outright
+    leaves its workers on its port, and only their reaper sees them go."""
     if _libc is not None:
         _libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
 
@@ -256,12 +218,10 @@ class Running:
         return self.popen.pid
 
     def output(self) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(self.log_offset)
-                return log.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
+        with contextlib.suppress(OSError), self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode("utf-8", errors="replace")
+        return ""
 
     def log_tail(self, lines: int = 15) -> str:
         tail = self.output().rstrip().splitlines()[-lines:]
@@ -275,73 +235,38 @@ class Running:
         return None
 
     def failure(self, how: str) -> LaunchError:
-        return LaunchError(
-            f"{self.name} {how}; last lines of {shown(self.log_path)}:\n{self.log_tail()}"
-        )
-
-    def wait_for_output(self, pattern: re.Pattern[str], *, timeout: float = 90) -> re.Match[str]:
-        """The first match of `pattern` in the output; fails early if the process exits."""
-
-        def matched() -> re.Match[str] | None:
-            if match := pattern.search(self.output()):
-                return match
-            if (code := self.popen.poll()) is not None:
-                raise AssertionError(
-                    f"{self.name} exited with {code} before printing "
-                    f"{pattern.pattern!r}; its output:\n{self.log_tail(40)}"
-                )
-            return None
-
-        try:
-            return wait_for(matched, timeout=timeout, what=f"{self.name}: {pattern.pattern!r}")
-        except AssertionError as exc:
-            if "timed out" not in str(exc):
-                raise
-            raise AssertionError(f"{exc}; its output:\n{self.log_tail(40)}") from None
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name} still running after {timeout:.0f} s; its output:\n{self.log_tail(40)}"
-            ) from None
+        log = shown(self.log_path)
+        return LaunchError(f"{self.name} {how}; last lines of {log}:\n{self.log_tail()}")
 
     def stop(self, say: Callable[[str], None] = print) -> None:
         """SIGTERM its group, SIGKILL after `stop_timeout`, then clear what it left."""
-        timeout = self.service.stop_timeout
         if self.popen.poll() is None:
             try:
                 os.killpg(self.pid, signal.SIGTERM)
-                self.popen.wait(timeout)
+                self.popen.wait(self.service.stop_timeout)
             except subprocess.TimeoutExpired:
-                say(f"  {self.name} did not stop within {timeout:.0f} s; killing it")
+                say(
+                    f"  {self.name} did not stop within {self.service.stop_timeout:g} s; killing it"
+                )
                 os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait()
             except ProcessLookupError:
-                self.popen.wait()
+                pass
+            self.popen.wait()
         self.clear_group(say)
 
     def clear_group(self, say: Callable[[str], None] = print) -> None:
         """Stop what the exited process left in its group (a killed gateway's
         workers hold its port), so a replacement can bind it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        started, killed = time.monotonic(), False
-        while _group_alive(self.pid):
-            waited = time.monotonic() - started
-            if not killed and waited > self.service.stop_timeout:
-                say(f"  {self.name} left processes behind; killing them")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                killed = True
-            elif killed and waited > self.service.stop_timeout + 5:
-                say(f"  {self.name} left processes behind that do not go away (group {self.pid})")
+        for sig, patience in ((signal.SIGTERM, self.service.stop_timeout), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+            deadline = time.monotonic() + patience
+            while _group_alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _group_alive(self.pid):
                 return
-            time.sleep(0.05)
-
-
-# --- the launcher ------------------------------------------------------------------------
+            more = "; killing them" if sig == signal.SIGTERM else " that do not go away"
+            say(f"  {self.name} left processes behind (process group {self.pid}){more}")
 
 
 def in_dependency_order(services: Iterable[Service]) -> list[Service]:
@@ -352,9 +277,30 @@ def in_dependency_order(services: Iterable[Service]) -> list[Service]:
         ready = [s for s in pending.values() if not set(s.after) & set(pending)]
         if not ready:
             raise LaunchError(f"services depend on each other in a circle: {sorted(pending)}")
-        for service in ready:
-            ordered.append(pending.pop(service.name))
+        ordered += [pending.pop(service.name) for service in ready]
     return ordered
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a service that died is started again, and when the launcher gives up."""
+
+    max_restarts: int = 5  # per service within `window`; 0: never restart
+    window: float = 60.0
+    backoff: float = 0.5  # before the first restart; doubled for each crash in the window
+    backoff_max: float = 8.0
+
+    def delay(self, crashes: int) -> float:
+        return float(min(self.backoff * 2 ** (crashes - 1), self.backoff_max))
+
+
+@dataclass
+class _Tended:
+    """A supervised service between crashes."""
+
+    crashes: deque[float] = field(default_factory=deque)
+    restart_at: float | None = None  # waiting out the backoff
+    healthy_by: float | None = None  # restarted, not yet healthy
 
 
 @dataclass
@@ -363,7 +309,7 @@ class Launcher:
 
     log_dir: Path
     startup_timeout: float = 60.0
-    # Set from a signal handler to abandon a start (`Stopped`) or end `watch`.
+    # Set (from a signal handler) to abandon a start (`Stopped`) or end `watch`.
     stop_event: threading.Event = field(default_factory=threading.Event)
     say: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     running: dict[str, Running] = field(default_factory=dict)
@@ -382,7 +328,7 @@ class Launcher:
         return [self._start_one(service) for service in in_dependency_order(services)]
 
     def spawn(self, service: Service, *, restart: bool = False) -> Running:
-        """Start the process only; `restart` appends to its log."""
+        """Start the process only; a restart appends to its log."""
         if service.prepare is not None:
             service.prepare()
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -392,10 +338,8 @@ class Launcher:
             argv = [sys.executable, "-I", "-S", "-c", _DIE_WITH_LAUNCHER, str(os.getpid()), *argv]
         with log_path.open("ab" if restart else "wb") as log:  # the child keeps its own copy
             if restart:
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-                log.write(f"--- {service.name} restarted at {stamp} ---\n".encode())
+                log.write(f"--- {service.name} restarted at {time.strftime('%X')} ---\n".encode())
                 log.flush()
-            offset = log.tell()
             popen = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -405,20 +349,17 @@ class Launcher:
                 cwd=REPO,
                 process_group=0,
             )
-        self.running[service.name] = running = Running(service, popen, log_path, offset)
+            self.running[service.name] = running = Running(service, popen, log_path, log.tell())
         return running
 
     def _start_one(self, service: Service) -> Running:
         self.say(service.announce or f"starting {service.name}")
         running = self.spawn(service)
         deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self.stop_event.is_set():
-                raise Stopped
+        while not self.stop_event.wait(0.1):
             code = running.popen.poll()
             if service.oneshot and code == 0:
-                del self.running[service.name]
-                return running
+                return self.running.pop(service.name)
             if code is not None:
                 raise running.failure(ending(code))
             if not service.oneshot and (service.ready is None or service.ready(running)):
@@ -429,7 +370,7 @@ class Launcher:
                     f"did not {what} within {self.startup_timeout:.0f} s "
                     "(NUELL_STARTUP_TIMEOUT_SECONDS)"
                 )
-            self.stop_event.wait(0.1)
+        raise Stopped
 
     def stop(self) -> None:
         for running in reversed(list(self.running.values())):
@@ -441,53 +382,43 @@ class Launcher:
     def watch(self, policy: RestartPolicy, check: Callable[[], None] = lambda: None) -> None:
         """Until `stop_event`: restart services that die, by `policy`; `check`
         may raise LaunchError (a database that is not ours to restart)."""
-        tended = [_Tended(running.service) for running in self.running.values()]
+        tended = {name: _Tended() for name in self.running}
         while not self.stop_event.wait(0.2):
             check()
-            for state in tended:
-                if self.stop_event.is_set():
-                    return
-                self._tend(state, policy)
+            for name, state in tended.items():
+                if not self.stop_event.is_set():
+                    self._tend(self.running[name], state, policy)
 
-    def _tend(self, state: _Tended, policy: RestartPolicy) -> None:
-        service, running = state.service, self[state.service.name]
-        now = time.monotonic()
-        if state.restart_at is not None:
-            if now >= state.restart_at:
-                state.restart_at = None
-                try:
-                    self.spawn(service, restart=True)
-                except OSError as exc:  # e.g. a binary being rebuilt right now
-                    self._crashed(state, policy, f"could not be started again ({exc})")
-                    return
-                state.healthy_by = now + self.startup_timeout
+    def _tend(self, running: Running, state: _Tended, policy: RestartPolicy) -> None:
+        now, service = time.monotonic(), running.service
+        if state.restart_at is not None and now >= state.restart_at:
+            state.restart_at = None
+            try:
+                self.spawn(service, restart=True)
+            except OSError as exc:  # e.g. a binary being rebuilt right now
+                self._crashed(running, state, policy, f"could not be started again ({exc})")
+            state.healthy_by = now + self.startup_timeout
+        elif state.restart_at is not None:
             return
-        if (code := running.popen.poll()) is not None:
-            self._crashed(state, policy, ending(code))
+        elif (code := running.popen.poll()) is not None:
+            self._crashed(running, state, policy, ending(code))
             running.clear_group(self.say)  # before the replacement binds the same port
-        elif state.healthy_by is not None:
-            if service.ready is None or service.ready(running):
-                state.healthy_by = None
-                self.say(f"{service.name} is back, healthy at {service.where}")
-            elif now > state.healthy_by:
-                running.stop(self.say)
-                self._crashed(
-                    state,
-                    policy,
-                    f"did not become healthy within {self.startup_timeout:.0f} s "
-                    "of its restart (NUELL_STARTUP_TIMEOUT_SECONDS)",
-                )
+        elif state.healthy_by is not None and (service.ready is None or service.ready(running)):
+            state.healthy_by = None
+            self.say(f"{service.name} is back, healthy at {service.where}")
+        elif state.healthy_by is not None and now > state.healthy_by:
+            running.stop(self.say)
+            how = f"did not become healthy within {self.startup_timeout:.0f} s of its restart"
+            self._crashed(running, state, policy, f"{how} (NUELL_STARTUP_TIMEOUT_SECONDS)")
 
-    def _crashed(self, state: _Tended, policy: RestartPolicy, how: str) -> None:
-        running = self[state.service.name]
-        if not (policy.enabled and state.service.restart):
+    def _crashed(self, running: Running, state: _Tended, policy: RestartPolicy, how: str) -> None:
+        if policy.max_restarts <= 0:
             raise running.failure(how)
         now = time.monotonic()
         state.crashes.append(now)
         while state.crashes[0] < now - policy.window:
             state.crashes.popleft()
-        count = len(state.crashes)
-        log = shown(running.log_path)
+        count, log = len(state.crashes), shown(running.log_path)
         if count > policy.max_restarts:
             raise LaunchError(
                 f"{running.name} keeps dying: {count} crashes within {policy.window:g} s, "
@@ -503,28 +434,3 @@ class Launcher:
             flush=True,
         )
         state.restart_at = now + delay
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """When a service that died is started again, and when the launcher gives up."""
-
-    max_restarts: int = 5  # per service within `window`; 0: never restart
-    window: float = 60.0
-    backoff: float = 0.5  # before the first restart; doubled for each crash in the window
-    backoff_max: float = 8.0
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_restarts > 0
-
-    def delay(self, crashes: int) -> float:
-        return float(min(self.backoff * 2 ** (crashes - 1), self.backoff_max))
-
-
-@dataclass
-class _Tended:
-    service: Service
-    crashes: deque[float] = field(default_factory=deque)
-    restart_at: float | None = None  # waiting out the backoff
-    healthy_by: float | None = None  # restarted, not yet healthy

@@ -12,17 +12,19 @@ import dataclasses
 import http.client
 import importlib.util
 import os
+import re
 import secrets
 import ssl
 import struct
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import psycopg
@@ -48,6 +50,51 @@ START_TIMEOUT = float(os.environ.get("NUELL_TEST_START_TIMEOUT_SECONDS", "90"))
 
 # Fresh per session: nothing outside the tests can mint a token they accept.
 TEST_JWT_KEYS = f"deploy-tests:{secrets.token_urlsafe(48)}"
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while not (result := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+    return result
+
+
+def wait_for_output(
+    proc: Running, pattern: re.Pattern[str], *, timeout: float = START_TIMEOUT
+) -> re.Match[str]:
+    """The first match of `pattern` in `proc`'s output; fails early if it exits."""
+
+    def matched() -> re.Match[str] | None:
+        if (code := proc.popen.poll()) is not None and not pattern.search(proc.output()):
+            raise AssertionError(
+                f"{proc.name} exited with {code} before printing "
+                f"{pattern.pattern!r}; its output:\n{proc.log_tail(40)}"
+            )
+        return pattern.search(proc.output())
+
+    try:
+        return wait_for(matched, timeout=timeout, what=f"{proc.name}: {pattern.pattern!r}")
+    except AssertionError as exc:
+        if "timed out" not in str(exc):
+            raise
+        raise AssertionError(f"{exc}; its output:\n{proc.log_tail(40)}") from None
+
+
+def wait_exit(proc: Running, timeout: float) -> int:
+    try:
+        return proc.popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"{proc.name} still running after {timeout:.0f} s; its output:\n{proc.log_tail(40)}"
+        ) from None
 
 
 def base_env(**overrides: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ import pytest
 from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from nuell.compute.v1 import compute_service_pb2, compute_service_pb2_grpc
 
-from deploy.launcher import Launcher, Running, Service, free_port, port_is_free, wait_for
+from deploy.launcher import Launcher, Running, Service, free_port, port_is_free
 from deploy.tests.support import (
     RUNNER,
     base_env,
@@ -27,6 +27,9 @@ from deploy.tests.support import (
     health_status,
     http_request,
     tls_client_context,
+    wait_exit,
+    wait_for,
+    wait_for_output,
 )
 
 READY = re.compile(r"^Ready\. Press Ctrl-C to stop\.$", re.MULTILINE)
@@ -71,7 +74,7 @@ def runner_env(data_dir: Path, ports: dict[str, int], **overrides: str) -> dict[
 def start_runner(processes: Launcher, env: dict[str, str], *flags: str) -> Running:
     """The runner, waited on until ready."""
     (runner,) = processes.start(Service("run_stack", (*RUNNER, *flags), env, stop_timeout=20))
-    runner.wait_for_output(READY, timeout=180)
+    wait_for_output(runner, READY, timeout=180)
     return runner
 
 
@@ -86,7 +89,7 @@ def running_stack(
 def interrupt(proc: Running) -> int:
     """Ctrl-C as a terminal sends it: SIGINT to the whole process group."""
     os.killpg(proc.popen.pid, signal.SIGINT)
-    return proc.wait(STOP_TIMEOUT)
+    return wait_exit(proc, STOP_TIMEOUT)
 
 
 def assert_ports_free(ports: dict[str, int]) -> None:
@@ -263,10 +266,10 @@ def test_killed_compute_comes_back_and_the_running_gateway_uses_it(
 
     compute.kill()
 
-    running_stack.wait_for_output(
-        death_line("rust_compute", r"was killed by signal 9 \(SIGKILL\)", 1, "0.5")
+    wait_for_output(
+        running_stack, death_line("rust_compute", r"was killed by signal 9 \(SIGKILL\)", 1, "0.5")
     )
-    running_stack.wait_for_output(back_line("rust_compute", compute_at), timeout=RESTART_TIMEOUT)
+    wait_for_output(running_stack, back_line("rust_compute", compute_at), timeout=RESTART_TIMEOUT)
     assert service(running_stack, "rust_compute").pid != compute.pid
     assert health_status(compute_at) == "SERVING"
     # The same gateway reconnects to the new compute by itself.
@@ -284,14 +287,14 @@ def test_killed_edge_and_page_server_that_exits_unasked_come_back(
     service(running_stack, "envoy").kill()
     service(running_stack, "web").terminate()  # serve_web.py exits 0: still not asked to
 
-    running_stack.wait_for_output(
-        death_line("envoy", r"was killed by signal 9 \(SIGKILL\)", 1, "0.5")
+    wait_for_output(
+        running_stack, death_line("envoy", r"was killed by signal 9 \(SIGKILL\)", 1, "0.5")
     )
-    running_stack.wait_for_output(
-        death_line("web", "exited with code 0 without being asked to", 1, "0.5")
+    wait_for_output(
+        running_stack, death_line("web", "exited with code 0 without being asked to", 1, "0.5")
     )
-    running_stack.wait_for_output(back_line("envoy", f"0.0.0.0:{ports['edge']}"))
-    running_stack.wait_for_output(back_line("web", f"http://localhost:{ports['web']}"))
+    wait_for_output(running_stack, back_line("envoy", f"0.0.0.0:{ports['edge']}"))
+    wait_for_output(running_stack, back_line("web", f"http://localhost:{ports['web']}"))
     assert health_status(edge_at) == "SERVING"
     assert envoy_ready(ports["admin"])
     assert http_request(ports["web"], "GET", "/", {}).status == 200
@@ -311,10 +314,10 @@ def test_killed_gateway_comes_back_behind_the_same_edge(
 
     gateway.kill()  # its workers live on, serving the port, until the runner stops them
 
-    running_stack.wait_for_output(
-        death_line("py_gateway", r"was killed by signal 9 \(SIGKILL\)", 1, "0.5")
+    wait_for_output(
+        running_stack, death_line("py_gateway", r"was killed by signal 9 \(SIGKILL\)", 1, "0.5")
     )
-    running_stack.wait_for_output(back_line("py_gateway", gateway_at), timeout=RESTART_TIMEOUT)
+    wait_for_output(running_stack, back_line("py_gateway", gateway_at), timeout=RESTART_TIMEOUT)
     assert not [worker for worker in workers if alive(worker)]
     assert health_status(gateway_at) == "SERVING"
     # Envoy kept running and reaches the new gateway; the token outlived the restart.
@@ -326,8 +329,9 @@ def test_killed_gateway_comes_back_behind_the_same_edge(
     worker = next(c for c in restarted.children() if "multiprocessing.spawn" in str(c.cmdline()))
     worker.kill()
 
-    running_stack.wait_for_output(death_line("py_gateway", "exited with code 1", 2, "1"))
-    running_stack.wait_for_output(
+    wait_for_output(running_stack, death_line("py_gateway", "exited with code 1", 2, "1"))
+    wait_for_output(
+        running_stack,
         lines(rf"(?s)restart 2 of.*^py_gateway is back, healthy at {re.escape(gateway_at)}$"),
         timeout=RESTART_TIMEOUT,
     )
@@ -346,8 +350,8 @@ def test_service_that_keeps_dying_stops_the_stack(
     for crash, delay in ((1, "0.2"), (2, "0.4")):  # the backoff doubles
         killed = service(runner, "rust_compute", not_pid=killed and killed.pid)
         killed.kill()
-        runner.wait_for_output(
-            death_line("rust_compute", r"was killed by signal 9 \(SIGKILL\)", crash, delay)
+        wait_for_output(
+            runner, death_line("rust_compute", r"was killed by signal 9 \(SIGKILL\)", crash, delay)
         )
         wait_for(
             lambda n=crash: len(back.findall(runner.output())) == n,
@@ -356,7 +360,7 @@ def test_service_that_keeps_dying_stops_the_stack(
         )
     service(runner, "rust_compute", not_pid=killed and killed.pid).kill()
 
-    code = runner.wait(STOP_TIMEOUT + 10)
+    code = wait_exit(runner, STOP_TIMEOUT + 10)
 
     output = runner.output()
     assert code == 1, output
@@ -375,8 +379,8 @@ def test_ctrl_c_during_a_restart_leaves_nothing_behind(
 ) -> None:
     gateway = service(running_stack, "py_gateway")
     gateway.kill()
-    running_stack.wait_for_output(
-        death_line("py_gateway", r"was killed by signal 9 \(SIGKILL\)", 1, "0.5")
+    wait_for_output(
+        running_stack, death_line("py_gateway", r"was killed by signal 9 \(SIGKILL\)", 1, "0.5")
     )
     # A gateway takes seconds to import and start its workers: this is (almost
     # always) mid-restart, and nothing may be left behind either way.
@@ -397,7 +401,7 @@ def test_no_restart_stops_everything_when_a_child_dies(
     runner = start_runner(processes, runner_env(data_dir, ports), "--no-restart")
 
     service(runner, "rust_compute").kill()
-    code = runner.wait(STOP_TIMEOUT)
+    code = wait_exit(runner, STOP_TIMEOUT)
 
     output = runner.output()
     assert code == 1, output
@@ -418,7 +422,7 @@ def test_embedded_database_dying_stops_the_stack(
     pid = int((data / "postgres" / "postmaster.pid").read_text().split()[0])
 
     psutil.Process(pid).kill()
-    code = runner.wait(STOP_TIMEOUT + 10)
+    code = wait_exit(runner, STOP_TIMEOUT + 10)
 
     output = runner.output()
     assert code == 1, output
@@ -433,7 +437,7 @@ def test_embedded_database_dying_stops_the_stack(
 
 def run_to_failure(env: dict[str, str], processes: Launcher, *flags: str) -> tuple[int, str]:
     (runner,) = processes.start(Service("run_stack", (*RUNNER, *flags), env, stop_timeout=20))
-    code = runner.wait(60)
+    code = wait_exit(runner, 60)
     return code, runner.output()
 
 
