@@ -5,10 +5,13 @@ in one place and for every RPC, in this order: the call's ids are read (or
 made); the access token is verified and the caller loaded (into a
 ContextVar); the RPC's required scope from `authz.POLICIES` is checked; the
 request (each message, for streams) is validated against the proto's rules;
-then the servicer runs. `DomainError`s become statuses with details; an
-unreachable database is UNAVAILABLE; a contract RPC with no implementation
-yet is UNIMPLEMENTED; anything else is logged with its stack and answered
-INTERNAL without detail. Health and reflection are mounted directly.
+then the servicer runs. This is the one place where errors become gRPC
+statuses: a `DomainError` becomes its code with `google.rpc` details
+(ErrorInfo, BadRequest); an unreachable database is UNAVAILABLE; a write
+the database refuses is a precise status (`db.integrity`); a contract RPC
+with no implementation yet is UNIMPLEMENTED; anything else is logged with
+its stack and answered INTERNAL without detail. Health and reflection are
+mounted directly.
 
 Wrapping at mount time rather than through a grpc.aio `ServerInterceptor`
 keeps grpc on its direct path: with an interceptor, every call first runs
@@ -28,7 +31,9 @@ from typing import Any
 import grpc
 import psycopg
 import psycopg_pool
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
 
@@ -39,10 +44,10 @@ from nuell_gateway.errors import (
     DomainError,
     InvalidArgument,
     PermissionDenied,
+    RelayedStatus,
     Unauthenticated,
     Unavailable,
     Unimplemented,
-    internal_error_status,
 )
 from nuell_gateway.metrics import RPC_DURATION, RPC_REQUESTS
 from nuell_gateway.resources import Resources
@@ -61,7 +66,58 @@ _DATABASE_DOWN = (
 )
 
 
-def _status_for(exc: BaseException, method: str) -> Any:
+# The ErrorInfo domain: which system produced the error.
+ERROR_DOMAIN = "nuell.dev"
+# Details travel in a trailer, and clients refuse trailers beyond 8-16 KiB:
+# a reply lists at most this many violations, each description cut short.
+MAX_VIOLATIONS = 25
+MAX_DESCRIPTION_CHARS = 200
+# What a caller sees for a bug: nothing about its cause.
+INTERNAL_ERROR = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+
+
+def rpc_status_of(error: DomainError) -> status_pb2.Status:
+    """The `google.rpc.Status` a domain error is answered with, details included."""
+    if isinstance(error, RelayedStatus):
+        return error.status
+    details: list[Message] = [
+        error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+        )
+    ]
+    if error.violations:
+        shown = error.violations[:MAX_VIOLATIONS]
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=v.field[:MAX_DESCRIPTION_CHARS],
+                description=_shorten(v.description),
+                reason=v.reason,
+            )
+            for v in shown
+        ]
+        if len(error.violations) > len(shown):
+            violations.append(
+                error_details_pb2.BadRequest.FieldViolation(
+                    description=f"and {len(error.violations) - len(shown)} more",
+                    reason="more_violations",
+                )
+            )
+        details.append(error_details_pb2.BadRequest(field_violations=violations))
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    return status_pb2.Status(code=error.code, message=error.message, details=packed)
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= MAX_DESCRIPTION_CHARS:
+        return text
+    return text[: MAX_DESCRIPTION_CHARS - 1] + "…"
+
+
+def _status_for(exc: BaseException, method: str) -> status_pb2.Status:
     if isinstance(exc, NotImplementedError):
         exc = Unimplemented(f"{method.lstrip('/')} is not implemented yet")
     elif isinstance(exc, _DATABASE_DOWN):
@@ -70,9 +126,9 @@ def _status_for(exc: BaseException, method: str) -> Any:
     elif isinstance(exc, integrity.REFUSED_WRITE):
         exc = integrity.refused_write(exc, method)
     if isinstance(exc, DomainError):
-        return exc.to_rpc_status()
+        return rpc_status_of(exc)
     logger.error("unexpected error in %s", method, exc_info=exc, extra={"method": method})
-    return internal_error_status()
+    return INTERNAL_ERROR
 
 
 @dataclass(frozen=True)
