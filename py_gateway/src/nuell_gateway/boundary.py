@@ -261,7 +261,7 @@ class CallBoundary:
                 "the access token is invalid or expired", reason="INVALID_TOKEN"
             ) from None
         # The account's current state, not the token's: a deactivation or a
-        # demotion takes effect on the next call (accounts.py).
+        # demotion takes effect on the next call (account_states.py).
         state = await self._resources.accounts.state(claims.user_id)
         if state is None or not state.is_active:
             raise Unauthenticated("the account is not active", reason="ACCOUNT_INACTIVE")

@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from nuell_gateway.accounts import AccountStates
+from nuell_gateway.account_states import AccountStates
 from nuell_gateway.compute_client import ComputeClient
 from nuell_gateway.config import Settings
 from nuell_gateway.convert import use_etag_keys
