@@ -5,9 +5,8 @@
     python -m deploy.render compose [--secrets]                # .data/run/compose/
     python -m deploy.render k8s                                # .data/run/k8s/
 
-A target says how the parts find each other (loopback addresses for a
-machine; service names for compose and Kubernetes): each is a function in
-`ENVOY_TARGETS` mapping the same settings to the template's context. The
+A target (`envoy_context`) says how the parts find each other: loopback
+addresses on a machine, service names in compose and Kubernetes. The
 Kubernetes tree (`kubernetes/`: base and overlays) is filled in from the
 settings and each overlay built by kustomize (`kubectl kustomize`).
 """
@@ -22,7 +21,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,16 +83,34 @@ def edge_routes() -> tuple[Route, ...]:
     )
 
 
-def _edge_context(
-    settings: StackSettings,
-    *,
-    target: str,
-    plaintext: bool,
-    cert: Path,
-    key: Path,
-    gateway: Address,
-) -> dict[str, Any]:
-    """The context every target shares; a target only says where things are."""
+ENVOY_TARGETS = ("local", "compose", "kubernetes")
+
+
+def envoy_context(settings: StackSettings, target: str = "local") -> dict[str, Any]:
+    """The template's context: the same settings for every target; a target
+    only says where the gateway and the certificate are, and whether plaintext
+    is served. `local`: on this machine, as `make run` starts it. `compose`: the
+    gateway by service name, the certificate from compose secrets. `kubernetes`:
+    TLS only, the gateway's headless Service (DNS returns every ready pod, so
+    Envoy balances calls, not connections), the certificate from a Secret."""
+    if target == "local":
+        if settings.gateway.port == 0:
+            raise SettingsError(
+                "render the local Envoy config after the gateway has bound its port"
+            )
+        plaintext, cert, key = (
+            settings.edge_plaintext,
+            settings.edge_tls_cert,
+            settings.edge_tls_key,
+        )
+        gateway = Address(settings.gateway.connect_host, settings.gateway.port)
+    elif target in ENVOY_TARGETS:
+        gateway = Address(GATEWAY_SERVICE, manifests.fixed_ports(settings).gateway.port)
+        plaintext, cert, key = (settings.edge_plaintext, COMPOSE_TLS_CERT, COMPOSE_TLS_KEY)
+        if target == "kubernetes":
+            plaintext, cert, key = (False, KUBERNETES_TLS_CERT, KUBERNETES_TLS_KEY)
+    else:
+        raise SettingsError(f"unknown target {target!r}; known: {', '.join(ENVOY_TARGETS)}")
     collector = settings.otlp_collector
     return {
         "target": target,
@@ -128,55 +145,6 @@ def _edge_context(
     }
 
 
-def envoy_local(settings: StackSettings) -> dict[str, Any]:
-    """Envoy on the same machine as the gateway, as `make run` starts it."""
-    if settings.gateway.port == 0:
-        raise SettingsError("render the local Envoy config after the gateway has bound its port")
-    return _edge_context(
-        settings,
-        target="local",
-        plaintext=settings.edge_plaintext,
-        cert=settings.edge_tls_cert,
-        key=settings.edge_tls_key,
-        gateway=Address(settings.gateway.connect_host, settings.gateway.port),
-    )
-
-
-def envoy_compose(settings: StackSettings) -> dict[str, Any]:
-    """Envoy in docker compose: the gateway by service name, the certificate
-    from compose secrets; plaintext as configured (a developer's machine)."""
-    port = manifests.fixed_ports(settings).gateway.port
-    return _edge_context(
-        settings,
-        target="compose",
-        plaintext=settings.edge_plaintext,
-        cert=COMPOSE_TLS_CERT,
-        key=COMPOSE_TLS_KEY,
-        gateway=Address(GATEWAY_SERVICE, port),
-    )
-
-
-def envoy_kubernetes(settings: StackSettings) -> dict[str, Any]:
-    """Envoy in Kubernetes: TLS only, the gateway's headless Service (DNS
-    returns every ready pod, so Envoy balances calls, not connections), the
-    certificate from a mounted `kubernetes.io/tls` Secret."""
-    port = manifests.fixed_ports(settings).gateway.port
-    return _edge_context(
-        settings,
-        target="kubernetes",
-        plaintext=False,
-        cert=KUBERNETES_TLS_CERT,
-        key=KUBERNETES_TLS_KEY,
-        gateway=Address(GATEWAY_SERVICE, port),
-    )
-
-
-ENVOY_TARGETS: dict[str, Callable[[StackSettings], dict[str, Any]]] = {
-    "local": envoy_local,
-    "compose": envoy_compose,
-    "kubernetes": envoy_kubernetes,
-}
-
 _jinja = jinja2.Environment(
     loader=jinja2.FileSystemLoader(DEPLOY_DIR),
     undefined=jinja2.StrictUndefined,  # a missing value fails the render, not Envoy at runtime
@@ -193,9 +161,7 @@ def _render(template: str, **context: Any) -> str:
 
 def render_envoy(settings: StackSettings, *, target: str = "local") -> str:
     """The Envoy bootstrap YAML for `target`."""
-    if target not in ENVOY_TARGETS:
-        raise SettingsError(f"unknown target {target!r}; known: {', '.join(ENVOY_TARGETS)}")
-    return _render("envoy/envoy.yaml.j2", envoy=ENVOY_TARGETS[target](settings))
+    return _render("envoy/envoy.yaml.j2", envoy=envoy_context(settings, target))
 
 
 def write_envoy(settings: StackSettings, out: Path, *, target: str = "local") -> Path:

@@ -1,34 +1,11 @@
 """The stack's addresses, ports, upstreams and edge policy, in one place.
 
-Every deploy artefact (the Envoy config today; compose and Kubernetes
-manifests later) and the local stack runner read these values, so they
-cannot drift apart. Defaults are the documented ports; each one can be
-overridden by an environment variable:
-
-| variable                          | default                                       |
-|-----------------------------------|-----------------------------------------------|
-| `NUELL_EDGE_HTTP_PORT`            | 8080 (Envoy, plaintext gRPC and gRPC-Web)     |
-| `NUELL_EDGE_PLAINTEXT`            | true (serve 8080 at all; local development)   |
-| `NUELL_EDGE_HTTPS_PORT`           | 8443 (Envoy, TLS)                             |
-| `NUELL_EDGE_TLS_CERT`, `_KEY`     | <data>/tls/edge.crt, edge.key (PEM)           |
-| `NUELL_EDGE_ADMIN_PORT`           | 9901 (Envoy admin, loopback only)             |
-| `NUELL_GATEWAY_ADDR`              | 127.0.0.1:50051 (py_gateway)                  |
-| `NUELL_COMPUTE_ADDR`              | 127.0.0.1:50052 (rust_compute)                |
-| `NUELL_WEB_PORT`                  | 3000 (browser page)                           |
-| `NUELL_CORS_ALLOWED_ORIGINS`      | http://localhost:<web>,http://127.0.0.1:<web> |
-| `NUELL_EDGE_AUTH_RATE_PER_MINUTE` | 10 (Login, Register: each, per client address) |
-| `NUELL_EDGE_AUTH_BURST`           | 5 (calls a client may make at once)           |
-| `NUELL_EDGE_MAX_REQUEST_BYTES`    | 4194304 (a unary request body, framing included) |
-| `NUELL_EDGE_TRUSTED_PROXY_HOPS`   | 0 (proxies in front whose X-Forwarded-For is trusted) |
-| `NUELL_DATA_DIR`                  | <repo>/.data (where the dev certificate lives) |
-| `NUELL_OTLP_ENDPOINT`             | unset: no edge tracing (else http://HOST:PORT, OTLP/gRPC) |
-
-`NUELL_OTLP_ENDPOINT` falls back to `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
-then `OTEL_EXPORTER_OTLP_ENDPOINT`: the variables the services read, so one
-of them turns tracing on at all three hops.
-
-Values are checked once, here, and a bad one raises `SettingsError` whose
-message names the variable, so callers can print it as the only line.
+Every deploy artefact (the Envoy config, compose, Kubernetes) and every
+process the launcher starts read these values, so they cannot drift apart.
+Defaults are the documented ports, each overridable by an environment
+variable (the table is in deploy/README.md). Values are checked once, here:
+a bad one raises `SettingsError` whose message names the variable, so
+callers can print it as the only line.
 """
 
 from __future__ import annotations
@@ -216,23 +193,16 @@ class StackSettings:
     def __post_init__(self) -> None:
         if not ipaddress.ip_address(self.edge_admin.host).is_loopback:
             raise SettingsError(f"Envoy admin must stay on loopback, not {self.edge_admin.host}")
-        # Envoy refills a token bucket at most every 50 ms.
-        if not 1 <= self.auth_rate_per_minute <= 1200:
-            raise SettingsError(
-                f"NUELL_EDGE_AUTH_RATE_PER_MINUTE: {self.auth_rate_per_minute} is not in 1-1200"
-            )
-        if not 1 <= self.auth_burst <= 10_000:
-            raise SettingsError(f"NUELL_EDGE_AUTH_BURST: {self.auth_burst} is not in 1-10000")
-        if not 1024 <= self.max_request_bytes <= 64 * 1024 * 1024:
-            raise SettingsError(
-                f"NUELL_EDGE_MAX_REQUEST_BYTES: {self.max_request_bytes} is not in 1024-67108864"
-            )
-        if not 1 <= self.edge_workers <= 256:
-            raise SettingsError(f"NUELL_EDGE_WORKERS: {self.edge_workers} is not in 1-256")
-        if not 0 <= self.trusted_proxy_hops <= 10:
-            raise SettingsError(
-                f"NUELL_EDGE_TRUSTED_PROXY_HOPS: {self.trusted_proxy_hops} is not in 0-10"
-            )
+        for variable, value, low, high in (
+            # Envoy refills a token bucket at most every 50 ms.
+            ("NUELL_EDGE_AUTH_RATE_PER_MINUTE", self.auth_rate_per_minute, 1, 1200),
+            ("NUELL_EDGE_AUTH_BURST", self.auth_burst, 1, 10_000),
+            ("NUELL_EDGE_MAX_REQUEST_BYTES", self.max_request_bytes, 1024, 64 * 1024 * 1024),
+            ("NUELL_EDGE_WORKERS", self.edge_workers, 1, 256),
+            ("NUELL_EDGE_TRUSTED_PROXY_HOPS", self.trusted_proxy_hops, 0, 10),
+        ):
+            if not low <= value <= high:
+                raise SettingsError(f"{variable}: {value} is not in {low}-{high}")
         named = {
             "NUELL_EDGE_HTTP_PORT": self.edge_http.port,
             "NUELL_EDGE_HTTPS_PORT": self.edge_https.port,
