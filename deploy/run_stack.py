@@ -24,10 +24,11 @@ import secrets
 import signal
 import socket
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+import psutil
 
 from deploy import stack
 from deploy.dev_tls import DevTlsError, ensure_dev_certificate
@@ -48,14 +49,16 @@ def check_ports_free(settings: StackSettings) -> None:
     ][0 if settings.edge_plaintext else 1 :]
     problems = []
     for label, variable, address in wanted:
-        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with socket.socket(socket.AF_INET6 if ":" in address.host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
             try:
                 probe.bind((address.host, address.port))
             except OSError as exc:
-                busy = exc.errno == errno.EADDRINUSE
-                why = "is in use" if busy else f"cannot be bound ({exc.strerror})"
+                why = (
+                    "is in use"
+                    if exc.errno == errno.EADDRINUSE
+                    else f"cannot be bound ({exc.strerror})"
+                )
                 problems.append(f"{address} ({label}, {variable}) {why}")
     if problems:
         raise LaunchError(
@@ -116,22 +119,17 @@ class DatabaseWatch:
     """The embedded PostgreSQL: pg_ctl started it, so it is no child to poll."""
 
     def __init__(self, pgdata: Path) -> None:
-        import psutil  # pgserver's own dependency
-
         self.pgdata = pgdata
-        self.pid = int((pgdata / "postmaster.pid").read_text(encoding="utf-8").split()[0])
-        self.process = psutil.Process(self.pid)
+        self.process = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
         self.lost = False
 
     def check(self) -> None:
-        import psutil
-
         with contextlib.suppress(psutil.Error):
-            if self.process.is_running() and self.process.status() != psutil.STATUS_ZOMBIE:
+            if self.process.status() != psutil.STATUS_ZOMBIE:
                 return
         self.lost = True
         raise LaunchError(
-            f"the embedded PostgreSQL (pid {self.pid}) died; the runner does not restart "
+            f"the embedded PostgreSQL (pid {self.process.pid}) died; the runner does not restart "
             f"the database, so it stopped the stack. See {shown(self.pgdata / 'log')}, "
             "then `make run` again"
         )
@@ -140,10 +138,9 @@ class DatabaseWatch:
         """Wait until the dead server is gone, zombie included, so pgserver's own
         exit hook finds nothing to stop (and does not fail trying)."""
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, os.WNOHANG)  # ours when the runner started it
-        deadline = time.monotonic() + timeout
-        while self.process.is_running() and time.monotonic() < deadline:
-            time.sleep(0.1)
+            os.waitpid(self.process.pid, os.WNOHANG)  # ours when the runner started it
+        with contextlib.suppress(psutil.Error):
+            self.process.wait(timeout)
 
 
 def policy_from(args: argparse.Namespace, env: Mapping[str, str]) -> RestartPolicy:
