@@ -338,7 +338,8 @@ class Launcher:
             argv = [sys.executable, "-I", "-S", "-c", _DIE_WITH_LAUNCHER, str(os.getpid()), *argv]
         with log_path.open("ab" if restart else "wb") as log:  # the child keeps its own copy
             if restart:
-                log.write(f"--- {service.name} restarted at {time.strftime('%X')} ---\n".encode())
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                log.write(f"--- {service.name} restarted at {stamp} ---\n".encode())
                 log.flush()
             popen = subprocess.Popen(
                 argv,
