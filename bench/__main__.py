@@ -1,15 +1,12 @@
 """`python -m bench`: the chosen scenarios, one after the other against one
 stack, printed and saved to bench/results/ (bench/README.md)."""
 
-from __future__ import annotations
-
 import argparse
 import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -44,15 +41,6 @@ OPTIONS = (
 )  # fmt: skip
 
 
-def numbers(kind: Callable[[str], float], text: str) -> dict[str, float]:
-    """`Login=5,GetPost=20` (names) or `100,200` (values only, keyed by themselves)."""
-    pairs = (item.partition("=") for item in text.split(","))
-    found = {name.strip(): kind(value or name) for name, _, value in pairs}
-    if min(found.values()) < 0 or not sum(found.values()):
-        raise argparse.ArgumentTypeError("numbers >= 0, not all 0")
-    return found
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -80,12 +68,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rates", default=RATES, help=f"sweep-envoy's calls/s ({RATES})")
     args = parser.parse_args()
     try:
-        args.mix_weights = {k: v for k, v in numbers(int, args.mix_weights).items() if v}
-        args.rates = list(numbers(float, args.rates).values())
-    except (argparse.ArgumentTypeError, ValueError) as exc:
+        pairs = (item.partition("=") for item in args.mix_weights.split(","))
+        weights = {name.strip(): int(weight) for name, _, weight in pairs}
+        args.rates = [float(rate) for rate in args.rates.split(",")]
+    except ValueError as exc:
         parser.error(f"--mix-weights or --rates: {exc}")
-    if not args.mix_weights.keys() <= {call.name for call in MIX} or min(args.rates) <= 0:
-        parser.error(f"--mix-weights names RPCs of the mix; --rates are above 0: {MIX_WEIGHTS}")
+    names = [call.name for call in MIX]
+    if not (weights.keys() <= set(names) and min(weights.values()) >= 0 < sum(weights.values())):
+        parser.error(f"--mix-weights: whole numbers >= 0 for {', '.join(names)}, not all 0")
+    if min(args.rates) <= 0:
+        parser.error("--rates: calls/s above 0")
+    args.mix_weights = {name: weight for name, weight in weights.items() if weight}
     for flag, _, _ in OPTIONS:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value < 0 or (value == 0 and flag not in ("--warmup", "--soak")):

@@ -1,18 +1,12 @@
 """The load driver: a scenario's calls against one address, in a process of
-its own, so the client never shares an interpreter with a server. Requests
-are serialized ahead and replies not parsed: the client spends as little CPU
-per call as grpc.aio allows.
-
-Closed loop: `concurrency` callers, each sending its next call when the last
-one answers; a call counts if it ends inside the measured window. Open loop:
-a call every 1/rate seconds whatever the stack does, each waited for, its
-latency counted from when it was due, so a client falling behind shows.
-Each step: calls, RPS, latency percentiles, errors by code, per RPC too, and
-the CPU of each watched process tree, per process with the connections it
-had accepted (how SO_REUSEPORT spread them over a server's workers).
+its own so the client never shares an interpreter with a server; requests
+serialized ahead, replies not parsed. Closed loop: `concurrency` callers, each
+sending its next call when the last one answers. Open loop: a call every
+1/rate seconds whatever the stack does, its latency counted from when it was
+due. Each step: calls, RPS, latency percentiles, errors by code, per RPC too,
+and each watched process tree's CPU, per process with the connections it had
+accepted (how SO_REUSEPORT spread them over a server's workers).
 """
-
-from __future__ import annotations
 
 import asyncio
 import contextlib
@@ -23,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 import grpc  # type: ignore[import-untyped]
@@ -261,6 +254,6 @@ async def run(plan: Plan) -> dict[str, Any]:
     return {"target": plan.target, "channels": plan.channels, "balance": balance, "steps": steps}
 
 
-def main(plan: Plan, results: Connection) -> None:
-    """The load driver process: runs `plan`, sends its figures back."""
-    results.send(asyncio.run(run(plan)))
+def main(plan: Plan) -> dict[str, Any]:
+    """The load driver process: runs `plan`, returns its figures."""
+    return asyncio.run(run(plan))

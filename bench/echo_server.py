@@ -1,16 +1,9 @@
 """A bare grpc.aio server that echoes bytes: the ceiling for Python gRPC here.
 
-    .venv/bin/python -m bench.echo_server --addr 127.0.0.1:50070 --workers 2
-
-py_gateway's process model (`nuell_gateway.workers.run_workers`: N processes
-sharing the port through SO_REUSEPORT) with nothing between the wire and the
-handler: no interceptor, no protobuf parsing (a generic handler without
-serializers hands the payload over as bytes), no database. What a gateway
-call costs beyond an echo call is the gateway's own work. Prints
-`echo_server listening on <ip:port>` once every process serves.
+py_gateway's process model (`run_workers`: N processes sharing the port) with
+nothing between the wire and the handler: no interceptor, no protobuf, no
+database. What a gateway call costs beyond an echo call is the gateway's own.
 """
-
-from __future__ import annotations
 
 import argparse
 import asyncio
@@ -26,7 +19,7 @@ async def echo(request: bytes, context: object) -> bytes:
     return request
 
 
-async def serve(addr: str, ready: multiprocessing.Queue[Any]) -> None:
+async def serve(addr: str, ready: "multiprocessing.Queue[Any]") -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
     echoes = {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
     handler = grpc.method_handlers_generic_handler("nuell.bench.v1.EchoService", echoes)
@@ -41,7 +34,7 @@ async def serve(addr: str, ready: multiprocessing.Queue[Any]) -> None:
     await server.stop(1.0)
 
 
-def worker(addr: str, ready: multiprocessing.Queue[Any]) -> None:
+def worker(addr: str, ready: "multiprocessing.Queue[Any]") -> None:
     asyncio.run(serve(addr, ready))
 
 

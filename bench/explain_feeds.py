@@ -9,8 +9,6 @@ deep page, one author's feed likewise, GetPost and the account lookup behind
 every call.
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import tempfile
@@ -55,32 +53,20 @@ def main() -> None:
             )
             conn.execute("ANALYZE")
             author, post_id = conn.execute("SELECT user_id, id FROM posts LIMIT 1").fetchone()  # type: ignore[misc]
-            deep = {
-                "before_time": datetime.now(UTC) - timedelta(seconds=args.posts // 2),
-                "before_id": uuid.UUID(int=0),
-            }
             page = {"include_inactive": False, "limit": PAGE + 1}
-            feed, mine = list_posts_sql, {"author_id": author}
-            queries: list[tuple[str, str, dict[str, Any]]] = [
-                ("global feed, first page", feed(by_author=False, after=False), page),
-                (
-                    "global feed, a page half-way down",
-                    feed(by_author=False, after=True),
-                    page | deep,
-                ),
-                ("one author's feed, first page", feed(by_author=True, after=False), page | mine),
-                (
-                    "one author's feed, a page half-way down",
-                    feed(by_author=True, after=True),
-                    page | deep | mine,
-                ),
-                ("GetPost", GET_POSTS_SQL, {"include_inactive": False, "ids": [post_id]}),
-                (
-                    "the account lookup behind every call",
-                    ACCOUNT_STATE_SQL,
-                    {"id": author},
-                ),
-            ]
+            half_way = datetime.now(UTC) - timedelta(seconds=args.posts // 2)
+            deep: dict[str, Any] = {"before_time": half_way, "before_id": uuid.UUID(int=0)}
+            queries: list[tuple[str, str, dict[str, Any]]] = []
+            for feed, mine in (("global feed", {}), ("one author's feed", {"author_id": author})):
+                for where, lower in (("first page", {}), ("a page half-way down", deep)):
+                    sql = list_posts_sql(by_author=bool(mine), after=bool(lower))
+                    queries.append((f"{feed}, {where}", sql, page | lower | mine))
+            queries.append(
+                ("GetPost", GET_POSTS_SQL, {"include_inactive": False, "ids": [post_id]})
+            )
+            queries.append(
+                ("the account lookup behind every call", ACCOUNT_STATE_SQL, {"id": author})
+            )
             for title, sql, params in queries:
                 plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", params)
                 rows = "\n".join(row[0] for row in plan.fetchall())

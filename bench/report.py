@@ -1,8 +1,6 @@
 """What a run prints and keeps: a table per kind of scenario, the figures
 derived from them, the charts, and all of it in bench/results/<UTC timestamp>.json."""
 
-from __future__ import annotations
-
 import argparse
 import json
 import math
@@ -18,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
+from matplotlib.figure import Figure
 
-from bench import charts
-from bench.scenarios import Load, Scenario, loads
+from bench.scenarios import Scenario, loads
 from bench.stack import Stack
 from deploy.settings import REPO
 
 RESULTS = REPO / "bench" / "results"
+SECRETS = r"KEY|PASSWORD|SECRET|TOKEN|DATABASE_URL"  # variables kept out of the JSON
 MS_COLUMNS = f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}"
 Step = Mapping[str, Any]
 Legs = Sequence[Mapping[str, Any]]
@@ -58,24 +57,7 @@ def per_call(step: Step, name: str) -> float:
 
 def finite(value: Any) -> Any:
     """JSON has no NaN: a figure without samples becomes null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(item) for item in value]
-    return value
-
-
-def heading(scenario: Scenario, load: Load, channels: int) -> None:
-    if load.concurrency:
-        how = f"{load.concurrency} calls in flight on {channels} channels, {load.duration:g} s"
-    else:
-        rates = ",".join(f"{rate:g}" for rate in load.rates)
-        how = f"open loop at {rates} calls/s, {load.duration:g} s each (latency from due time)"
-    rounds = f", {load.rounds} rounds taking the paths in turn" if load.rounds > 1 else ""
-    load_average = f"load average {os.getloadavg()[0]:.2f}"
-    say(f"\n{scenario.label}: {how} after {load.warmup:g} s of warm-up{rounds}; {load_average}\n")
+    return json.loads(json.dumps(value), parse_constant=lambda _: None)
 
 
 def closed_row(label: str, step: Step) -> None:
@@ -149,19 +131,29 @@ class Report:
             say(f"note: load average {self.load_average[0]:.2f}; other work here skews the figures")
 
     def add(self, scenario: Scenario, legs: Legs) -> None:
-        if scenario.report != "row":
-            heading(scenario, self.loads[scenario.load], self.args.channels)
+        if scenario.report != "row" or not self.rows:
+            self.heading(scenario)
         found = getattr(self, scenario.report)(scenario, legs)
         self.figures[scenario.name] = finite({"legs": legs} | (found or {}))
 
+    def heading(self, scenario: Scenario) -> None:
+        load, channels = self.loads[scenario.load], self.args.channels
+        if load.concurrency:
+            how = f"{load.concurrency} calls in flight on {channels} channels, {load.duration:g} s"
+        else:
+            rates = ",".join(f"{rate:g}" for rate in load.rates)
+            how = f"open loop at {rates} calls/s, {load.duration:g} s each (latency from due time)"
+        rounds = f", {load.rounds} rounds taking the paths in turn" if load.rounds > 1 else ""
+        title = "each scenario" if scenario.report == "row" else scenario.label
+        workers = f"{self.args.workers} worker processes per Python server (NUELL_WORKERS)"
+        say(
+            f"\n{title}: {how} after {load.warmup:g} s of warm-up{rounds}; {workers}; "
+            f"load average {os.getloadavg()[0]:.2f}\n"
+        )
+
     def row(self, scenario: Scenario, legs: Legs) -> None:
         if not self.rows:
-            a = self.args
-            say(
-                f"\n{a.duration:g} s per scenario after {a.warmup:g} s of warm-up, {a.workers} "
-                "worker process(es) per Python server (NUELL_WORKERS), one client process "
-                f"with {a.channels} channels\n\n{CLOSED}"
-            )
+            say(CLOSED)
         self.rows[scenario.name] = (scenario, legs[0]["steps"][0])
         closed_row(scenario.label, legs[0]["steps"][0])
 
@@ -181,26 +173,17 @@ class Report:
                 found[name] = edge_cost(scenario.label, [direct[scenario.calls]], [step])
         return found
 
-    def edge(self, scenario: Scenario, legs: Legs) -> dict[str, float]:
-        say(CLOSED)
+    def paths(self, scenario: Scenario, legs: Legs) -> dict[str, float]:
+        """Direct and via Envoy, a row per leg, then what the edge costs."""
+        closed = "concurrency" in legs[0]["steps"][0]
+        say(CLOSED if closed else OPEN)
+        steps: dict[str, list[Step]] = {"gateway": [], "edge": []}
         for n, leg in enumerate(legs):
-            path = "direct" if leg["via"] == "gateway" else "via Envoy"
-            closed_row(f"{path}, round {n // 2 + 1}", leg["steps"][0])
+            path, step = "direct" if leg["via"] == "gateway" else "via Envoy", leg["steps"][0]
+            closed_row(f"{path}, round {n // 2 + 1}", step) if closed else open_row(path, step)
+            steps[leg["via"]].append(step)
         say()
-        return self.paths("the edge, medians of the rounds", legs)
-
-    def paths(self, label: str, legs: Legs) -> dict[str, float]:
-        direct, via = (
-            [leg["steps"][0] for leg in legs if leg["via"] == v] for v in ("gateway", "edge")
-        )
-        return edge_cost(label, direct, via)
-
-    def paced(self, scenario: Scenario, legs: Legs) -> dict[str, float]:
-        say(OPEN)
-        for leg in legs:
-            open_row("direct" if leg["via"] == "gateway" else "via Envoy", leg["steps"][0])
-        say()
-        return self.paths("the edge at equal load", legs)
+        return edge_cost("the edge (medians)", steps["gateway"], steps["edge"])
 
     def mix(self, scenario: Scenario, legs: Legs) -> None:
         self.edge_limit()
@@ -229,18 +212,14 @@ class Report:
         steps = legs[0]["steps"]
         for step in steps:
             open_row("via Envoy", step)
-        best = max(
-            (
-                s["offered_rps"]
-                for s in steps
-                if s["p99_ms"] < 100 and s["errors"] <= 0.01 * s["calls"]
-            ),
-            default=None,
-        )
+        holding = [
+            s["offered_rps"] for s in steps if s["p99_ms"] < 100 and s["errors"] * 100 <= s["calls"]
+        ]
+        best = max(holding, default=None)
         held = "none" if best is None else f"{best:g} calls/s"
         say(f"\nlargest offered load with p99 < 100 ms (and < 1% errors): {held}")
         title = f"Mix via Envoy, {self.args.workers} gateway workers, {os.cpu_count()} cores"
-        charted = self.chart(charts.latency_chart, steps, title=title)
+        charted = self.chart(latency_chart(steps), "latency", title)
         return {"largest_offered_rps_p99_under_100ms": best} | charted
 
     def soak(self, scenario: Scenario, legs: Legs) -> dict[str, Any]:
@@ -269,15 +248,13 @@ class Report:
         overall = f"growth of 10% or more in: {grown}" if grown else "flat: every part within 10%"
         say(f"soak verdict: {overall if found else 'too short to judge (under 3 samples)'}")
         title = f"Soak: mix via Envoy at {self.args.soak_rate:g} calls/s for {self.args.soak:g} s"
-        charted = self.chart(charts.soak_chart, samples, step["buckets"], title=title)
+        charted = self.chart(soak_chart(samples, step["buckets"]), "soak", title)
         return {"verdicts": found, "verdict": overall} | charted
 
-    def chart(self, draw: Callable[..., Path], *data: Any, title: str) -> dict[str, str]:
-        path = draw(
-            *finite(data),
-            f"{title} ({self.stamp})",
-            RESULTS / f"{self.stamp}-{draw.__name__.removesuffix('_chart')}.png",
-        )
+    def chart(self, figure: Figure, kind: str, title: str) -> dict[str, str]:
+        figure.axes[0].set_title(f"{title} ({self.stamp})", fontsize=10)
+        figure.tight_layout()
+        figure.savefig(path := RESULTS / f"{self.stamp}-{kind}.png")
         say(f"chart: {path.relative_to(REPO)}")
         return {"chart": str(path.relative_to(REPO))}
 
@@ -300,8 +277,7 @@ class Report:
             "tuning": {
                 name: value
                 for name, value in sorted(os.environ.items())
-                if name.startswith("NUELL_")
-                and not re.search(r"KEY|PASSWORD|SECRET|TOKEN|DATABASE_URL", name)
+                if name.startswith("NUELL_") and not re.search(SECRETS, name)
             },
             "scenarios": self.figures,
         }
@@ -329,3 +305,49 @@ def verdicts(samples: Sequence[Step]) -> dict[str, dict[str, Any]]:
                 "flat": abs(change) < 0.10 or steady,
             }
     return found
+
+
+# --- charts (matplotlib) ----------------------------------------------------------
+
+
+def latency_chart(steps: Legs) -> Figure:
+    """p50 and p99 (log scale) and achieved RPS against offered load."""
+    offered = [step["offered_rps"] for step in steps]
+    figure = Figure(figsize=(8, 5), dpi=110)
+    latency = figure.subplots()
+    for key, style in (("p50", "o-"), ("p99", "s-")):
+        latency.plot(offered, [s[f"{key}_ms"] for s in steps], style, label=f"{key} latency")
+    latency.axhline(100, color="grey", linestyle=":", label="100 ms")
+    latency.set(yscale="log", xlabel="offered load (calls/s)", ylabel="latency (ms, log scale)")
+    latency.grid(True, which="both", alpha=0.3)
+    achieved = latency.twinx()
+    achieved.plot(offered, [s["rps"] for s in steps], "^--", color="tab:green")
+    achieved.plot(offered, offered, ":", color="tab:green", alpha=0.4)
+    achieved.set_ylabel("achieved calls/s (dotted: = offered)", color="tab:green")
+    achieved.set_ylim(0, max(offered) * 1.1)
+    lines, labels = latency.get_legend_handles_labels()
+    latency.legend([*lines, achieved.lines[0]], [*labels, "achieved RPS"], loc="upper left")
+    return figure
+
+
+def soak_chart(samples: Legs, buckets: Legs) -> Figure:
+    """Memory and connections per process tree, and latency, over the soak."""
+    figure = Figure(figsize=(8, 9), dpi=110)
+    rss, conns, latency = figure.subplots(3, 1, sharex=True)
+    t = [sample["t_s"] for sample in samples]
+    for name in samples[0]["rss_mb"] if samples else ():
+        (line,) = rss.plot(t, [s["rss_mb"][name] for s in samples], "o-", label=f"{name} RSS")
+        private = [s["private_mb"][name] for s in samples]
+        rss.plot(t, private, "--", color=line.get_color(), label=f"{name} private")
+        conns.plot(t, [s["connections"][name] for s in samples], "o-", label=name)
+    middle = [bucket["t_s"] + bucket["seconds"] / 2 for bucket in buckets]
+    for key in ("p50", "p99"):
+        latency.plot(middle, [b[f"{key}_ms"] for b in buckets], "o-", label=key)
+    rss.set_ylabel("MB per process tree\n(solid RSS, dashed private)")
+    conns.set_ylabel("open TCP + Unix\nconnections")
+    latency.set(ylabel="latency (ms)", xlabel="seconds into the soak")
+    for axis in (rss, conns, latency):
+        axis.legend(loc="upper left", fontsize=8)
+        axis.grid(True, alpha=0.3)
+        axis.set_ylim(bottom=0)
+    return figure

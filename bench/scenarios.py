@@ -5,8 +5,6 @@ Adding a scenario is one `Scenario(...)` entry in SCENARIOS; a new request is
 one generator function beside the others.
 """
 
-from __future__ import annotations
-
 import argparse
 import itertools
 import os
@@ -45,8 +43,12 @@ class Call:
 
     name: str
     method: str
-    requests: Requests
+    data: bytes | Requests = b""  # the same serialized request every time, or each made anew
     authorized: bool = True  # sends `authorization: Bearer <the account's token>`
+
+    def requests(self, fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
+        data = self.data
+        return itertools.repeat(data) if isinstance(data, bytes) else data(fixture, rng)
 
 
 @dataclass(frozen=True)
@@ -100,14 +102,6 @@ def _words(rng: random.Random, count: int) -> str:
     return " ".join("".join(rng.choices(letters, k=rng.randint(3, 9))) for _ in range(count))
 
 
-def nothing(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
-    return itertools.repeat(b"")
-
-
-def echo_bytes(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
-    return itertools.repeat(bytes(range(128)))  # about a GetCurrentUser reply's size
-
-
 def login(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
     request = auth_service_pb2.LoginRequest(email=fixture.email, password=PASSWORD)
     return itertools.repeat(request.SerializeToString())
@@ -117,14 +111,6 @@ def every_post(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
     """Each benchmark post in turn, as readers of a feed would ask."""
     ids = fixture.post_ids
     return itertools.cycle([post_service_pb2.GetPostRequest(id=i).SerializeToString() for i in ids])
-
-
-def page_of_20(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
-    return itertools.repeat(post_service_pb2.ListPostsRequest(page_size=20).SerializeToString())
-
-
-def page_of_50(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
-    return itertools.repeat(post_service_pb2.ListPostsRequest(page_size=50).SerializeToString())
 
 
 def new_posts(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
@@ -142,15 +128,19 @@ def texts(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
 
 # --- the scenarios --------------------------------------------------------------
 
-ECHO = Call("Echo", "/nuell.bench.v1.EchoService/Echo", echo_bytes, authorized=False)
-HEALTH = Call("Health", "/grpc.health.v1.Health/Check", nothing, authorized=False)
-USER = Call("GetCurrentUser", "/nuell.users.v1.UserService/GetCurrentUser", nothing)
+ECHO = Call("Echo", "/nuell.bench.v1.EchoService/Echo", bytes(range(128)), authorized=False)
+HEALTH = Call("Health", "/grpc.health.v1.Health/Check", authorized=False)
+USER = Call("GetCurrentUser", "/nuell.users.v1.UserService/GetCurrentUser")
 GET_POST = Call("GetPost", "/nuell.posts.v1.PostService/GetPost", every_post)
-LIST_POSTS = Call("ListPosts", "/nuell.posts.v1.PostService/ListPosts", page_of_50)
+LIST_POSTS = Call(
+    "ListPosts",
+    "/nuell.posts.v1.PostService/ListPosts",
+    post_service_pb2.ListPostsRequest(page_size=50).SerializeToString(),
+)
 LOGIN = Call("Login", "/nuell.auth.v1.AuthService/Login", login, authorized=False)
 MIX = (
     LOGIN,
-    replace(LIST_POSTS, requests=page_of_20),
+    replace(LIST_POSTS, data=post_service_pb2.ListPostsRequest(page_size=20).SerializeToString()),
     GET_POST,
     Call("CreatePost", "/nuell.posts.v1.PostService/CreatePost", new_posts),
     Call("Analyze", "/nuell.compute.v1.ComputeService/Analyze", texts),
@@ -170,8 +160,8 @@ SCENARIOS = (
     Scenario("get-post-bare-envoy", "GetPost via bare Envoy", (GET_POST,), ("bare-edge",)),
     Scenario("list-posts", "ListPosts (50) direct", (LIST_POSTS,), ("gateway",)),
     Scenario("login", "Login direct", (LOGIN,), ("gateway",), load="argon2"),
-    Scenario("edge-cost", "GetPost direct and via Envoy", (GET_POST,), BOTH, "rounds", "edge"),
-    Scenario("get-post-paced", "GetPost at equal load", (GET_POST,), BOTH, "paced", "paced"),
+    Scenario("edge-cost", "GetPost direct and via Envoy", (GET_POST,), BOTH, "rounds", "paths"),
+    Scenario("get-post-paced", "GetPost at equal load", (GET_POST,), BOTH, "paced", "paths"),
     Scenario("mix-envoy", "mix via Envoy", MIX, ("edge-mix",), "mix", "mix"),
     Scenario("sweep-envoy", "mix via Envoy, offered load", MIX, ("edge-mix",), "sweep", "sweep"),
 )

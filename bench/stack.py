@@ -10,8 +10,6 @@ runs only for the scenario that dials it, so the direct ones see no idle edge.
     bare-edge         Envoy with bench/bare_envoy.yaml: a router and nothing else
 """
 
-from __future__ import annotations
-
 import atexit
 import contextlib
 import dataclasses
@@ -28,8 +26,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc  # type: ignore[import-untyped]
 import psycopg
-from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc  # type: ignore[import-untyped]
-from nuell.posts.v1 import post_service_pb2, post_service_pb2_grpc  # type: ignore[import-untyped]
+from nuell.auth.v1.auth_service_pb2 import LoginRequest, RegisterRequest  # type: ignore[import-untyped]
+from nuell.auth.v1.auth_service_pb2_grpc import AuthServiceStub  # type: ignore[import-untyped]
+from nuell.posts.v1.post_service_pb2 import CreatePostRequest  # type: ignore[import-untyped]
+from nuell.posts.v1.post_service_pb2_grpc import PostServiceStub  # type: ignore[import-untyped]
 from psycopg import sql
 
 from bench.scenarios import BENCH_POSTS, PASSWORD, Fixture
@@ -43,6 +43,7 @@ STARTUP_TIMEOUT = 90.0  # two cores, and the embedded server's initdb on first u
 # logins, all from one address: raised for its Envoy unless set already.
 EDGE_AUTH_LIMIT = {"NUELL_EDGE_AUTH_RATE_PER_MINUTE": "1200", "NUELL_EDGE_AUTH_BURST": "10000"}
 EDGES = ("edge", "edge-mix", "bare-edge")
+POST = "an ordinary sentence or two of text, long enough to look like a real post in a feed."
 
 
 class BenchError(Exception):
@@ -208,30 +209,22 @@ def fresh_database(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, s
 
 
 def make_fixture(gateway: str) -> Fixture:
-    """The benchmark account, registered and logged in, and its posts."""
+    """The benchmark account, registered and logged in, and the posts it wrote."""
     email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+    account = {"email": email, "password": PASSWORD}
     with grpc.insecure_channel(gateway) as channel:
-        auth = auth_service_pb2_grpc.AuthServiceStub(channel)
-        posts = post_service_pb2_grpc.PostServiceStub(channel)
+        auth, posts = AuthServiceStub(channel), PostServiceStub(channel)
         try:
-            auth.Register(
-                auth_service_pb2.RegisterRequest(email=email, password=PASSWORD), timeout=30
-            )
-            login = auth_service_pb2.LoginRequest(email=email, password=PASSWORD)
-            bearer = (("authorization", f"Bearer {auth.Login(login, timeout=30).access_token}"),)
-            post_ids = tuple(
+            auth.Register(RegisterRequest(**account), timeout=30)
+            token = auth.Login(LoginRequest(**account), timeout=30).access_token
+            ids = tuple(
                 posts.CreatePost(
-                    post_service_pb2.CreatePostRequest(
-                        content=f"Benchmark post {n}: an ordinary sentence or two of text, "
-                        "long enough to look like a real post in a feed."
-                    ),
-                    metadata=bearer,
+                    CreatePostRequest(content=f"Benchmark post {n}: {POST}"),
+                    metadata=(("authorization", f"Bearer {token}"),),
                     timeout=30,
                 ).post.id
                 for n in range(BENCH_POSTS)
             )
         except grpc.RpcError as exc:
-            raise BenchError(
-                f"preparing the benchmark account: {exc.code().name}: {exc.details()}"
-            ) from None
-    return Fixture(email, bearer[0][1].removeprefix("Bearer "), post_ids)
+            raise BenchError(f"the benchmark account: {exc.code().name}: {exc.details()}") from None
+    return Fixture(email, token, ids)
