@@ -1,6 +1,6 @@
 """A development certificate for the edge's TLS listener, made with openssl.
 
-    python deploy/local/dev_tls.py .data/tls     # what `make run` does when it is missing
+    python -m deploy.dev_tls .data/tls     # what `make run` does when it is missing
 
 Writes a local certificate authority (`ca.crt`, `ca.key`) and a server
 certificate it signed for `localhost`, `127.0.0.1` and `::1` (`edge.crt`,

@@ -1,6 +1,6 @@
 """Serve the browser page (web/dist) the way a production static host should.
 
-    python deploy/local/serve_web.py --root web/dist --port 3000 --edge-port 8080
+    python -m deploy.serve_web --root web/dist --port 3000 --edge-port 8080
 
 A small static server for `make run` and the browser tests: GET and HEAD of
 the files under --root, nothing else (no directory listings, no paths out
