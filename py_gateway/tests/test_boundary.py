@@ -3,8 +3,12 @@ translation of errors into gRPC status with details."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import grpc
 import pytest
+from google.protobuf import descriptor_pool
 from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from nuell.users.v1 import user_pb2, user_service_pb2
 from nuell.users.v1.user_service_pb2_grpc import UserServiceServicer, UserServiceStub
@@ -13,6 +17,7 @@ from sqlalchemy.engine import URL
 from nuell_gateway.boundary import CallBoundary
 from nuell_gateway.resources import Resources
 from nuell_gateway.server import Gateway
+from nuell_gateway.services import SERVICES, ServiceEntry
 from nuell_gateway.services.users import UserService
 from tests.conftest import make_settings
 from tests.utils.factories import bearer, make_user
@@ -138,3 +143,82 @@ def test_a_service_registered_only_generically_is_refused_at_start(
     server = grpc.aio.server()
     with pytest.raises(RuntimeError, match="add_generically registered no method handlers"):
         CallBoundary(resources).mount(server, add_generically, object())
+
+
+class _RecordingServer:
+    """Stands where a grpc.aio server would, writing down what is registered on it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        self.calls.append(("add_generic_rpc_handlers", (handlers,)))
+
+    def add_registered_method_handlers(self, service: object, handlers: object) -> None:
+        self.calls.append(("add_registered_method_handlers", (service, handlers)))
+
+
+class _AnyServicer:
+    """Has every method a generated registration looks up."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda request, context: None
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.HandlerCallDetails):  # type: ignore[misc]
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...] = ()
+
+
+@pytest.mark.parametrize("entry", SERVICES, ids=lambda entry: entry.name)
+def test_generated_registration_is_what_the_boundary_wraps(entry: ServiceEntry) -> None:
+    """grpcio's generated `add_…Servicer_to_server` registers every method twice:
+    once as a dict of handlers through `add_registered_method_handlers` (which
+    the boundary wraps) and once as a generic handler (which it drops). A
+    grpcio whose generated code registers otherwise fails here, before a
+    method could be served unwrapped or not at all."""
+    server = _RecordingServer()
+    entry.add_to_server(_AnyServicer(), server)
+
+    assert [name for name, _ in server.calls] == [
+        "add_generic_rpc_handlers",
+        "add_registered_method_handlers",
+    ]
+    (generic_handlers,) = server.calls[0][1]
+    service, handlers = server.calls[1][1]
+    assert service == entry.name
+    assert isinstance(handlers, dict)
+    methods = descriptor_pool.Default().FindServiceByName(entry.name).methods
+    assert set(handlers) == {method.name for method in methods}
+    for method in methods:
+        handler = handlers[method.name]
+        assert isinstance(handler, grpc.RpcMethodHandler)
+        assert (handler.request_streaming, handler.response_streaming) == (
+            method.client_streaming,
+            method.server_streaming,
+        )
+        # The generic handler serves exactly these handlers, so dropping it loses nothing.
+        (generic,) = generic_handlers
+        path = f"/{entry.name}/{method.name}"
+        assert generic.service(_CallDetails(method=path)) is handler
+
+
+def test_mounting_wraps_every_method_in_the_boundary(resources: Resources) -> None:
+    """What reaches the real server are the boundary's wrappers, never the servicer's methods."""
+    server = _RecordingServer()
+    entry = next(e for e in SERVICES if e.name == "nuell.users.v1.UserService")
+    servicer = entry.build(resources)
+    CallBoundary(resources).mount(server, entry.add_to_server, servicer)
+
+    assert [name for name, _ in server.calls] == [
+        "add_generic_rpc_handlers",
+        "add_registered_method_handlers",
+    ]
+    service, handlers = server.calls[1][1]
+    assert service == entry.name
+    assert isinstance(handlers, dict)
+    for name, handler in handlers.items():
+        behaviour = handler.unary_unary or handler.unary_stream
+        assert behaviour.__module__ == "nuell_gateway.boundary", name
+        assert behaviour is not getattr(servicer, name)
