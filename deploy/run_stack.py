@@ -143,117 +143,17 @@ class DatabaseWatch:
             self.process.wait(timeout)
 
 
-def policy_from(args: argparse.Namespace, env: Mapping[str, str]) -> RestartPolicy:
-    def pick(flag: float | None, variable: str, default: str, kind: type[float]) -> float:
-        if flag is not None:
-            return flag
-        text = env.get(variable) or default
-        try:
-            return kind(text)
-        except ValueError:
-            what = "a whole number" if kind is int else "a number"
-            raise LaunchError(f"{variable}={text!r} is not {what}") from None
-
-    policy = RestartPolicy(
-        max_restarts=0
-        if args.no_restart
-        else int(pick(args.max_restarts, "NUELL_MAX_RESTARTS", "5", int)),
-        window=pick(args.restart_window, "NUELL_RESTART_WINDOW_SECONDS", "60", float),
-        backoff=pick(args.restart_backoff, "NUELL_RESTART_BACKOFF_SECONDS", "0.5", float),
-        backoff_max=pick(args.restart_backoff_max, "NUELL_RESTART_BACKOFF_MAX_SECONDS", "8", float),
-    )
-    if policy.max_restarts < 0:
-        raise LaunchError("the restart limit (--max-restarts, NUELL_MAX_RESTARTS) is below 0")
-    if policy.window <= 0:
-        raise LaunchError(
-            "the restart window (--restart-window, NUELL_RESTART_WINDOW_SECONDS) must be above 0 s"
-        )
-    if not 0 <= policy.backoff <= policy.backoff_max:
-        raise LaunchError(
-            "the restart backoff (--restart-backoff, NUELL_RESTART_BACKOFF_SECONDS) must be "
-            "between 0 s and its maximum (--restart-backoff-max, "
-            "NUELL_RESTART_BACKOFF_MAX_SECONDS)"
-        )
-    return policy
-
-
-class Run:
-    """One `make run` (or `make migrate`): what it started, to stop it all."""
-
-    def __init__(self, settings: StackSettings, launcher: Launcher) -> None:
-        self.settings = settings
-        self.launcher = launcher
-        self.embedded = False
-        self.database: DatabaseWatch | None = None
-
-    def database_url(self) -> tuple[str, str]:
-        """Reach or start PostgreSQL: its URL and how to show it."""
-        if url := os.environ.get("DATABASE_URL"):
-            check_database(url)
-            return url, redact(url)
-        print("starting embedded PostgreSQL", flush=True)
-        pgdata = self.settings.data_dir / "postgres"
-        try:
-            url = stack.embedded_database(pgdata, self.launcher.log_dir / "postgres.log")
-        except LaunchError:
-            if self.launcher.stop_event.is_set():  # Ctrl-C reaches initdb and pg_ctl too
-                raise Stopped from None
-            raise
-        self.embedded = True
-        with contextlib.suppress(Exception):  # no pid file or already gone: nothing to watch
-            self.database = DatabaseWatch(pgdata)
-        return url, f"embedded, data in {shown(pgdata)}"
-
-    def start(self, *, migrate_only: bool) -> tuple[str, ...]:
-        settings = self.settings
-        if not migrate_only:
-            stack.check_built()
-            check_ports_free(settings)
-            check_edge_certificate(settings)
-        env = dict(os.environ)
-        adopt_orphans()
-        url, database_shown = self.database_url()
-        if not env.get("NUELL_JWT_KEYS"):
-            env["NUELL_JWT_KEYS"] = local_jwt_keys(settings.data_dir / "secrets")
-        if not migrate_only and settings.uses_dev_certificate:
-            try:
-                made, fresh = ensure_dev_certificate(settings.edge_tls_cert.parent)
-            except DevTlsError as exc:
-                raise LaunchError(str(exc)) from None
-            if fresh:
-                print(f"made a development TLS certificate in {shown(made.cert.parent)}")
-        only = {"migrate"} if migrate_only else ()
-        self.launcher.start(*stack.services(settings, env=env, database_url=url, only=only))
-        return database_shown, shown(self.launcher.log_dir) + "/"
-
-    def print_table(self, database: str, logs: str) -> None:
-        s = self.settings
-        tls_url = f"https://localhost:{s.edge_https.port}"
-        rows = [
-            ("browser page", f"http://localhost:{s.web.port}"),
-            *([("edge: gRPC, gRPC-Web", str(s.edge_http))] if s.edge_plaintext else []),
-            ("edge: TLS", f"{tls_url} ({s.edge_https})"),
-            ("edge admin", f"http://{s.edge_admin}"),
-            ("py_gateway: gRPC", str(s.gateway)),
-            ("py_gateway: metrics", f"http://{s.gateway_metrics}/metrics"),
-            ("rust_compute: gRPC", str(s.compute)),
-            ("rust_compute: metrics", f"http://{s.compute_metrics}/metrics"),
-            ("database", database),
-            ("logs", logs),
-        ]
-        if s.uses_dev_certificate:
-            rows.insert(3, ("TLS: trust this CA", shown(s.edge_tls_cert.parent / "ca.crt")))
-        print("\nNuell is running:")
-        for label, where in rows:
-            print(f"  {label:<22} {where}")
-        print("Ready. Press Ctrl-C to stop.", flush=True)
-
-    def stop(self) -> None:
-        self.launcher.stop()
-        if self.database is not None and self.database.lost:
-            self.database.settle()
-        elif self.embedded:  # its atexit hook stops it as we exit
-            print("stopping embedded PostgreSQL", flush=True)
+# The restart policy's knobs: flag, variable, default, type, what it does.
+RESTART_OPTIONS = (
+    ("--max-restarts", "NUELL_MAX_RESTARTS", "5", int,
+     "restarts of one service within the window; one more crash stops the stack"),
+    ("--restart-window", "NUELL_RESTART_WINDOW_SECONDS", "60", float,
+     "how far back crashes count"),
+    ("--restart-backoff", "NUELL_RESTART_BACKOFF_SECONDS", "0.5", float,
+     "wait before a first restart, doubled for each further crash in the window"),
+    ("--restart-backoff-max", "NUELL_RESTART_BACKOFF_MAX_SECONDS", "8", float,
+     "the longest wait"),
+)  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -273,18 +173,93 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="stop the whole stack when a service dies (same as --max-restarts 0)",
     )
-    for flag, kind, metavar, text in (
-        ("--max-restarts", int, "N", "restarts of one service within the window; one more "
-         "crash stops the stack (NUELL_MAX_RESTARTS, default 5)"),
-        ("--restart-window", float, "SECONDS",
-         "how far back crashes count (NUELL_RESTART_WINDOW_SECONDS, default 60)"),
-        ("--restart-backoff", float, "SECONDS", "wait before a first restart, doubled for each "
-         "further crash in the window (NUELL_RESTART_BACKOFF_SECONDS, default 0.5)"),
-        ("--restart-backoff-max", float, "SECONDS",
-         "the longest wait (NUELL_RESTART_BACKOFF_MAX_SECONDS, default 8)"),
-    ):  # fmt: skip
-        restarts.add_argument(flag, type=kind, metavar=metavar, help=text)
+    for flag, variable, default, kind, text in RESTART_OPTIONS:
+        metavar = "N" if kind is int else "SECONDS"
+        help_text = f"{text} ({variable}, default {default})"
+        restarts.add_argument(flag, type=kind, metavar=metavar, help=help_text)
     return parser.parse_args()
+
+
+def restart_policy(args: argparse.Namespace, env: Mapping[str, str]) -> RestartPolicy:
+    values = []
+    for flag, variable, default, kind, _ in RESTART_OPTIONS:
+        if (value := getattr(args, flag[2:].replace("-", "_"))) is None:
+            text = env.get(variable) or default
+            try:
+                value = kind(text)
+            except ValueError:
+                what = "a whole number" if kind is int else "a number"
+                raise LaunchError(f"{variable}={text!r} is not {what}") from None
+        values.append(value)
+    policy = RestartPolicy(*values)
+    if args.no_restart:
+        policy = RestartPolicy(0, *values[1:])
+    if policy.max_restarts < 0:
+        raise LaunchError("the restart limit (--max-restarts, NUELL_MAX_RESTARTS) is below 0")
+    if policy.window <= 0:
+        raise LaunchError(
+            "the restart window (--restart-window, NUELL_RESTART_WINDOW_SECONDS) must be above 0 s"
+        )
+    if not 0 <= policy.backoff <= policy.backoff_max:
+        raise LaunchError(
+            "the restart backoff (--restart-backoff, NUELL_RESTART_BACKOFF_SECONDS) must be "
+            "between 0 s and its maximum (--restart-backoff-max, "
+            "NUELL_RESTART_BACKOFF_MAX_SECONDS)"
+        )
+    return policy
+
+
+def database(settings: StackSettings, launcher: Launcher) -> tuple[str, str]:
+    """Reach or start PostgreSQL: its URL and how to show it."""
+    if url := os.environ.get("DATABASE_URL"):
+        check_database(url)
+        return url, redact(url)
+    print("starting embedded PostgreSQL", flush=True)
+    pgdata = settings.data_dir / "postgres"
+    try:
+        url = stack.embedded_database(pgdata, launcher.log_dir / "postgres.log")
+    except LaunchError:
+        if launcher.stop_event.is_set():  # Ctrl-C reaches initdb and pg_ctl too
+            raise Stopped from None
+        raise
+    return url, f"embedded, data in {shown(pgdata)}"
+
+
+def print_table(settings: StackSettings, database: str, logs: str) -> None:
+    s, tls_url = settings, f"https://localhost:{settings.edge_https.port}"
+    rows = [
+        ("browser page", f"http://localhost:{s.web.port}"),
+        *([("edge: gRPC, gRPC-Web", str(s.edge_http))] if s.edge_plaintext else []),
+        ("edge: TLS", f"{tls_url} ({s.edge_https})"),
+        ("edge admin", f"http://{s.edge_admin}"),
+        ("py_gateway: gRPC", str(s.gateway)),
+        ("py_gateway: metrics", f"http://{s.gateway_metrics}/metrics"),
+        ("rust_compute: gRPC", str(s.compute)),
+        ("rust_compute: metrics", f"http://{s.compute_metrics}/metrics"),
+        ("database", database),
+        ("logs", logs),
+    ]
+    if s.uses_dev_certificate:
+        rows.insert(3, ("TLS: trust this CA", shown(s.edge_tls_cert.parent / "ca.crt")))
+    print("\nNuell is running:")
+    for label, where in rows:
+        print(f"  {label:<22} {where}")
+    print("Ready. Press Ctrl-C to stop.", flush=True)
+
+
+def start(settings: StackSettings, launcher: Launcher, url: str, *, migrate_only: bool) -> None:
+    env = dict(os.environ)
+    if not env.get("NUELL_JWT_KEYS"):
+        env["NUELL_JWT_KEYS"] = local_jwt_keys(settings.data_dir / "secrets")
+    if not migrate_only and settings.uses_dev_certificate:
+        try:
+            made, fresh = ensure_dev_certificate(settings.edge_tls_cert.parent)
+        except DevTlsError as exc:
+            raise LaunchError(str(exc)) from None
+        if fresh:
+            print(f"made a development TLS certificate in {shown(made.cert.parent)}")
+    only = {"migrate"} if migrate_only else ()
+    launcher.start(*stack.services(settings, env=env, database_url=url, only=only))
 
 
 def main() -> int:
@@ -298,7 +273,7 @@ def main() -> int:
             raise LaunchError(
                 f"NUELL_STARTUP_TIMEOUT_SECONDS={timeout_text!r} is not a number"
             ) from None
-        policy = policy_from(args, os.environ)
+        policy = restart_policy(args, os.environ)
     except (SettingsError, LaunchError) as exc:
         print(f"run_stack: {exc}", file=sys.stderr)
         return 1
@@ -306,22 +281,34 @@ def main() -> int:
     launcher = Launcher(settings.data_dir / "logs", startup_timeout)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda _signum, _frame: launcher.stop_event.set())
-    run = Run(settings, launcher)
-    failure = None
+    failure, watch, embedded = None, None, False
     try:
-        shown_where = run.start(migrate_only=args.migrate_only)
+        if not args.migrate_only:
+            stack.check_built()
+            check_ports_free(settings)
+            check_edge_certificate(settings)
+        adopt_orphans()
+        url, database_shown = database(settings, launcher)
+        if embedded := not os.environ.get("DATABASE_URL"):
+            with contextlib.suppress(Exception):  # no pid file, already gone: nothing to watch
+                watch = DatabaseWatch(settings.data_dir / "postgres")
+        start(settings, launcher, url, migrate_only=args.migrate_only)
         if args.migrate_only:
             print("migrations applied", flush=True)
         else:
-            run.print_table(*shown_where)
-            launcher.watch(policy, run.database.check if run.database else lambda: None)
+            print_table(settings, database_shown, shown(launcher.log_dir) + "/")
+            launcher.watch(policy, watch.check if watch else lambda: None)
     except Stopped:
         pass
     except (LaunchError, SettingsError) as exc:
         if not launcher.stop_event.is_set():  # else it is our own shutdown racing the start
             failure = exc
     finally:
-        run.stop()
+        launcher.stop()
+        if watch is not None and watch.lost:
+            watch.settle()
+        elif embedded:  # its atexit hook stops it as we exit
+            print("stopping embedded PostgreSQL", flush=True)
     if failure:
         # Last, so the cause is what stays on screen.
         print(f"run_stack: {failure}", file=sys.stderr, flush=True)
