@@ -8,7 +8,6 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import NoReturn
 
 from bench import runner
 from bench.report import Report, say
@@ -86,17 +85,13 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: object) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parse_args()
     chosen = [BY_NAME[name] for name in dict.fromkeys(args.only or [])]
     chosen = (chosen or ([] if args.soak else list(SCENARIOS))) + ([SOAK] if args.soak else [])
     # Explicitly, SIGINT too: a shell starting us in the background ignores it.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
+        signal.signal(signum, signal.default_int_handler)
     work_dir = Path(tempfile.mkdtemp(prefix="nuell-bench-"))
     stack, failed = Stack(args.workers, work_dir), True
     try:

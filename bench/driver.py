@@ -36,11 +36,7 @@ class Plan:
     load: Load
     fixture: Fixture
     watch: Mapping[str, int]  # name -> pid of a process tree whose CPU is reported
-    channels: int
-    seed: int
-    # A server whose worker processes share the target port: each gets the
-    # same number of the client's connections (open_channels).
-    balance_over: int | None = None
+    balance_over: int | None = None  # a server whose workers share the port (open_channels)
 
 
 class Record(NamedTuple):
@@ -59,17 +55,9 @@ def percentile(ascending: Sequence[float], p: float) -> float:
 def summarize(records: Sequence[Record], seconds: float) -> dict[str, Any]:
     ok = sorted(1000 * (r.done - r.due) for r in records if r.code is None)
     errors = Counter(r.code for r in records if r.code is not None)
-    return {
-        "calls": len(records),
-        "ok": len(ok),
-        "rps": len(ok) / seconds if seconds > 0 else math.nan,
-        "errors": sum(errors.values()),
-        "error_codes": dict(errors),
-        "max_ms": ok[-1] if ok else math.nan,
-    } | {f"p{p}_ms": percentile(ok, p) for p in (50, 90, 99)}
-
-
-# --- what the processes use -------------------------------------------------------
+    rps = len(ok) / seconds if seconds > 0 else math.nan
+    figures = {"calls": len(records), "rps": rps, "errors": errors.total(), "error_codes": errors}
+    return figures | {f"p{p}_ms": percentile(ok, p) for p in (50, 90, 99)}
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -142,17 +130,14 @@ def memory(watch: Mapping[str, int]) -> dict[str, dict[str, float]]:
     return found
 
 
-# --- the load ---------------------------------------------------------------------
-
-
-async def open_channels(plan: Plan) -> tuple[list[Any], dict[str, Any]]:
-    """`plan.channels` ready channels, each its own connection. With
+async def open_channels(plan: Plan) -> list[Any]:
+    """`plan.load.channels` ready channels, each its own connection. With
     `balance_over`, a connection the kernel hands to a worker that has its
     even share already is closed and dialled again: the figures then measure
     the server, not the placement."""
     port = int(plan.target.rsplit(":", 1)[1])
     workers = [p for p in tree(plan.balance_over) if accepted(p)[0]] if plan.balance_over else []
-    share = math.ceil(plan.channels / max(1, len(workers)))
+    share = math.ceil(plan.load.channels / max(1, len(workers)))
     placed: Counter[int] = Counter()
     channels: list[Any] = []
     redials = 0
@@ -160,29 +145,28 @@ async def open_channels(plan: Plan) -> tuple[list[Any], dict[str, Any]]:
     def mine() -> set[int]:
         return {c.laddr.port for c in tcp(psutil.Process()) if c.raddr and c.raddr.port == port}
 
-    while len(channels) < plan.channels:
+    while len(channels) < plan.load.channels:
         channel, before = grpc.aio.insecure_channel(plan.target, options=CHANNEL_OPTIONS), mine()
         await asyncio.wait_for(channel.channel_ready(), timeout=10)
         owner = next((w.pid for w in workers if (mine() - before) & accepted(w)[1]), 0)
-        if len(workers) < 2 or placed[owner] < share or redials >= 50 * plan.channels:
+        if len(workers) < 2 or placed[owner] < share or redials >= 50 * plan.load.channels:
             placed[owner] += 1
             channels.append(channel)
         else:
             redials += 1
             await channel.close()
-    found = {"connections_per_worker": sorted(placed.values(), reverse=True), "redials": redials}
-    return channels, found if len(workers) > 1 else {}
+    return channels
 
 
 async def run(plan: Plan) -> dict[str, Any]:
-    load, rng = plan.load, random.Random(plan.seed)  # noqa: S311 - a repeatable mix
+    load, rng = plan.load, random.Random(plan.load.seed)  # noqa: S311 - a repeatable mix
     weighed = [(c, load.weights.get(c.name, 0) if load.weights else 1) for c in plan.calls]
     names, weights = zip(*[(call.name, weight) for call, weight in weighed if weight], strict=True)
     calls = [call for call in plan.calls if call.name in names]
     streams = {call.name: call.requests(plan.fixture, rng) for call in calls}
     bearer = (("authorization", f"Bearer {plan.fixture.access_token}"),)
     metadata = {call.name: bearer if call.authorized else () for call in calls}
-    channels, balance = await open_channels(plan)
+    channels = await open_channels(plan)
     stubs = itertools.cycle([{c.name: ch.unary_unary(c.method) for c in calls} for ch in channels])
 
     async def one(due: float) -> Record:
@@ -246,12 +230,12 @@ async def run(plan: Plan) -> dict[str, Any]:
                 await paced(load.rates[0], load.warmup)
             steps = []
             for n, rate in enumerate(load.rates):
-                await asyncio.sleep(load.pause if n else 0)
+                await asyncio.sleep(1 if n else 0)  # a pause between offered loads
                 steps.append(await paced(rate, load.duration))
     finally:
         for channel in channels:
             await channel.close()
-    return {"target": plan.target, "channels": plan.channels, "balance": balance, "steps": steps}
+    return {"target": plan.target, "steps": steps}
 
 
 def main(plan: Plan) -> dict[str, Any]:

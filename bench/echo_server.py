@@ -5,10 +5,10 @@ nothing between the wire and the handler: no interceptor, no protobuf, no
 database. What a gateway call costs beyond an echo call is the gateway's own.
 """
 
-import argparse
 import asyncio
 import multiprocessing
 import signal
+import sys
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -38,20 +38,12 @@ def worker(addr: str, ready: "multiprocessing.Queue[Any]") -> None:
     asyncio.run(serve(addr, ready))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--addr", default="127.0.0.1:0", help="host:port to bind (0: any port)")
-    parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
-    args = parser.parse_args()
-    host = args.addr.rpartition(":")[0]
+if __name__ == "__main__":  # python -m bench.echo_server HOST:PORT WORKERS
+    address, workers = sys.argv[1], int(sys.argv[2])
     run_workers(
-        args.addr,
-        max(1, args.workers),
+        address,
+        workers,
         worker,
         grace_seconds=1.0,
-        on_ready=lambda port: print(f"echo_server listening on {host}:{port}", flush=True),
+        on_ready=lambda port: print(f"echo_server listening on port {port}", flush=True),
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -2,11 +2,8 @@
 
     .venv/bin/python -m bench.explain_feeds [--posts 100000] [--authors 1000]
 
-Fills a throwaway database (found as `make bench` finds one) with users and
-posts, then prints EXPLAIN (ANALYZE, BUFFERS) of the exact SQL the gateway
-sends (nuell_gateway.db.hot_reads) for the global feed's first page and a
-deep page, one author's feed likewise, GetPost and the account lookup behind
-every call.
+Fills a throwaway database (as `make bench` finds one) with users and posts and
+prints EXPLAIN (ANALYZE, BUFFERS) of the SQL the gateway sends (hot_reads).
 """
 
 import argparse

@@ -27,16 +27,9 @@ def run(scenario: Scenario, stack: Stack, args: argparse.Namespace) -> list[dict
             check(scenario, stack, target)
         for n in range(load.rounds):
             for target in scenario.targets[:: -1 if n % 2 else 1]:
-                plan = driver.Plan(
-                    target=stack.address(target),
-                    calls=scenario.calls,
-                    load=load,
-                    fixture=stack.fixture,
-                    watch=stack.watch(target),
-                    channels=args.channels,
-                    seed=args.seed,
-                    balance_over=stack.balance_over(target) if args.balance else None,
-                )
+                balance = stack.balance_over(target) if args.balance else None
+                where, watch = stack.addresses[target], stack.watch(target)
+                plan = driver.Plan(where, scenario.calls, load, stack.fixture, watch, balance)
                 legs.append({"via": target} | drive(plan))
     return legs
 
@@ -45,7 +38,7 @@ def check(scenario: Scenario, stack: Stack, target: str) -> None:
     """One call of each RPC before the load: a broken scenario fails with a
     message instead of a row of errors."""
     bearer = (("authorization", f"Bearer {stack.fixture.access_token}"),)
-    with grpc.insecure_channel(stack.address(target)) as channel:
+    with grpc.insecure_channel(stack.addresses[target]) as channel:
         for call in scenario.calls:
             request = next(call.requests(stack.fixture, random.Random(0)))  # noqa: S311
             metadata = bearer if call.authorized else ()

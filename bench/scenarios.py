@@ -63,8 +63,9 @@ class Load:
     timeout: float = 30.0  # each call's deadline
     weights: Mapping[str, int] = field(default_factory=dict)  # per Call.name; empty: alike
     rounds: int = 1  # legs per target, taken in turn
-    pause: float = 1.0  # open loop: idle seconds between rates
     bucket: float = 0.0  # open loop: also summarized (and the stack sampled) this often
+    channels: int = 8  # connections the client spreads its calls over
+    seed: int = 1  # of the RNG that picks each call of a mix
 
 
 @dataclass(frozen=True)
@@ -77,22 +78,19 @@ class Scenario:
     report: str = "row"  # the Report method that prints it
 
 
-def loads(args: argparse.Namespace) -> dict[str, Load]:
-    closed = Load(args.duration, args.warmup, concurrency=args.concurrency)
-    mix = Load(args.step_duration, args.warmup, timeout=args.mix_timeout, weights=args.mix_weights)
-    soak = replace(mix, rates=(args.soak_rate,), pause=0.0, bucket=SAMPLE_S)
+def loads(a: argparse.Namespace) -> dict[str, Load]:
+    closed = Load(a.duration, a.warmup, a.concurrency, channels=a.channels, seed=a.seed)
+    mix = replace(closed, concurrency=0, timeout=a.mix_timeout, weights=a.mix_weights)
+    soak = replace(mix, rates=(a.soak_rate,), bucket=SAMPLE_S)
     return {
         "closed": closed,
-        "argon2": replace(closed, concurrency=args.login_concurrency),
-        "rounds": replace(closed, duration=args.edge_duration, rounds=args.edge_rounds),
-        "paced": replace(mix, duration=args.duration, rates=(args.paced_rate,), weights={}),
-        "mix": replace(mix, duration=args.mix_duration, concurrency=args.mix_concurrency),
-        "sweep": replace(mix, rates=tuple(args.rates)),
-        "soak": replace(soak, duration=args.soak, warmup=min(SAMPLE_S, args.soak / 4)),
+        "argon2": replace(closed, concurrency=a.login_concurrency),
+        "rounds": replace(closed, duration=a.edge_duration, rounds=a.edge_rounds),
+        "paced": replace(mix, duration=a.duration, rates=(a.paced_rate,), weights={}),
+        "mix": replace(mix, duration=a.mix_duration, concurrency=a.mix_concurrency),
+        "sweep": replace(mix, duration=a.step_duration, rates=tuple(a.rates)),
+        "soak": replace(soak, duration=a.soak, warmup=min(SAMPLE_S, a.soak / 4)),
     }
-
-
-# --- requests -------------------------------------------------------------------
 
 
 def _words(rng: random.Random, count: int) -> str:
@@ -125,8 +123,6 @@ def texts(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
     requests = [compute_service_pb2.AnalyzeRequest(text=_words(rng, 120)[:500]) for _ in range(32)]
     return (rng.choice(requests).SerializeToString() for _ in itertools.count())
 
-
-# --- the scenarios --------------------------------------------------------------
 
 ECHO = Call("Echo", "/nuell.bench.v1.EchoService/Echo", bytes(range(128)), authorized=False)
 HEALTH = Call("Health", "/grpc.health.v1.Health/Check", authorized=False)

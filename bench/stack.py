@@ -1,13 +1,11 @@
-"""The processes the scenarios dial: the Nuell stack as deploy/stack.py
-declares it, plus the benchmark's own services of the same type, all started
-by deploy/launcher.py. What lives for the whole run starts first; an edge
-runs only for the scenario that dials it, so the direct ones see no idle edge.
+"""What the scenarios dial, all started by deploy/launcher.py: deploy/stack.py's
+services and the benchmark's own. An edge runs only during the scenarios that
+dial it, so the direct ones see no idle edge.
 
-    echo, echo-1      bench/echo_server.py with the gateway's workers, and with one
-    gateway           a throwaway database, migrate, rust_compute, py_gateway
-    edge, edge-mix    deploy's Envoy (edge-mix: the Login rate limit raised,
-                      as every call of the mix comes from one address)
-    bare-edge         Envoy with bench/bare_envoy.yaml: a router and nothing else
+    echo, echo-1    bench/echo_server.py with the gateway's workers, and with one
+    gateway         a throwaway database, migrate, rust_compute, py_gateway
+    edge, edge-mix  deploy's Envoy (edge-mix: Login's rate limit raised for the mix)
+    bare-edge       Envoy with bench/bare_envoy.yaml: a router and nothing else
 """
 
 import atexit
@@ -72,9 +70,6 @@ class Stack:
         self.database = "none"
         self.cleanup = contextlib.ExitStack()
 
-    def address(self, name: str) -> str:
-        return self.addresses[name]
-
     def watch(self, name: str) -> dict[str, int]:
         """The processes a call to `name` passes through, by name."""
         if name.startswith("echo"):
@@ -114,8 +109,6 @@ class Stack:
         self.launcher.stop()
         self.cleanup.close()  # the database, once nothing is connected
 
-    # --- the services ----------------------------------------------------------------
-
     def serve(self, launcher: Launcher, declared: tuple[Service, str]) -> None:
         service, address = declared
         if service.name not in self.addresses:
@@ -125,10 +118,9 @@ class Stack:
     def echo(self, name: str) -> tuple[Service, str]:
         workers = self.workers if name == "echo" else 1
         address = f"127.0.0.1:{free_port()}"
-        argv = (sys.executable, "-m", "bench.echo_server", "--addr", address)
         return Service(
             name,
-            (*argv, "--workers", str(workers)),
+            (sys.executable, "-m", "bench.echo_server", address, str(workers)),
             self.env,
             lambda running: "listening on" in running.output(),
             announce=f"starting echo_server ({workers} process(es))",
@@ -170,13 +162,14 @@ class Stack:
             ensure_dev_certificate(settings.edge_tls_cert.parent)
             return envoy, address
         host, _, port = gateway.rpartition(":")
-        template = string.Template((REPO / "bench" / "bare_envoy.yaml").read_text())
-        values: dict[str, object] = {"gateway_host": host, "gateway_port": port}
-
-        values |= {"listen_port": settings.edge_http.port, "admin_port": settings.edge_admin.port}
+        text = string.Template((REPO / "bench" / "bare_envoy.yaml").read_text()).substitute(
+            gateway_host=host,
+            gateway_port=port,
+            listen_port=settings.edge_http.port,
+            admin_port=settings.edge_admin.port,
+        )
         # The same process and readiness as the edge; only its config differs.
-        write = lambda: config.write_text(template.substitute(values))  # noqa: E731
-        return dataclasses.replace(envoy, prepare=write), address
+        return dataclasses.replace(envoy, prepare=lambda: config.write_text(text)), address
 
 
 def fresh_database(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, str, int | None]:
