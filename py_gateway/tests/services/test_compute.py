@@ -7,7 +7,6 @@ rust_compute's and must equal the reference implementation's.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -15,12 +14,9 @@ import grpc
 import pytest
 from nuell.compute.v1 import compute_service_pb2 as pb
 from nuell.compute.v1.compute_service_pb2_grpc import ComputeServiceStub
-from sqlalchemy.engine import URL
 
 from nuell_gateway.server import Gateway
-from tests.conftest import make_settings
 from tests.reference import text_analytics as reference
-from tests.utils.compute import RustCompute, free_port
 from tests.utils.factories import bearer, make_user
 from tests.utils.rpc import error_details
 
@@ -191,46 +187,6 @@ async def test_the_callers_deadline_reaches_rust_compute(
         )
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 2
-
-
-async def test_compute_down_is_unavailable_fast_and_recovers_by_itself(
-    database_url: URL, empty_tables: None
-) -> None:
-    port = free_port()
-    rust = RustCompute(port).start()
-    gateway = await Gateway.start(make_settings(database_url, compute_target=rust.address))
-    try:
-        metadata = bearer(
-            gateway.resources.access_tokens, await make_user(gateway.resources.sessions)
-        )
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
-            stub = ComputeServiceStub(channel)
-            await stub.Analyze(pb.AnalyzeRequest(text="up"), metadata=metadata)
-
-            rust.kill()
-            started = time.monotonic()
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Analyze(pb.AnalyzeRequest(text="down"), metadata=metadata, timeout=10)
-            assert time.monotonic() - started < 2
-            details = error_details(caught.value)
-            assert details.code == grpc.StatusCode.UNAVAILABLE
-            assert details.error_info is not None
-            assert details.error_info.reason == "COMPUTE_UNAVAILABLE"
-            assert "127.0.0.1" not in details.message
-            assert str(port) not in details.message
-
-            rust = RustCompute(port).start()
-            for _ in range(50):  # the channel reconnects on its own
-                try:
-                    await stub.Analyze(pb.AnalyzeRequest(text="back"), metadata=metadata)
-                    break
-                except grpc.aio.AioRpcError:
-                    await asyncio.sleep(0.1)
-            else:
-                pytest.fail("the gateway did not reach rust_compute again")
-    finally:
-        await gateway.stop()
-        rust.stop()
 
 
 async def test_a_bad_message_ends_the_stream_after_the_earlier_answers(
