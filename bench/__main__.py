@@ -17,6 +17,7 @@ from deploy.settings import REPO
 
 MIX_WEIGHTS = "Login=5,ListPosts=60,GetPost=20,CreatePost=10,Analyze=5"
 RATES = "100,200,300,400,500,600,800"
+WORKERS = int(os.environ.get("NUELL_WORKERS") or os.cpu_count() or 1)  # the gateway's default
 # flag, default, what it is: each must be above 0, but --warmup and --soak (0: off)
 OPTIONS = (
     ("--duration", 5.0, "measured seconds per scenario"),
@@ -24,8 +25,7 @@ OPTIONS = (
     ("--concurrency", 32, "calls in flight, closed loop, all but Login"),
     ("--login-concurrency", 8, "calls in flight for Login"),
     ("--channels", 8, "connections the client spreads its calls over"),
-    ("--workers", int(os.environ.get("NUELL_WORKERS") or os.cpu_count() or 1), "processes of "
-     "py_gateway and of the echo server alike (NUELL_WORKERS, else one per core)"),
+    ("--workers", WORKERS, "processes of py_gateway and of the echo server (NUELL_WORKERS)"),
     ("--paced-rate", 1000.0, "get-post-paced's calls/s"),
     ("--edge-rounds", 6, "edge-cost's rounds, each taking both paths"),
     ("--edge-duration", 3.0, "edge-cost's measured seconds per path and round"),
@@ -34,8 +34,7 @@ OPTIONS = (
     ("--mix-concurrency", 32, "mix-envoy's calls in flight"),
     ("--step-duration", 5.0, "sweep-envoy's seconds per offered load"),
     ("--mix-timeout", 5.0, "the deadline of each call of the mix and of get-post-paced, s"),
-    ("--soak", 0.0, "the mix at --soak-rate for this many seconds, sampling memory and "
-     "connections (alone unless --only names other scenarios)"),
+    ("--soak", 0.0, "seconds of the mix at --soak-rate, sampling memory (alone unless --only)"),
     ("--soak-rate", 100.0, "the soak's calls/s"),
 )  # fmt: skip
 
@@ -56,13 +55,8 @@ def parse_args() -> argparse.Namespace:
         metavar="NAME",
         help=f"run only this scenario (repeatable; default all): {', '.join(BY_NAME)}",
     )
-    parser.add_argument(
-        "--no-balance",
-        dest="balance",
-        action="store_false",
-        help="leave the client's connections where the kernel puts them instead of giving "
-        "each worker of a server dialled directly the same number",
-    )
+    balance = "leave the client's connections where the kernel puts them (bench/README.md)"
+    parser.add_argument("--no-balance", dest="balance", action="store_false", help=balance)
     parser.add_argument("--mix-weights", default=MIX_WEIGHTS, help=f"({MIX_WEIGHTS})")
     parser.add_argument("--rates", default=RATES, help=f"sweep-envoy's calls/s ({RATES})")
     args = parser.parse_args()

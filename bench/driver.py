@@ -1,12 +1,9 @@
-"""The load driver: a scenario's calls against one address, in a process of
-its own so the client never shares an interpreter with a server; requests
-serialized ahead, replies not parsed. Closed loop: `concurrency` callers, each
-sending its next call when the last one answers. Open loop: a call every
-1/rate seconds whatever the stack does, its latency counted from when it was
-due. Each step: calls, RPS, latency percentiles, errors by code, per RPC too,
-and each watched process tree's CPU, per process with the connections it had
-accepted (how SO_REUSEPORT spread them over a server's workers).
-"""
+"""The load driver, in a process of its own so the client never shares an
+interpreter with a server; requests serialized ahead, replies not parsed.
+Closed loop: `concurrency` callers, each sending its next call when the last
+one answers. Open loop: a call every 1/rate seconds whatever the stack does,
+its latency counted from when it was due. Each step also gives each watched
+process tree's CPU, per process with the connections it had accepted."""
 
 import asyncio
 import contextlib
@@ -24,8 +21,7 @@ import psutil
 
 from bench.scenarios import Call, Fixture, Load
 
-# Separate channels must not share one connection: grpc pools subchannels
-# per process unless told otherwise.
+# Separate channels, separate connections: grpc pools subchannels per process otherwise.
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 
 
@@ -238,6 +234,5 @@ async def run(plan: Plan) -> dict[str, Any]:
     return {"target": plan.target, "steps": steps}
 
 
-def main(plan: Plan) -> dict[str, Any]:
-    """The load driver process: runs `plan`, returns its figures."""
+def main(plan: Plan) -> dict[str, Any]:  # in the driver's process
     return asyncio.run(run(plan))

@@ -38,12 +38,9 @@ def worker(addr: str, ready: "multiprocessing.Queue[Any]") -> None:
     asyncio.run(serve(addr, ready))
 
 
+def ready(port: int) -> None:
+    print(f"echo_server listening on port {port}", flush=True)
+
+
 if __name__ == "__main__":  # python -m bench.echo_server HOST:PORT WORKERS
-    address, workers = sys.argv[1], int(sys.argv[2])
-    run_workers(
-        address,
-        workers,
-        worker,
-        grace_seconds=1.0,
-        on_ready=lambda port: print(f"echo_server listening on port {port}", flush=True),
-    )
+    run_workers(sys.argv[1], int(sys.argv[2]), worker, grace_seconds=1.0, on_ready=ready)

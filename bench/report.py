@@ -121,8 +121,6 @@ class Report:
         self.load_average = os.getloadavg()
         self.rows: dict[str, tuple[Scenario, Step]] = {}
         self.figures: dict[str, Any] = {}
-        if self.load_average[0] > 0.5:
-            say(f"note: load average {self.load_average[0]:.2f}; other work here skews the figures")
 
     def add(self, scenario: Scenario, legs: Legs) -> None:
         if scenario.report != "row" or not self.rows:
@@ -152,15 +150,14 @@ class Report:
         closed_row(scenario.label, legs[0]["steps"][0])
 
     def summary(self) -> dict[str, Any]:
-        """Each direct row's RPS as a share of each echo's (how much of what
-        Python gRPC does here the gateway keeps); each row via an Envoy: the edge's cost."""
+        """Each direct row's RPS as a share of each echo's; each row via an Envoy, its cost."""
         found: dict[str, Any] = {}
         echoes = {n: step for n, (s, step) in self.rows.items() if s.targets[0].startswith("echo")}
         direct = {s.calls: step for s, step in self.rows.values() if s.targets == ("gateway",)}
         say()
         for name, (scenario, step) in self.rows.items():
             if scenario.targets == ("gateway",) and scenario.load == "closed":
-                for echo, ceiling in echoes.items():
+                for echo, ceiling in ((e, c) for e, c in echoes.items() if c["rps"]):
                     found[f"{name} rps % of {echo}"] = share = 100 * step["rps"] / ceiling["rps"]
                     say(f"  {name} rps % of {echo}: {share:.0f}%")
             elif "envoy" in step["cpu_percent"] and scenario.calls in direct:
@@ -279,8 +276,7 @@ class Report:
 
 
 def verdicts(samples: Sequence[Step]) -> dict[str, dict[str, Any]]:
-    """Per process tree and measure: the mean of the last third of the samples
-    over the mean of the first third; flat under 10% (connections: or within two)."""
+    """Mean of the last third over the first; flat under 10% (connections: or within two)."""
     found: dict[str, dict[str, Any]] = {}
     third = len(samples) // 3
     for measure in ("rss_mb", "private_mb", "connections") if third else ():

@@ -1,9 +1,5 @@
-"""The scenarios, as data: what each one calls, with which requests, on which
-part of the stack, how hard, and which table prints it (bench/README.md).
-
-Adding a scenario is one `Scenario(...)` entry in SCENARIOS; a new request is
-one generator function beside the others.
-"""
+"""The scenarios as data: what each calls with which requests, on which part of
+the stack, how hard, and which table prints it. Adding one is one entry in SCENARIOS."""
 
 import argparse
 import itertools
@@ -32,8 +28,7 @@ class Fixture:
     post_ids: tuple[str, ...] = ()
 
 
-# Serialized requests, one per call, made in the load driver's process (so a
-# module-level function, which pickles by name).
+# Made in the load driver's process, so a module-level function (pickled by name).
 Requests = Callable[[Fixture, random.Random], Iterator[bytes]]
 
 

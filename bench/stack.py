@@ -37,11 +37,10 @@ from deploy.launcher import Launcher, LaunchError, Service, free_port
 from deploy.settings import REPO, Address, SettingsError, StackSettings
 
 STARTUP_TIMEOUT = 90.0  # two cores, and the embedded server's initdb on first use
-# The edge's per-client limit on Login and Register would refuse the mix's
-# logins, all from one address: raised for its Envoy unless set already.
+# The edge's per-client Login limit would refuse the mix's logins, all from one address.
 EDGE_AUTH_LIMIT = {"NUELL_EDGE_AUTH_RATE_PER_MINUTE": "1200", "NUELL_EDGE_AUTH_BURST": "10000"}
 EDGES = ("edge", "edge-mix", "bare-edge")
-POST = "an ordinary sentence or two of text, long enough to look like a real post in a feed."
+POST = "Benchmark post {}: a sentence or two of text, long enough to look like a real post."
 
 
 class BenchError(Exception):
@@ -55,8 +54,7 @@ StackFailure = (BenchError, LaunchError, SettingsError, DevTlsError, psycopg.Err
 class Stack:
     def __init__(self, workers: int, work_dir: Path) -> None:
         self.workers, self.work_dir = workers, work_dir
-        # NUELL_* tuning in the environment reaches the gateway; its database and
-        # signing key are this run's own (nothing else can mint a token it accepts).
+        # NUELL_* tuning reaches the gateway; its database and signing key are the run's own.
         unset = ("DATABASE_URL", "TEST_DATABASE_URL")
         self.env = {k: v for k, v in os.environ.items() if k not in unset} | {
             "NUELL_JWT_KEYS": f"bench:{secrets.token_urlsafe(36)}",
@@ -78,18 +76,16 @@ class Stack:
         parts = ("gateway", "rust_compute", "postgres")  # postgres: when embedded, ours
         return path | {part: self.pids[part] for part in parts if part in self.pids}
 
-    def balance_over(self, name: str) -> int | None:
-        """The pid whose workers share `name`'s port, for a server with workers."""
+    def balance_over(self, name: str) -> int | None:  # a server with workers sharing its port
         return self.pids[name] if name in ("gateway", "echo") else None
 
     def prepare(self, names: Sequence[str]) -> None:
         """What `names` need for the whole run, up front (the edges need the gateway)."""
-        wanted = {"gateway" if name in EDGES else name for name in names}
-        for name in ("echo-1", "echo"):
-            if name in wanted:
-                self.serve(self.launcher, self.echo(name))
-        if "gateway" in wanted:
-            self.start_gateway()
+        for name in sorted({"gateway" if name in EDGES else name for name in names}):
+            if name == "gateway":
+                self.start_gateway()
+            elif name not in self.addresses:
+                self.serve(self.launcher, *self.echo(name))
 
     @contextlib.contextmanager
     def serving(self, names: Sequence[str]) -> Iterator[None]:
@@ -99,7 +95,7 @@ class Stack:
             try:
                 for name in names:
                     if name in EDGES:
-                        self.serve(edges, self.edge(name))
+                        self.serve(edges, *self.edge(name))
                 yield
             finally:
                 for name in EDGES:
@@ -109,11 +105,9 @@ class Stack:
         self.launcher.stop()
         self.cleanup.close()  # the database, once nothing is connected
 
-    def serve(self, launcher: Launcher, declared: tuple[Service, str]) -> None:
-        service, address = declared
-        if service.name not in self.addresses:
-            self.pids[service.name] = launcher.start(service)[0].pid
-            self.addresses[service.name] = address
+    def serve(self, launcher: Launcher, service: Service, address: str) -> None:
+        self.pids[service.name] = launcher.start(service)[0].pid
+        self.addresses[service.name] = address
 
     def echo(self, name: str) -> tuple[Service, str]:
         workers = self.workers if name == "echo" else 1
@@ -152,9 +146,8 @@ class Stack:
             # The TLS listener's development certificate: this run's own.
             | {"NUELL_GATEWAY_ADDR": gateway, "NUELL_DATA_DIR": str(self.work_dir / "edge")}
         )
-        settings = dataclasses.replace(
-            settings, edge_http=Address("127.0.0.1", settings.edge_http.port)
-        )
+        loopback = Address("127.0.0.1", settings.edge_http.port)  # not every interface
+        settings = dataclasses.replace(settings, edge_http=loopback)
         address = settings.edge_http.connect_target
         config = self.work_dir / f"{name}.yaml"
         envoy = stack.envoy_service(settings, self.env, name=name, config=config)
@@ -162,12 +155,9 @@ class Stack:
             ensure_dev_certificate(settings.edge_tls_cert.parent)
             return envoy, address
         host, _, port = gateway.rpartition(":")
-        text = string.Template((REPO / "bench" / "bare_envoy.yaml").read_text()).substitute(
-            gateway_host=host,
-            gateway_port=port,
-            listen_port=settings.edge_http.port,
-            admin_port=settings.edge_admin.port,
-        )
+        bound = {"listen_port": settings.edge_http.port, "admin_port": settings.edge_admin.port}
+        template = string.Template((REPO / "bench" / "bare_envoy.yaml").read_text())
+        text = template.substitute(bound, gateway_host=host, gateway_port=port)
         # The same process and readiness as the edge; only its config differs.
         return dataclasses.replace(envoy, prepare=lambda: config.write_text(text)), address
 
@@ -210,13 +200,10 @@ def make_fixture(gateway: str) -> Fixture:
         try:
             auth.Register(RegisterRequest(**account), timeout=30)
             token = auth.Login(LoginRequest(**account), timeout=30).access_token
+            bearer = (("authorization", f"Bearer {token}"),)
+            made = [CreatePostRequest(content=POST.format(n)) for n in range(BENCH_POSTS)]
             ids = tuple(
-                posts.CreatePost(
-                    CreatePostRequest(content=f"Benchmark post {n}: {POST}"),
-                    metadata=(("authorization", f"Bearer {token}"),),
-                    timeout=30,
-                ).post.id
-                for n in range(BENCH_POSTS)
+                posts.CreatePost(post, metadata=bearer, timeout=30).post.id for post in made
             )
         except grpc.RpcError as exc:
             raise BenchError(f"the benchmark account: {exc.code().name}: {exc.details()}") from None
