@@ -57,7 +57,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 
 from deploy.settings import REPO, Address
 
-LISTENING = re.compile(r"^(?:rust_compute|nuell_gateway|nuell_web) listening on (\S+)\s*$", re.M)
+# What rust_compute, the gateway and the page server print once bound (port 0 resolved).
+LISTENING = re.compile(r"^[\w.-]+ listening on (\S+)\s*$", re.M)
 Probe = Callable[["Running"], object]
 
 
