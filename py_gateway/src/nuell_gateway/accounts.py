@@ -155,9 +155,7 @@ async def deactivate_account(resources: Resources, *, user_id: uuid.UUID) -> Use
     return updated
 
 
-async def _locked(
-    session: AsyncSession, user_id: uuid.UUID, expected_version: int | None
-) -> User:
+async def _locked(session: AsyncSession, user_id: uuid.UUID, expected_version: int | None) -> User:
     """The row to change, locked; NOT_FOUND or ABORTED (another version) otherwise."""
     user = await session.get(User, user_id, with_for_update=True)
     if user is None:

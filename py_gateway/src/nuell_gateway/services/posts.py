@@ -34,9 +34,7 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
     async def GetPost(
         self, request: pb.GetPostRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPostResponse:
-        post = await posts.get_post(
-            self._resources, reader=caller(), post_id=uuid.UUID(request.id)
-        )
+        post = await posts.get_post(self._resources, reader=caller(), post_id=uuid.UUID(request.id))
         return pb.GetPostResponse(post=post_to_proto(post))
 
     async def ListPosts(
