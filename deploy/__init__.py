@@ -1,20 +1,19 @@
-"""How Nuell runs: the stack declared once, started, rendered.
+"""How Nuell runs: the stack declared once, started by one launcher, rendered
+for compose and Kubernetes. Run from the repository root, `python -m deploy.<module>`.
 
-Run from the repository root as `python -m deploy.<module>`:
-
-    settings.py ─▶ stack.py ─▶ launcher.py     make run (run_stack.py), deploy tests,
-        │            (services)   (start, wait,   py_gateway fault tests, make bench
-        │                          supervise)
-        └──────▶ render.py ─▶ envoy/envoy.yaml.j2, manifests.py (compose, Kubernetes)
+    settings.py ─┬─▶ stack.py ───▶ launcher.py   used by make run (run_stack.py), the deploy
+                 │   (Services)    (start, wait,  tests, py_gateway's tests, make bench
+                 │                  stop, restart)
+                 └─▶ render.py ─▶ envoy/, docker/, kubernetes/ templates; manifests.py data
 
 Who starts whom under `make run`:
 
-    run_stack ─┬─ embedded PostgreSQL (pgserver; or DATABASE_URL)
-               ├─ migrate (runs to completion)
-               ├─ rust_compute
-               ├─ py_gateway ─ its worker processes
-               ├─ envoy
-               └─ web (serve_web.py)
+    run_stack ─┬─ embedded PostgreSQL (pgserver via pg_ctl; or DATABASE_URL)
+               └─ Launcher ─┬─ migrate (runs to completion first)
+                            ├─ rust_compute
+                            ├─ py_gateway ── its worker processes
+                            ├─ envoy
+                            └─ web (serve_web.py)
 
 See deploy/README.md.
 """
