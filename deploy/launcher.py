@@ -66,10 +66,6 @@ class LaunchError(Exception):
     """A service could not be started or kept up; the message is all a user needs."""
 
 
-class Stopped(Exception):
-    """`stop_event` was set while services were starting."""
-
-
 @dataclass(frozen=True)
 class Service:
     """One process of a stack, declared as data."""
@@ -310,7 +306,7 @@ class Launcher:
 
     log_dir: Path
     startup_timeout: float = 60.0
-    # Set (from a signal handler) to abandon a start (`Stopped`) or end `watch`.
+    # Set (from a signal handler) to abandon a start (LaunchError) or end `watch`.
     stop_event: threading.Event = field(default_factory=threading.Event)
     say: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     running: dict[str, Running] = field(default_factory=dict)
@@ -372,7 +368,7 @@ class Launcher:
                     f"did not {what} within {self.startup_timeout:.0f} s "
                     "(NUELL_STARTUP_TIMEOUT_SECONDS)"
                 )
-        raise Stopped
+        raise LaunchError(f"stopped while {service.name} was starting")
 
     def stop(self) -> None:
         for running in reversed(list(self.running.values())):

@@ -32,7 +32,7 @@ import psutil
 
 from deploy import stack
 from deploy.dev_tls import DevTlsError, ensure_dev_certificate
-from deploy.launcher import Launcher, LaunchError, RestartPolicy, Stopped, adopt_orphans, shown
+from deploy.launcher import Launcher, LaunchError, RestartPolicy, adopt_orphans, shown
 from deploy.settings import SettingsError, StackSettings
 
 
@@ -216,12 +216,8 @@ def database(settings: StackSettings, launcher: Launcher) -> tuple[str, str]:
         return url, redact(url)
     print("starting embedded PostgreSQL", flush=True)
     pgdata = settings.data_dir / "postgres"
-    try:
-        url = stack.embedded_database(pgdata, launcher.log_dir / "postgres.log")
-    except LaunchError:
-        if launcher.stop_event.is_set():  # Ctrl-C reaches initdb and pg_ctl too
-            raise Stopped from None
-        raise
+    # Ctrl-C reaches initdb and pg_ctl too: their failure is then no failure (see main).
+    url = stack.embedded_database(pgdata, launcher.log_dir / "postgres.log")
     return url, f"embedded, data in {shown(pgdata)}"
 
 
@@ -298,8 +294,6 @@ def main() -> int:
         else:
             print_table(settings, database_shown, shown(launcher.log_dir) + "/")
             launcher.watch(policy, watch.check if watch else lambda: None)
-    except Stopped:
-        pass
     except (LaunchError, SettingsError) as exc:
         if not launcher.stop_event.is_set():  # else it is our own shutdown racing the start
             failure = exc
