@@ -154,19 +154,18 @@ def test_plaintext_listener_can_be_turned_off(data_dir: Path) -> None:
     assert "port_value: 8080" not in text
 
 
+def render_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m deploy.render ...` as a user runs it, from the repository root."""
+    return subprocess.run(
+        [*RENDER, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False
+    )
+
+
 def test_render_cli_writes_the_file(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "nested" / "envoy.yaml"
     env = {"PATH": "/usr/bin:/bin", **with_data(CUSTOM_ENV, data_dir)}
 
-    result = subprocess.run(
-        [*RENDER, "envoy", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    result = render_cli("envoy", "--out", str(out), env=env)
 
     assert result.returncode == 0, result.stderr
     assert out.read_text() == render_envoy(StackSettings.from_env(env))
@@ -175,15 +174,7 @@ def test_render_cli_writes_the_file(tmp_path: Path, data_dir: Path) -> None:
 def test_render_cli_names_a_bad_variable_in_one_line(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "NUELL_CORS_ALLOWED_ORIGINS": "*"}
 
-    result = subprocess.run(
-        [*RENDER, "envoy", "--out", str(tmp_path / "envoy.yaml")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    result = render_cli("envoy", "--out", str(tmp_path / "envoy.yaml"), env=env)
 
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
