@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Mapping
@@ -69,3 +70,4 @@ class RustCompute:
 
     def stop(self) -> None:
         self._launcher.stop()
+        shutil.rmtree(self._launcher.log_dir, ignore_errors=True)
