@@ -126,15 +126,20 @@ _PORTS = range(20000, 32768)
 _handed_out: set[int] = set()
 
 
-def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why `host:port` cannot be bound now, or None. With SO_REUSEADDR, as the
+    servers bind, so a port in TIME_WAIT counts as free."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        # As the servers themselves do, so a port in TIME_WAIT counts as free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return exc
+    return None
+
+
+def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
+    return bind_error(host, port) is None
 
 
 def free_port() -> int:

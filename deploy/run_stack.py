@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +31,14 @@ import psutil
 
 from deploy import stack
 from deploy.dev_tls import DevTlsError, ensure_dev_certificate
-from deploy.launcher import Launcher, LaunchError, RestartPolicy, adopt_orphans, shown
+from deploy.launcher import (
+    Launcher,
+    LaunchError,
+    RestartPolicy,
+    adopt_orphans,
+    bind_error,
+    shown,
+)
 from deploy.settings import SettingsError, StackSettings
 
 
@@ -49,17 +55,10 @@ def check_ports_free(settings: StackSettings) -> None:
     ][0 if settings.edge_plaintext else 1 :]
     problems = []
     for label, variable, address in wanted:
-        with socket.socket(socket.AF_INET6 if ":" in address.host else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
-            try:
-                probe.bind((address.host, address.port))
-            except OSError as exc:
-                why = (
-                    "is in use"
-                    if exc.errno == errno.EADDRINUSE
-                    else f"cannot be bound ({exc.strerror})"
-                )
-                problems.append(f"{address} ({label}, {variable}) {why}")
+        if exc := bind_error(address.host, address.port):
+            busy = exc.errno == errno.EADDRINUSE
+            why = "is in use" if busy else f"cannot be bound ({exc.strerror})"
+            problems.append(f"{address} ({label}, {variable}) {why}")
     if problems:
         raise LaunchError(
             "; ".join(problems) + ": stop whatever holds it (`ss -ltnp` shows who) "
