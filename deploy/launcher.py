@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import graphlib
 import os
 import re
 import secrets
@@ -273,14 +274,12 @@ class Running:
 
 def in_dependency_order(services: Iterable[Service]) -> list[Service]:
     """Each service after those it names in `after` (when they are in the set)."""
-    pending = {service.name: service for service in services}
-    ordered: list[Service] = []
-    while pending:
-        ready = [s for s in pending.values() if not set(s.after) & set(pending)]
-        if not ready:
-            raise LaunchError(f"services depend on each other in a circle: {sorted(pending)}")
-        ordered += [pending.pop(service.name) for service in ready]
-    return ordered
+    by_name = {service.name: service for service in services}
+    graph = {s.name: [name for name in s.after if name in by_name] for s in by_name.values()}
+    try:
+        return [by_name[name] for name in graphlib.TopologicalSorter(graph).static_order()]
+    except graphlib.CycleError as exc:
+        raise LaunchError(f"services depend on each other in a circle: {exc.args[1]}") from None
 
 
 @dataclass(frozen=True)
