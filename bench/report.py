@@ -171,7 +171,8 @@ class Report:
         steps: dict[str, list[Step]] = {"gateway": [], "edge": []}
         for n, leg in enumerate(legs):
             path, step = "direct" if leg["via"] == "gateway" else "via Envoy", leg["steps"][0]
-            closed_row(f"{path}, round {n // 2 + 1}", step) if closed else open_row(path, step)
+            label = f"{path}, round {n // 2 + 1}" if len(legs) > 2 else path
+            (closed_row if closed else open_row)(label, step)
             steps[leg["via"]].append(step)
         say()
         return edge_cost("the edge (medians)", steps["gateway"], steps["edge"])
