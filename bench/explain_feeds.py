@@ -29,8 +29,8 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=100_000)
     parser.add_argument("--authors", type=int, default=1_000)
     args = parser.parse_args()
-    with contextlib.ExitStack() as cleanup:
-        url, _, _ = fresh_database(cleanup, Path(tempfile.mkdtemp(prefix="nuell-explain-")))
+    with contextlib.ExitStack() as cleanup, tempfile.TemporaryDirectory() as logs:
+        url, _, _ = fresh_database(cleanup, Path(logs))
         upgrade_to_head(make_url(url).set(drivername="postgresql+psycopg"))
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
