@@ -70,6 +70,14 @@ blank_text = st.text(invisible, min_size=1, max_size=12)
 mixed_text = st.text(st.one_of(invisible, st.sampled_from(JAPANESE)), min_size=1, max_size=12)
 
 
+# An author in a transaction that is rolled back, and its connection.
+Db = tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID]
+# Each example is a statement on the real database: no deadline on a busy machine.
+AGAINST_THE_DATABASE = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
 def _contract_refuses(message: object, field: str, rule_id: str) -> bool:
     return any(
         v.proto.rule_id == rule_id
@@ -80,7 +88,7 @@ def _contract_refuses(message: object, field: str, rule_id: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def db(database_url: URL) -> Iterator[tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID]]:
+def db(database_url: URL) -> Iterator[Db]:
     """A connection inside a transaction that is rolled back, and an author in it."""
     with psycopg.connect(libpq(database_url)) as conn:
         author = uuid.uuid4()
@@ -110,9 +118,7 @@ class _Accepted(Exception):
     pass
 
 
-def _database_refuses_content(
-    db: tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID], content: str
-) -> bool:
+def _database_refuses_content(db: Db, content: str) -> bool:
     conn, author = db
     refused = _refused_by(
         conn,
@@ -123,9 +129,7 @@ def _database_refuses_content(
     return refused is not None
 
 
-def _database_refuses_name(
-    db: tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID], name: str
-) -> str | None:
+def _database_refuses_name(db: Db, name: str) -> str | None:
     conn, author = db
     return _refused_by(conn, "UPDATE users SET display_name = %s WHERE id = %s", (name, author))
 
@@ -133,7 +137,7 @@ def _database_refuses_name(
 # ----------------------------------------------------------- post content
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@AGAINST_THE_DATABASE
 @given(content=st.one_of(blank_text, mixed_text))
 @example(content="\x0b")
 @example(content="\x0b\x0b\x0b")
@@ -141,9 +145,7 @@ def _database_refuses_name(
 @example(content="\u200b")
 @example(content="\u3000こんにちは")
 @example(content="こんにちは\u200b")
-def test_contract_and_database_agree_on_blank_content(
-    db: tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID], content: str
-) -> None:
+def test_contract_and_database_agree_on_blank_content(db: Db, content: str) -> None:
     contract = _contract_refuses(
         posts_pb.CreatePostRequest(content=content), "content", "content.not_blank"
     )
@@ -155,7 +157,7 @@ def test_contract_and_database_agree_on_blank_content(
 
 
 def test_every_invisible_character_alone_is_blank_to_both(
-    db: tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID],
+    db: Db,
 ) -> None:
     characters = sorted(invisible_code_points())
     assert len(characters) > 200
@@ -179,9 +181,7 @@ def test_every_invisible_character_alone_is_blank_to_both(
         "e\u0301",
     ],
 )
-def test_text_that_shows_something_is_content_to_both(
-    db: tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID], content: str
-) -> None:
+def test_text_that_shows_something_is_content_to_both(db: Db, content: str) -> None:
     assert not _contract_refuses(
         posts_pb.CreatePostRequest(content=content), "content", "content.not_blank"
     )
@@ -201,7 +201,7 @@ names = st.text(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@AGAINST_THE_DATABASE
 @given(name=names)
 @example(name="\u202eevil")
 @example(name="Ada\nLovelace")
@@ -209,9 +209,7 @@ names = st.text(
 @example(name="\u3164")
 @example(name="山田\u3000太郎")
 @example(name="か\u3099")
-def test_contract_and_database_agree_on_display_names(
-    db: tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID], name: str
-) -> None:
+def test_contract_and_database_agree_on_display_names(db: Db, name: str) -> None:
     user = user_pb2.User(display_name=name)
     contract = {
         rule
@@ -231,9 +229,7 @@ def test_contract_and_database_agree_on_display_names(
 
 
 @pytest.mark.parametrize("name", ["か\u3099", "e\u0301", "\u1100\u1161"])
-def test_the_database_keeps_display_names_in_nfc(
-    db: tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID], name: str
-) -> None:
+def test_the_database_keeps_display_names_in_nfc(db: Db, name: str) -> None:
     assert _database_refuses_name(db, name) == "ck_users_display_name_nfc"
     assert _database_refuses_name(db, unicodedata.normalize("NFC", name)) is None
 
@@ -288,7 +284,7 @@ async def test_a_constraint_violation_past_validation_is_a_field_violation(
 
 
 def test_unique_and_foreign_key_violations_are_not_internal(
-    db: tuple[psycopg.Connection[tuple[object, ...]], uuid.UUID],
+    db: Db,
 ) -> None:
     conn, author = db
     for sql, params, expected in [
