@@ -82,6 +82,10 @@ class Service:
     stop_timeout: float = 10.0  # SIGTERM to SIGKILL
     prepare: Callable[[], object] | None = None  # before every start (a config to render)
     announce: str = ""  # printed as it starts; default `starting <name>`
+    # What it binds, (label, variable, address), for a check that they are free
+    # before anything starts; and what `make run` shows of it, (label, where).
+    binds: tuple[tuple[str, str, Address], ...] = ()
+    shows: tuple[tuple[str, str], ...] = ()
 
 
 def grpc_serving(target: str) -> bool:

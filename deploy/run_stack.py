@@ -35,6 +35,7 @@ from deploy.launcher import (
     Launcher,
     LaunchError,
     RestartPolicy,
+    Service,
     adopt_orphans,
     bind_error,
     shown,
@@ -42,19 +43,9 @@ from deploy.launcher import (
 from deploy.settings import SettingsError, StackSettings
 
 
-def check_ports_free(settings: StackSettings) -> None:
-    wanted = [
-        ("Envoy edge", "NUELL_EDGE_HTTP_PORT", settings.edge_http),
-        ("Envoy edge TLS", "NUELL_EDGE_HTTPS_PORT", settings.edge_https),
-        ("Envoy admin", "NUELL_EDGE_ADMIN_PORT", settings.edge_admin),
-        ("py_gateway", "NUELL_GATEWAY_ADDR", settings.gateway),
-        ("rust_compute", "NUELL_COMPUTE_ADDR", settings.compute),
-        ("py_gateway metrics", "NUELL_METRICS_ADDR", settings.gateway_metrics),
-        ("rust_compute metrics", "NUELL_COMPUTE_METRICS_ADDR", settings.compute_metrics),
-        ("browser page", "NUELL_WEB_PORT", settings.web),
-    ][0 if settings.edge_plaintext else 1 :]
+def check_ports_free(services: list[Service]) -> None:
     problems = []
-    for label, variable, address in wanted:
+    for label, variable, address in (bound for service in services for bound in service.binds):
         if exc := bind_error(address.host, address.port):
             busy = exc.errno == errno.EADDRINUSE
             why = "is in use" if busy else f"cannot be bound ({exc.strerror})"
@@ -220,29 +211,18 @@ def database(settings: StackSettings, launcher: Launcher) -> tuple[str, str]:
     return url, f"embedded, data in {shown(pgdata)}"
 
 
-def print_table(settings: StackSettings, database: str, logs: str) -> None:
-    s, tls_url = settings, f"https://localhost:{settings.edge_https.port}"
-    rows = [
-        ("browser page", f"http://localhost:{s.web.port}"),
-        *([("edge: gRPC, gRPC-Web", str(s.edge_http))] if s.edge_plaintext else []),
-        ("edge: TLS", f"{tls_url} ({s.edge_https})"),
-        ("edge admin", f"http://{s.edge_admin}"),
-        ("py_gateway: gRPC", str(s.gateway)),
-        ("py_gateway: metrics", f"http://{s.gateway_metrics}/metrics"),
-        ("rust_compute: gRPC", str(s.compute)),
-        ("rust_compute: metrics", f"http://{s.compute_metrics}/metrics"),
-        ("database", database),
-        ("logs", logs),
-    ]
-    if s.uses_dev_certificate:
-        rows.insert(3, ("TLS: trust this CA", shown(s.edge_tls_cert.parent / "ca.crt")))
+def print_table(services: list[Service], database: str, logs: str) -> None:
+    """Where each service serves, the page first (the reverse of the start order)."""
     print("\nNuell is running:")
-    for label, where in rows:
+    for label, where in (row for service in reversed(services) for row in service.shows):
         print(f"  {label:<22} {where}")
+    print(f"  {'database':<22} {database}\n  {'logs':<22} {logs}")
     print("Ready. Press Ctrl-C to stop.", flush=True)
 
 
-def start(settings: StackSettings, launcher: Launcher, url: str, *, migrate_only: bool) -> None:
+def start(
+    settings: StackSettings, launcher: Launcher, url: str, *, migrate_only: bool
+) -> list[Service]:
     env = dict(os.environ)
     if not env.get("NUELL_JWT_KEYS"):
         env["NUELL_JWT_KEYS"] = local_jwt_keys(settings.data_dir / "secrets")
@@ -253,8 +233,9 @@ def start(settings: StackSettings, launcher: Launcher, url: str, *, migrate_only
             raise LaunchError(str(exc)) from None
         if fresh:
             print(f"made a development TLS certificate in {shown(made.cert.parent)}")
-    only = {"migrate"} if migrate_only else ()
-    launcher.start(*stack.services(settings, env=env, database_url=url, only=only))
+    services = stack.services(settings, env=env, database_url=url)
+    launcher.start(*[s for s in services if s.name == "migrate" or not migrate_only])
+    return services
 
 
 def main() -> int:
@@ -280,18 +261,18 @@ def main() -> int:
     try:
         if not args.migrate_only:
             stack.check_built()
-            check_ports_free(settings)
+            check_ports_free(stack.services(settings, env=os.environ))
             check_edge_certificate(settings)
         adopt_orphans()
         url, database_shown = database(settings, launcher)
         if embedded := not os.environ.get("DATABASE_URL"):
             with contextlib.suppress(Exception):  # no pid file, already gone: nothing to watch
                 watch = DatabaseWatch(settings.data_dir / "postgres")
-        start(settings, launcher, url, migrate_only=args.migrate_only)
+        services = start(settings, launcher, url, migrate_only=args.migrate_only)
         if args.migrate_only:
             print("migrations applied", flush=True)
         else:
-            print_table(settings, database_shown, shown(launcher.log_dir) + "/")
+            print_table(services, database_shown, shown(launcher.log_dir) + "/")
             launcher.watch(policy, watch.check if watch else lambda: None)
     except (LaunchError, SettingsError) as exc:
         if not launcher.stop_event.is_set():  # else it is our own shutdown racing the start

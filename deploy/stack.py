@@ -121,6 +121,14 @@ def compute_service(settings: StackSettings, env: Mapping[str, str]) -> Service:
         all_of(listening, grpc_health(settings.compute.connect_target)),
         where=str(settings.compute),
         stop_timeout=_grace(env, "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS"),
+        binds=(
+            ("rust_compute", "NUELL_COMPUTE_ADDR", settings.compute),
+            ("rust_compute metrics", "NUELL_COMPUTE_METRICS_ADDR", settings.compute_metrics),
+        ),
+        shows=(
+            ("rust_compute: gRPC", str(settings.compute)),
+            ("rust_compute: metrics", f"http://{settings.compute_metrics}/metrics"),
+        ),
     )
 
 
@@ -139,6 +147,14 @@ def gateway_service(settings: StackSettings, env: Mapping[str, str], database_ur
         after=("migrate", "rust_compute"),
         where=str(settings.gateway),
         stop_timeout=_grace(env, "NUELL_SHUTDOWN_GRACE_SECONDS"),
+        binds=(
+            ("py_gateway", "NUELL_GATEWAY_ADDR", settings.gateway),
+            ("py_gateway metrics", "NUELL_METRICS_ADDR", settings.gateway_metrics),
+        ),
+        shows=(
+            ("py_gateway: gRPC", str(settings.gateway)),
+            ("py_gateway: metrics", f"http://{settings.gateway_metrics}/metrics"),
+        ),
     )
 
 
@@ -152,7 +168,8 @@ def envoy_service(
     """The edge, its config rendered from `settings` into `config` before each start;
     ready when admin says so and (plaintext) health passes through it."""
     config = config or settings.data_dir / "run" / "envoy.yaml"
-    edge = settings.edge_http
+    edge, tls = settings.edge_http, settings.edge_https
+    plaintext, ca = settings.edge_plaintext, shown(settings.edge_tls_cert.parent / "ca.crt")
     return Service(
         name,
         envoy_argv(config, settings.edge_workers),
@@ -165,6 +182,17 @@ def envoy_service(
         where=str(edge if settings.edge_plaintext else settings.edge_https),
         prepare=lambda: write_envoy(settings, config),
         announce=f"starting {'Envoy' if name == 'envoy' else name}",
+        binds=(
+            *([("Envoy edge", "NUELL_EDGE_HTTP_PORT", edge)] if plaintext else []),
+            ("Envoy edge TLS", "NUELL_EDGE_HTTPS_PORT", tls),
+            ("Envoy admin", "NUELL_EDGE_ADMIN_PORT", settings.edge_admin),
+        ),
+        shows=(
+            *([("edge: gRPC, gRPC-Web", str(edge))] if plaintext else []),
+            ("edge: TLS", f"https://localhost:{tls.port} ({tls})"),
+            *([("TLS: trust this CA", ca)] if settings.uses_dev_certificate else []),
+            ("edge admin", f"http://{settings.edge_admin}"),
+        ),
     )
 
 
@@ -188,6 +216,8 @@ def web_service(settings: StackSettings, env: Mapping[str, str]) -> Service:
         where=page,
         stop_timeout=5,
         announce="starting the browser page",
+        binds=(("browser page", "NUELL_WEB_PORT", settings.web),),
+        shows=(("browser page", page),),
     )
 
 
