@@ -101,6 +101,20 @@ def _base(env: Mapping[str, str]) -> dict[str, str]:
     return LOCAL_DEFAULTS | dict(env) | {"PYTHONUNBUFFERED": "1"}
 
 
+def _grpc_server(
+    name: str, grpc: tuple[str, Address], metrics: tuple[str, Address]
+) -> dict[str, Any]:
+    """What a gRPC server with Prometheus metrics binds, (variable, address) each,
+    and how `make run` shows it."""
+    return {
+        "binds": ((name, *grpc), (f"{name} metrics", *metrics)),
+        "shows": (
+            (f"{name}: gRPC", str(grpc[1])),
+            (f"{name}: metrics", f"http://{metrics[1]}/metrics"),
+        ),
+    }
+
+
 def migrate_service(env: Mapping[str, str], database_url: str) -> Service:
     return Service(
         "migrate",
@@ -121,13 +135,10 @@ def compute_service(settings: StackSettings, env: Mapping[str, str]) -> Service:
         all_of(listening, grpc_health(settings.compute.connect_target)),
         where=str(settings.compute),
         stop_timeout=_grace(env, "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS"),
-        binds=(
-            ("rust_compute", "NUELL_COMPUTE_ADDR", settings.compute),
-            ("rust_compute metrics", "NUELL_COMPUTE_METRICS_ADDR", settings.compute_metrics),
-        ),
-        shows=(
-            ("rust_compute: gRPC", str(settings.compute)),
-            ("rust_compute: metrics", f"http://{settings.compute_metrics}/metrics"),
+        **_grpc_server(
+            "rust_compute",
+            ("NUELL_COMPUTE_ADDR", settings.compute),
+            ("NUELL_COMPUTE_METRICS_ADDR", settings.compute_metrics),
         ),
     )
 
@@ -147,13 +158,10 @@ def gateway_service(settings: StackSettings, env: Mapping[str, str], database_ur
         after=("migrate", "rust_compute"),
         where=str(settings.gateway),
         stop_timeout=_grace(env, "NUELL_SHUTDOWN_GRACE_SECONDS"),
-        binds=(
-            ("py_gateway", "NUELL_GATEWAY_ADDR", settings.gateway),
-            ("py_gateway metrics", "NUELL_METRICS_ADDR", settings.gateway_metrics),
-        ),
-        shows=(
-            ("py_gateway: gRPC", str(settings.gateway)),
-            ("py_gateway: metrics", f"http://{settings.gateway_metrics}/metrics"),
+        **_grpc_server(
+            "py_gateway",
+            ("NUELL_GATEWAY_ADDR", settings.gateway),
+            ("NUELL_METRICS_ADDR", settings.gateway_metrics),
         ),
     )
 
