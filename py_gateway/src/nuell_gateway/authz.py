@@ -64,6 +64,13 @@ POLICIES: dict[str, Policy] = {
     "/nuell.auth.v1.AuthService/Refresh": PUBLIC,
     "/nuell.auth.v1.AuthService/Logout": PUBLIC,
     "/nuell.auth.v1.AuthService/ChangePassword": Policy(Scope.PROFILE),
+    # The token in the request is the credential (a mail link).
+    "/nuell.auth.v1.AuthService/VerifyEmail": PUBLIC,
+    "/nuell.auth.v1.AuthService/ResendVerification": PUBLIC,
+    "/nuell.auth.v1.AuthService/RequestPasswordReset": PUBLIC,
+    "/nuell.auth.v1.AuthService/ResetPassword": PUBLIC,
+    "/nuell.auth.v1.AuthService/RequestEmailChange": Policy(Scope.PROFILE),
+    "/nuell.auth.v1.AuthService/ConfirmEmailChange": PUBLIC,
     "/nuell.users.v1.UserService/GetCurrentUser": Policy(Scope.PROFILE),
     # Own account with `profile`; anyone's with `users:admin` (ownership below).
     "/nuell.users.v1.UserService/GetUser": Policy(Scope.PROFILE),

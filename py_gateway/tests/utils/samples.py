@@ -17,6 +17,8 @@ from nuell.users.v1 import user_service_pb2 as users
 
 SOME_ID = "01936f0e-3c2a-7b4d-8e5f-0123456789ab"
 STRONG_PASSWORD = "Correct-Horse-42"
+# Well-formed (URL-safe, 43 characters like the real ones) but never issued.
+SOME_TOKEN = "q1X2w3E4r5T6y7U8i9O0p1A2s3D4f5G6h7J8k9L0z1X"
 
 VALID_REQUESTS: dict[str, Message] = {
     "nuell.auth.v1.AuthService/Register": auth.RegisterRequest(
@@ -29,6 +31,22 @@ VALID_REQUESTS: dict[str, Message] = {
     "nuell.auth.v1.AuthService/Logout": auth.LogoutRequest(refresh_token="opaque"),
     "nuell.auth.v1.AuthService/ChangePassword": auth.ChangePasswordRequest(
         current_password=STRONG_PASSWORD, new_password="Another-Horse-43"
+    ),
+    "nuell.auth.v1.AuthService/VerifyEmail": auth.VerifyEmailRequest(token=SOME_TOKEN),
+    "nuell.auth.v1.AuthService/ResendVerification": auth.ResendVerificationRequest(
+        email="ada@example.com"
+    ),
+    "nuell.auth.v1.AuthService/RequestPasswordReset": auth.RequestPasswordResetRequest(
+        email="ada@example.com"
+    ),
+    "nuell.auth.v1.AuthService/ResetPassword": auth.ResetPasswordRequest(
+        token=SOME_TOKEN, new_password="Another-Horse-43"
+    ),
+    "nuell.auth.v1.AuthService/RequestEmailChange": auth.RequestEmailChangeRequest(
+        new_email="ada.new@example.com", current_password=STRONG_PASSWORD
+    ),
+    "nuell.auth.v1.AuthService/ConfirmEmailChange": auth.ConfirmEmailChangeRequest(
+        token=SOME_TOKEN
     ),
     "nuell.users.v1.UserService/GetCurrentUser": users.GetCurrentUserRequest(),
     "nuell.users.v1.UserService/GetUser": users.GetUserRequest(id=SOME_ID),
