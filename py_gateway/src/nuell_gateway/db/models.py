@@ -41,6 +41,17 @@ EMAIL_MAX_CHARS = 254
 DISPLAY_NAME_MAX_CHARS = 64
 POST_CONTENT_MAX_CHARS = 5000
 ROLES = ("user", "admin")
+LOCALES = ("ja", "en")
+# What a one-time token proves (account_mail.py) and the mails the outbox carries.
+TOKEN_PURPOSES = ("verify_email", "reset_password", "change_email")
+MAIL_KINDS = (
+    "verify_email",
+    "reset_password",
+    "change_email",
+    "email_change_notice",
+    "registration_attempt",
+)
+MAIL_STATES = ("pending", "sent", "failed")
 ANALYSIS_STATES = ("pending", "ready")
 
 
@@ -70,6 +81,13 @@ class User(Base):
     updated_at: Mapped[datetime] = _timestamp()
     # Bumped on every change; the etag is derived from it.
     version: Mapped[int] = mapped_column(BigInteger, server_default="1")
+    # True once a mail link sent to `email` was used (migration 0005 set it
+    # for the accounts made before verification existed).
+    email_verified: Mapped[bool] = mapped_column(server_default=text("false"))
+    locale: Mapped[str] = mapped_column(Text, server_default="en")
+    # Access tokens carry the generation they were issued under; a password
+    # reset or an email change bumps it, so every older token stops at once.
+    token_generation: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         # Case-insensitive uniqueness without the citext extension.
@@ -92,6 +110,91 @@ class User(Base):
         CheckConstraint(f"role IN {ROLES!r}", name="role_known"),
         CheckConstraint("updated_at >= created_at", name="updated_after_created"),
         CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint(f"locale IN {LOCALES!r}", name="locale_known"),
+        CheckConstraint("token_generation >= 0", name="token_generation_non_negative"),
+    )
+
+
+class OneTimeToken(Base):
+    """A token mailed in a link, stored only as the SHA-256 of its value.
+
+    Bound to its purpose and to the address it was sent to. Single use
+    (`used_at`); a newer token of the same purpose for the same account
+    supersedes it (`superseded_at`), so at most one is live per account and
+    purpose.
+    """
+
+    __tablename__ = "one_time_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(Text)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    email: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _timestamp()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "uq_one_time_tokens_live",
+            "user_id",
+            "purpose",
+            unique=True,
+            postgresql_where=text("used_at IS NULL AND superseded_at IS NULL"),
+        ),
+        CheckConstraint(f"purpose IN {TOKEN_PURPOSES!r}", name="purpose_known"),
+        CheckConstraint("octet_length(token_hash) = 32", name="token_hash_sha256"),
+        CheckConstraint(f"char_length(email) BETWEEN 3 AND {EMAIL_MAX_CHARS}", name="email_length"),
+        CheckConstraint("expires_at > created_at", name="expires_after_created"),
+        CheckConstraint("num_nonnulls(used_at, superseded_at) <= 1", name="closed_once"),
+    )
+
+
+class MailOutbox(Base):
+    """A mail to send, written in the same transaction as what it announces.
+
+    The sender (mail.py) claims due rows with FOR UPDATE SKIP LOCKED, so
+    gateway processes never send one row twice; `message_id` is fixed at
+    insert, so a retry is the same message to the receiving servers. The
+    bodies (they hold links with tokens) are emptied once the row is sent
+    or has failed for good.
+    """
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text)
+    recipient: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = _timestamp()
+    next_attempt_at: Mapped[datetime] = _timestamp()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "ix_mail_outbox_due",
+            next_attempt_at,
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # Throttling counts recent mails per address and kind.
+        Index("ix_mail_outbox_recipient", func.lower(recipient), kind, created_at),
+        CheckConstraint(f"kind IN {MAIL_KINDS!r}", name="kind_known"),
+        CheckConstraint(f"status IN {MAIL_STATES!r}", name="status_known"),
+        CheckConstraint(
+            f"char_length(recipient) BETWEEN 3 AND {EMAIL_MAX_CHARS}", name="recipient_length"
+        ),
+        CheckConstraint(
+            "message_id ~ '^<[^<>@[:space:]]+@[^<>@[:space:]]+>$'", name="message_id_shape"
+        ),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        CheckConstraint("(status = 'sent') = (sent_at IS NOT NULL)", name="sent_at_when_sent"),
     )
 
 
