@@ -32,7 +32,7 @@ from psycopg import sql
 
 from bench.scenarios import BENCH_POSTS, PASSWORD, Fixture
 from deploy import stack
-from deploy.dev_tls import DevTlsError, ensure_dev_certificate
+from deploy.dev_tls import ensure_dev_certificate
 from deploy.launcher import Launcher, LaunchError, Service, free_port
 from deploy.settings import REPO, Address, SettingsError, StackSettings
 
@@ -48,7 +48,7 @@ class BenchError(Exception):
 
 
 # What stops a run with a message rather than a traceback.
-StackFailure = (BenchError, LaunchError, SettingsError, DevTlsError, psycopg.Error)
+StackFailure = (BenchError, LaunchError, SettingsError, psycopg.Error)
 
 
 class Stack:

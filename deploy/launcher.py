@@ -1,33 +1,13 @@
 """Start declared services in dependency order, wait until each is ready, keep
-them up, stop them in reverse. The one place that starts a process group.
+them up, stop them in reverse: the one place that starts a process group.
 
 A `Service` is data: name, command, environment, readiness probe, the names
-it starts after, its log file. `deploy/stack.py` declares the Nuell stack;
-a caller may declare more (a benchmark's echo server or router-only Envoy,
-a mail catcher) and start any subset. From the repository root
-(`python -m bench`, pytest with `pythonpath`), a benchmark does:
-
-    settings = stack.with_fixed_ports(StackSettings.from_env(env))  # port 0: a free one now
-    nuell = stack.services(
-        settings,
-        env=os.environ | {"NUELL_WORKERS": "4"},  # the gateway with 4 workers
-        database_url=url,
-        only={"migrate", "rust_compute", "py_gateway"},  # compute + gateway
-    )
-    port = free_port()
-    echo = Service("echo", (sys.executable, "-m", "bench.echo_server", "--port", str(port)),
-                   ready=grpc_health(f"127.0.0.1:{port}"))
-    edge = Service("bare_envoy", stack.envoy_argv(config, workers=1), after=("echo",),
-                   ready=http_get(f"http://127.0.0.1:{admin_port}/ready"))
-    with Launcher(log_dir) as launcher:
-        launcher.start(*nuell, echo, edge)  # LaunchError names the service and its log tail
-        gateway = launcher["py_gateway"]
-        gateway.pid, gateway.address, gateway.log_path  # address: its `listening on` line
-
-`start` returns once every service is ready (a one-shot one, migrations,
-once it exited 0). Leaving the `with` block stops them newest first: SIGTERM
-to the process group, SIGKILL after `stop_timeout`, then whatever the group
-left behind. `watch(policy)` restarts services that die (`make run`).
+it starts after, its log file. deploy/stack.py declares the Nuell stack;
+callers add their own and start any subset (deploy/README.md shows how).
+`start` returns once every service is ready (a one-shot one, migrations, once
+it exited 0). Leaving the `with` block stops them newest first: SIGTERM to the
+process group, SIGKILL after `stop_timeout`, then whatever the group left
+behind. `watch(policy)` restarts services that die (`make run`).
 """
 
 from __future__ import annotations

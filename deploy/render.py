@@ -93,54 +93,31 @@ def envoy_context(settings: StackSettings, target: str = "local") -> dict[str, A
     gateway by service name, the certificate from compose secrets. `kubernetes`:
     TLS only, the gateway's headless Service (DNS returns every ready pod, so
     Envoy balances calls, not connections), the certificate from a Secret."""
+    plaintext = settings.edge_plaintext
     if target == "local":
         if settings.gateway.port == 0:
             raise SettingsError(
                 "render the local Envoy config after the gateway has bound its port"
             )
-        plaintext, cert, key = (
-            settings.edge_plaintext,
-            settings.edge_tls_cert,
-            settings.edge_tls_key,
-        )
+        cert, key = settings.edge_tls_cert, settings.edge_tls_key
         gateway = Address(settings.gateway.connect_host, settings.gateway.port)
     elif target in ENVOY_TARGETS:
         gateway = Address(GATEWAY_SERVICE, manifests.fixed_ports(settings).gateway.port)
-        plaintext, cert, key = (settings.edge_plaintext, COMPOSE_TLS_CERT, COMPOSE_TLS_KEY)
+        cert, key = COMPOSE_TLS_CERT, COMPOSE_TLS_KEY
         if target == "kubernetes":
-            plaintext, cert, key = (False, KUBERNETES_TLS_CERT, KUBERNETES_TLS_KEY)
+            plaintext, cert, key = False, KUBERNETES_TLS_CERT, KUBERNETES_TLS_KEY
     else:
         raise SettingsError(f"unknown target {target!r}; known: {', '.join(ENVOY_TARGETS)}")
     collector = settings.otlp_collector
+    # The template reads the rest from the settings (`s`) and the edge policy.
     return {
         "target": target,
+        "s": settings,
+        "policy": policy,
         "listener": settings.edge_http if plaintext else None,  # None: TLS only
-        "tls_listener": {"address": settings.edge_https, "cert": cert, "key": key},
-        "admin": settings.edge_admin,
+        "tls": {"cert": cert, "key": key},
         "gateway": Upstream("py_gateway", gateway),
         "routes": edge_routes(),
-        "cors": {
-            "allowed_origins": settings.cors_allowed_origins,
-            "allow_methods": ",".join(policy.CORS_ALLOW_METHODS),
-            "allow_headers": ",".join(policy.CORS_ALLOW_HEADERS),
-            "expose_headers": ",".join(policy.CORS_EXPOSE_HEADERS),
-            "max_age_seconds": policy.CORS_MAX_AGE_SECONDS,
-        },
-        "auth_rate_limit": {
-            "burst": settings.auth_burst,
-            "refill_ms": settings.auth_refill_interval_ms,
-        },
-        "security_headers": policy.EDGE_SECURITY_HEADERS,
-        "limits": {
-            "max_request_bytes": settings.max_request_bytes,
-            "max_request_headers_kb": policy.EDGE_MAX_REQUEST_HEADERS_KB,
-            "unary_timeout_s": policy.EDGE_UNARY_TIMEOUT_SECONDS,
-            "stream_idle_timeout_s": policy.EDGE_STREAM_IDLE_TIMEOUT_SECONDS,
-            "stream_max_duration_s": policy.EDGE_STREAM_MAX_DURATION_SECONDS,
-            "request_idle_timeout_s": policy.EDGE_REQUEST_IDLE_TIMEOUT_SECONDS,
-            "connection_idle_timeout_s": policy.EDGE_CONNECTION_IDLE_TIMEOUT_SECONDS,
-        },
-        "trusted_proxy_hops": settings.trusted_proxy_hops,
         "otlp_collector": collector and Upstream("otlp_collector", collector),
     }
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 
 from deploy import stack
-from deploy.dev_tls import DevTlsError, ensure_dev_certificate
+from deploy.dev_tls import ensure_dev_certificate
 from deploy.launcher import (
     Launcher,
     LaunchError,
@@ -227,10 +227,7 @@ def start(
     if not env.get("NUELL_JWT_KEYS"):
         env["NUELL_JWT_KEYS"] = local_jwt_keys(settings.data_dir / "secrets")
     if not migrate_only and settings.uses_dev_certificate:
-        try:
-            made, fresh = ensure_dev_certificate(settings.edge_tls_cert.parent)
-        except DevTlsError as exc:
-            raise LaunchError(str(exc)) from None
+        made, fresh = ensure_dev_certificate(settings.edge_tls_cert.parent)
         if fresh:
             print(f"made a development TLS certificate in {shown(made.cert.parent)}")
     services = stack.services(settings, env=env, database_url=url)

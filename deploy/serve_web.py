@@ -13,15 +13,18 @@ stops on SIGTERM or SIGINT.
 from __future__ import annotations
 
 import argparse
+import functools
+import io
 import json
 import mimetypes
+import os
 import signal
 import sys
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 from urllib.parse import unquote, urlsplit
 
 
@@ -44,58 +47,46 @@ def page_headers(edge_origins: list[str]) -> dict[str, str]:
     }
 
 
-class PageHandler(BaseHTTPRequestHandler):
-    root: ClassVar[Path]
+class PageHandler(SimpleHTTPRequestHandler):
     config: ClassVar[bytes]
     headers_to_send: ClassVar[dict[str, str]]
     protocol_version = "HTTP/1.1"
+    # Malformed requests, unsupported methods and 404s: plain text, no HTML.
+    error_message_format = "%(code)d %(message)s\n"
+    error_content_type = "text/plain; charset=utf-8"
 
-    def do_GET(self) -> None:
-        self._serve(with_body=True)
-
-    def do_HEAD(self) -> None:
-        self._serve(with_body=False)
-
-    def _serve(self, *, with_body: bool) -> None:
+    def send_head(self) -> BinaryIO | None:
         path = unquote(urlsplit(self.path).path)
         if path == "/config.json":
-            self._answer(HTTPStatus.OK, "application/json", self.config, with_body)
-            return
-        file = self._file(path)
-        if file is None:
-            self._answer(
-                HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n", with_body
-            )
-            return
-        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(self.config)))
+            self.end_headers()
+            return io.BytesIO(self.config)
+        # Files under the root only: no directory listings, no symlinks out of it.
+        root = Path(self.directory)
+        candidate = (root / (path.lstrip("/") or "index.html")).resolve()
+        if not candidate.is_relative_to(root) or not candidate.is_file():
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return None
+        return super().send_head()
+
+    def guess_type(self, path: str | os.PathLike[str]) -> str:
+        kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
         if kind.startswith("text/") or kind in ("application/javascript", "application/json"):
             kind += "; charset=utf-8"
-        self._answer(HTTPStatus.OK, kind, file.read_bytes(), with_body)
+        return kind
 
-    def _file(self, path: str) -> Path | None:
-        relative = path.lstrip("/") or "index.html"
-        candidate = (self.root / relative).resolve()
-        if not candidate.is_relative_to(self.root) or not candidate.is_file():
-            return None
-        return candidate
-
-    def _answer(self, status: HTTPStatus, kind: str, body: bytes, with_body: bool) -> None:
+    def send_response(self, code: int, message: str | None = None) -> None:
         # send_response_only: no `Server` header naming Python and its version.
-        self.send_response_only(status)
+        self.log_request(code)
+        self.send_response_only(code, message)
         self.send_header("Date", self.date_time_string())
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
+
+    def end_headers(self) -> None:
         for name, value in self.headers_to_send.items():
             self.send_header(name, value)
-        self.end_headers()
-        if with_body:
-            self.wfile.write(body)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # Malformed requests and unsupported methods: same headers, no HTML.
-        self.close_connection = True
-        body = f"{code} {message or HTTPStatus(code).phrase}\n".encode()
-        self._answer(HTTPStatus(code), "text/plain; charset=utf-8", body, with_body=True)
+        super().end_headers()
 
     def log_message(self, format: str, *args: object) -> None:
         sys.stdout.write(f"{self.address_string()} {format % args}\n")
@@ -127,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         config = {"edgeUrl": args.edge_url}
         origins = [args.edge_url.rstrip("/")]
 
-    PageHandler.root = root
     PageHandler.config = json.dumps(config).encode()
     PageHandler.headers_to_send = page_headers(origins)
-    server = ThreadingHTTPServer((args.host, args.port), PageHandler)
+    handler = functools.partial(PageHandler, directory=str(root))
+    server = ThreadingHTTPServer((args.host, args.port), handler)
     server.daemon_threads = True
     print(f"nuell_web listening on {args.host}:{server.server_port}", flush=True)
 
