@@ -2,15 +2,10 @@
 
     .venv/bin/python -m deploy.run_stack [--migrate-only] [--no-restart] ...
 
-Checks everything it can before starting anything (binaries, the built page,
-free ports, the database, the settings), then: PostgreSQL (`DATABASE_URL`,
-else the embedded server with its data in `.data/postgres`), the development
-TLS certificate when the default one is missing, and `stack.services()`
-through the launcher, each waited on until ready. Prints where each listens,
-then supervises them: a service that dies is reported with its log tail and
-restarted on the same addresses with backoff, until it dies too often (exit
-1). Ctrl-C, SIGTERM or SIGHUP stops them in reverse order. The embedded
-PostgreSQL is watched, never restarted.
+Checks what it can before starting anything, reaches or starts PostgreSQL,
+starts `stack.services()` through the launcher, prints where each listens and
+restarts a service that dies (deploy/README.md has the steps). Ctrl-C, SIGTERM
+or SIGHUP stops them in reverse order.
 """
 
 from __future__ import annotations
@@ -181,9 +176,7 @@ def restart_policy(args: argparse.Namespace, env: Mapping[str, str]) -> RestartP
                 what = "a whole number" if kind is int else "a number"
                 raise LaunchError(f"{variable}={text!r} is not {what}") from None
         values.append(value)
-    policy = RestartPolicy(*values)
-    if args.no_restart:
-        policy = RestartPolicy(0, *values[1:])
+    policy = RestartPolicy(0 if args.no_restart else values[0], *values[1:])
     if policy.max_restarts < 0:
         raise LaunchError("the restart limit (--max-restarts, NUELL_MAX_RESTARTS) is below 0")
     if policy.window <= 0:

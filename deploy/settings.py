@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from deploy import dev_tls
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO / ".data"
 
@@ -184,11 +186,8 @@ class StackSettings:
     @property
     def uses_dev_certificate(self) -> bool:
         """True when the certificate is the runner's own, made on first use."""
-        tls_dir = self.data_dir / "tls"
-        return (self.edge_tls_cert, self.edge_tls_key) == (
-            tls_dir / "edge.crt",
-            tls_dir / "edge.key",
-        )
+        made = dev_tls.paths(self.data_dir / "tls")
+        return (self.edge_tls_cert, self.edge_tls_key) == (made.cert, made.key)
 
     def __post_init__(self) -> None:
         if not ipaddress.ip_address(self.edge_admin.host).is_loopback:

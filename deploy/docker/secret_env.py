@@ -1,14 +1,8 @@
 #!/usr/local/bin/python3
-"""Container entrypoint: `VAR_FILE=/path` becomes `VAR=<the file's content>`,
-then the command runs in this process's place.
-
-Compose mounts `secrets:` as files under /run/secrets, and files keep
-secrets out of `docker inspect` and the process environment of everything
-else. Kubernetes passes the same values as environment variables
-(`secretKeyRef`), which need no translation. One trailing newline is
-dropped, as `$(cat file)` would.
-
-    nuell-entrypoint nuell-gateway serve
+"""Container entrypoint (`nuell-entrypoint nuell-gateway serve`): `VAR_FILE=/path`
+becomes `VAR=<the file's content, one trailing newline dropped>`, then the
+command runs in this process's place. Compose mounts `secrets:` as files, which
+keep secrets out of `docker inspect`; Kubernetes passes environment variables.
 """
 
 from __future__ import annotations
@@ -21,7 +15,6 @@ FROM_FILES = ("DATABASE_URL", "NUELL_JWT_KEYS", "NUELL_BOOTSTRAP_ADMIN_PASSWORD"
 
 
 def load(environ: dict[str, str]) -> dict[str, str]:
-    """`environ` with each `<VAR>_FILE` of `FROM_FILES` resolved into `<VAR>`."""
     env = dict(environ)
     for name in FROM_FILES:
         path = env.pop(f"{name}_FILE", "")
