@@ -165,18 +165,22 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def number(env: Mapping[str, str], variable: str, default: str, kind: type[float]) -> float:
+    """`variable` as `kind` (int or float), `default` when unset or empty."""
+    text = env.get(variable) or default
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise LaunchError(f"{variable}={text!r} is not {what}") from None
+
+
 def restart_policy(args: argparse.Namespace, env: Mapping[str, str]) -> RestartPolicy:
     values = []
     for flag, variable, default, kind, _ in RESTART_OPTIONS:
-        if (value := getattr(args, flag[2:].replace("-", "_"))) is None:
-            text = env.get(variable) or default
-            try:
-                value = kind(text)
-            except ValueError:
-                what = "a whole number" if kind is int else "a number"
-                raise LaunchError(f"{variable}={text!r} is not {what}") from None
-        values.append(value)
-    policy = RestartPolicy(0 if args.no_restart else values[0], *values[1:])
+        value = getattr(args, flag[2:].replace("-", "_"))
+        values.append(number(env, variable, default, kind) if value is None else value)
+    policy = RestartPolicy(0 if args.no_restart else int(values[0]), *values[1:])
     if policy.max_restarts < 0:
         raise LaunchError("the restart limit (--max-restarts, NUELL_MAX_RESTARTS) is below 0")
     if policy.window <= 0:
@@ -232,13 +236,7 @@ def main() -> int:
     args = parse_args()
     try:
         settings = stack.with_fixed_ports(StackSettings.from_env())
-        timeout_text = os.environ.get("NUELL_STARTUP_TIMEOUT_SECONDS", "60")
-        try:
-            startup_timeout = float(timeout_text)
-        except ValueError:
-            raise LaunchError(
-                f"NUELL_STARTUP_TIMEOUT_SECONDS={timeout_text!r} is not a number"
-            ) from None
+        startup_timeout = number(os.environ, "NUELL_STARTUP_TIMEOUT_SECONDS", "60", float)
         policy = restart_policy(args, os.environ)
     except (SettingsError, LaunchError) as exc:
         print(f"run_stack: {exc}", file=sys.stderr)
