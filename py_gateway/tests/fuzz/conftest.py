@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,6 +23,9 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from deploy import stack
+from deploy.launcher import Launcher, LaunchError, Running, free_port
+from deploy.settings import Address, StackSettings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nuell.users.v1 import user_pb2, user_service_pb2
 from sqlalchemy import text, update
@@ -102,32 +102,26 @@ async def _make_engine(url: URL) -> AsyncEngine:
 
 @dataclass(frozen=True)
 class GatewayProcess:
-    """A running `python -m nuell_gateway serve` and where its log goes."""
+    """A running `python -m nuell_gateway serve`, started by the stack's launcher."""
 
-    process: subprocess.Popen[str]
+    running: Running
     address: str
-    stderr_path: Path
     # Internal addresses no reply may name.
     compute_address: str
     database_name: str
 
     def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+        return self.running.output()
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.running.popen.poll() is None
 
 
-def _gateway_env(database_url: URL, compute_address: str) -> dict[str, str]:
+def _gateway_env(compute_address: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUELL_")}
     env.pop("DATABASE_URL", None)
     env.update(
-        DATABASE_URL=database_url.render_as_string(hide_password=False),
         NUELL_JWT_KEYS=TEST_JWT_KEYS,
-        NUELL_GATEWAY_ADDR="127.0.0.1:0",
-        # Any free port: other gateways may be running on this machine.
-        NUELL_METRICS_ADDR="127.0.0.1:0",
-        NUELL_COMPUTE_TARGET=compute_address,
         NUELL_WORKERS="1",
         NUELL_PASSWORD_HASH_WORKERS="2",
         NUELL_SHUTDOWN_GRACE_SECONDS="2",
@@ -135,24 +129,6 @@ def _gateway_env(database_url: URL, compute_address: str) -> dict[str, str]:
         NUELL_ANALYSIS_BACKFILL_INTERVAL_SECONDS="3600",
     )
     return env
-
-
-def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
-    """The process's first stdout line, or "" if none comes in time; the rest is drained."""
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    stdout = process.stdout
-
-    def read() -> None:
-        lines.put(stdout.readline())
-        for _ in stdout:  # a full pipe would block the gateway
-            pass
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        return lines.get(timeout=timeout)
-    except queue.Empty:
-        return ""
 
 
 @pytest.fixture(scope="package")
@@ -176,40 +152,37 @@ def gateway_process(
     database_url: URL,
     compute_address: str,
 ) -> Iterator[GatewayProcess]:
+    # Free ports of its own: other gateways may be running on this machine.
+    settings = StackSettings(
+        gateway=Address("127.0.0.1", free_port()),
+        gateway_metrics=Address("127.0.0.1", free_port()),
+        compute=Address.parse(compute_address, variable="compute", allow_port_zero=False),
+    )
+    service = stack.gateway_service(
+        settings,
+        _gateway_env(compute_address),
+        database_url.render_as_string(hide_password=False),
+    )
     # Not under pytest's tmp_path: concurrent pytest runs prune each other's base folders.
-    log_dir = Path(tempfile.mkdtemp(prefix="nuell-fuzz-gateway-"))
-    stderr_path = log_dir / "stderr.log"
-    with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nuell_gateway", "serve"],
-            env=_gateway_env(database_url, compute_address),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
+    launcher = Launcher(
+        Path(tempfile.mkdtemp(prefix="nuell-fuzz-gateway-")),
+        startup_timeout=START_TIMEOUT_SECONDS,
+        say=lambda _: None,
+    )
     try:
-        line = _first_line(process, timeout=START_TIMEOUT_SECONDS)
-        if not line.startswith("nuell_gateway listening on "):
-            pytest.fail(
-                f"the gateway did not start ({line!r}): {stderr_path.read_text()}", pytrace=False
-            )
+        (running,) = launcher.start(service)
+    except LaunchError as exc:
+        pytest.fail(f"the gateway did not start: {exc}", pytrace=False)
+    try:
         yield GatewayProcess(
-            process=process,
-            address=line.rsplit(" ", 1)[1].strip(),
-            stderr_path=stderr_path,
+            running=running,
+            address=settings.gateway.connect_target,
             compute_address=compute_address,
             database_name=str(database_url.database),
         )
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        shutil.rmtree(log_dir, ignore_errors=True)
+        launcher.stop()
+        shutil.rmtree(launcher.log_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
