@@ -177,6 +177,9 @@ class StackSettings:
     data_dir: Path = DEFAULT_DATA_DIR
     # Where the edge sends its spans (OTLP/gRPC); None renders no tracing.
     otlp_collector: Address | None = None
+    # Development mail (MailDev, `make run`): its SMTP, and its inbox and REST API.
+    mail_smtp: Address = Address("127.0.0.1", 1025)
+    mail_web: Address = Address("127.0.0.1", 1080)
 
     @property
     def auth_refill_interval_ms(self) -> int:
@@ -209,6 +212,8 @@ class StackSettings:
             "NUELL_GATEWAY_ADDR": self.gateway.port,
             "NUELL_COMPUTE_ADDR": self.compute.port,
             "NUELL_WEB_PORT": self.web.port,
+            "NUELL_MAIL_SMTP_PORT": self.mail_smtp.port,
+            "NUELL_MAIL_WEB_PORT": self.mail_web.port,
         }
         seen: dict[int, str] = {}
         for variable, port in named.items():
@@ -275,6 +280,8 @@ class StackSettings:
             edge_workers=int_of("NUELL_EDGE_WORKERS", defaults.edge_workers),
             data_dir=data_dir,
             otlp_collector=_otlp_collector(env),
+            mail_smtp=port_of("NUELL_MAIL_SMTP_PORT", defaults.mail_smtp),
+            mail_web=port_of("NUELL_MAIL_WEB_PORT", defaults.mail_web),
         )
 
 

@@ -3,6 +3,7 @@ as the Envoy, compose and Kubernetes renders are.
 
     migrate ─▶ py_gateway ─▶ envoy ─▶ web
     rust_compute ─┘
+    maildev (development mail; the gateway's outbox waits for it, so no edge)
 
 `services()` declares them for a machine (`make run`, the deploy tests,
 `make bench`); `deploy/launcher.py` starts any subset of them, plus services
@@ -36,6 +37,7 @@ from deploy.render import write_envoy
 from deploy.settings import REPO, Address, StackSettings
 
 WEB_DIST = REPO / "web" / "dist"
+MAILDEV_BIN = REPO / "web" / "node_modules" / ".bin" / "maildev"
 # Short graces keep Ctrl-C snappy; idle local servers drain at once anyway.
 LOCAL_DEFAULTS = {"NUELL_SHUTDOWN_GRACE_SECONDS": "5", "NUELL_COMPUTE_SHUTDOWN_GRACE_SECONDS": "5"}
 
@@ -59,6 +61,8 @@ def check_built() -> None:
             "envoy or py_gateway is not installed next to this Python; "
             "install them: .venv/bin/pip install -e 'py_gateway[dev]'"
         )
+    if not MAILDEV_BIN.exists():
+        raise LaunchError(f"MailDev not found at {shown(MAILDEV_BIN)}; install it with `make deps`")
     if not (WEB_DIST / "index.html").is_file():
         raise LaunchError(
             f"the browser page is not built ({shown(WEB_DIST)}/index.html missing); "
@@ -150,6 +154,9 @@ def gateway_service(settings: StackSettings, env: Mapping[str, str], database_ur
         "NUELL_METRICS_ADDR": str(settings.gateway_metrics),
         "NUELL_COMPUTE_TARGET": settings.compute.connect_target,
     }
+    # Mail goes to MailDev and links to the page unless the user says otherwise.
+    env.setdefault("NUELL_SMTP_URL", f"smtp://{settings.mail_smtp.connect_target}")
+    env.setdefault("NUELL_PUBLIC_URL", f"http://localhost:{settings.web.port}")
     return Service(
         "py_gateway",
         (sys.executable, "-m", "nuell_gateway", "serve"),
@@ -229,6 +236,29 @@ def web_service(settings: StackSettings, env: Mapping[str, str]) -> Service:
     )
 
 
+def maildev_service(settings: StackSettings, env: Mapping[str, str]) -> Service:
+    """MailDev: every mail the gateway sends, readable at `settings.mail_web` (and /api/email)."""
+    smtp, web = settings.mail_smtp, settings.mail_web
+    inbox = f"http://{web.connect_target}"
+    return Service(
+        "maildev",
+        (
+            *(str(MAILDEV_BIN), "--ip", smtp.host, "--smtp", str(smtp.port)),
+            *("--web-ip", web.host, "--web", str(web.port)),
+            *("--mail-directory", str(settings.data_dir / "mail")),
+        ),
+        _base(env),
+        http_get(f"{inbox}/api/email"),
+        stop_timeout=5,
+        announce="starting MailDev",
+        binds=(
+            ("MailDev SMTP", "NUELL_MAIL_SMTP_PORT", smtp),
+            ("MailDev", "NUELL_MAIL_WEB_PORT", web),
+        ),
+        shows=(("mail inbox, /api/email", inbox), ("mail SMTP", str(smtp))),
+    )
+
+
 def services(
     settings: StackSettings,
     *,
@@ -248,6 +278,8 @@ def services(
         "envoy": lambda: envoy_service(settings, env),
         "web": lambda: web_service(settings, env),
     }
+    if "NUELL_SMTP_URL" not in env:  # else the user's own mail server; shown last
+        declared = {"maildev": lambda: maildev_service(settings, env), **declared}
     return [make() for name, make in declared.items() if not only or name in only]
 
 

@@ -12,6 +12,7 @@ other settings start their own in front of the same gateway.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -152,15 +153,24 @@ def dev_certificate(tmp_path_factory: pytest.TempPathFactory) -> DevCertificate:
 
 
 @pytest.fixture(scope="session")
-def backend(compute_bin: Path, migrated_database_url: str, session_processes: Launcher) -> Backend:
-    """rust_compute and py_gateway (pointed at it and the test database), healthy."""
+def backend(
+    compute_bin: Path,
+    migrated_database_url: str,
+    session_processes: Launcher,
+    outside_pytest_tmp: Callable[[str], Path],
+) -> Backend:
+    """rust_compute and py_gateway (pointed at it, the test database and a MailDev of
+    its own), healthy."""
     settings = backend_settings()
+    mail_dir = outside_pytest_tmp("mail")
     session_processes.start(
+        stack.maildev_service(dataclasses.replace(settings, data_dir=mail_dir), base_env()),
         stack.compute_service(settings, base_env()),
         stack.gateway_service(settings, base_env(), migrated_database_url),
     )
     compute, gateway = settings.compute.connect_target, settings.gateway.connect_target
-    return Backend(compute, gateway, migrated_database_url)
+    mailbox = f"http://{settings.mail_web.connect_target}"
+    return Backend(compute, gateway, migrated_database_url, mailbox)
 
 
 @pytest.fixture(scope="session")

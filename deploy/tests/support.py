@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import http.client
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -110,6 +111,8 @@ def base_env(**overrides: str) -> dict[str, str]:
     # serves its metrics on a port of its own, not the default.
     env["NUELL_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
     env["NUELL_COMPUTE_METRICS_ADDR"] = "127.0.0.1:0"
+    # Stated, not inherited: the tests hold whichever default the gateway has.
+    env["NUELL_REQUIRE_EMAIL_VERIFICATION"] = "true"
     env.update(overrides)
     return env
 
@@ -185,6 +188,7 @@ class Backend:
     compute: str  # ip:port
     gateway: str
     database_url: str
+    mailbox: str = ""  # MailDev's web and REST API, http://ip:port
 
 
 def user_exists(database_url: str, email: str) -> bool:
@@ -238,7 +242,8 @@ def backend_settings() -> StackSettings:
     anywhere = "127.0.0.1:0"
     variables = ("NUELL_GATEWAY_ADDR", "NUELL_COMPUTE_ADDR", "NUELL_METRICS_ADDR")
     environ = dict.fromkeys((*variables, "NUELL_COMPUTE_METRICS_ADDR"), anywhere)
-    return stack.with_fixed_ports(StackSettings.from_env(environ))
+    mail = {f"NUELL_MAIL_{part}_PORT": str(free_port()) for part in ("SMTP", "WEB")}
+    return stack.with_fixed_ports(StackSettings.from_env(environ | mail))
 
 
 def edge_settings(
@@ -393,3 +398,44 @@ def tls_client_context(ca_cert: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(ca_cert))
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+# --- mail -------------------------------------------------------------------------
+
+# A link in a mail: the page's address, then one of the three actions and its token.
+MAIL_LINK = re.compile(r"(\S+)/\?(verify_email|reset_password|confirm_email)=([A-Za-z0-9_-]+)")
+
+
+def mark_verified(database_url: str, email: str) -> None:
+    """The one shortcut for tests that are not about mail: the address counts as
+    proved, as if its owner had followed the verification link (test_mail.py
+    follows it for real)."""
+    with psycopg.connect(database_url, connect_timeout=5) as connection:
+        updated = connection.execute(
+            "UPDATE users SET email_verified = true WHERE lower(email) = lower(%s)", (email,)
+        ).rowcount
+    assert updated == 1, f"no account for {email}"
+
+
+def mails_to(mailbox: str, address: str) -> list[dict[str, Any]]:
+    """Every mail MailDev (`mailbox`, its REST API) holds for `address`, oldest first."""
+    with urllib.request.urlopen(f"{mailbox}/api/email", timeout=5) as reply:  # noqa: S310
+        every: list[dict[str, Any]] = json.load(reply)
+    wanted = address.lower()
+    return [m for m in every if any(to["address"].lower() == wanted for to in m["to"])]
+
+
+def wait_for_link(
+    mailbox: str, address: str, action: str, *, seen: int = 0, timeout: float = 30
+) -> tuple[dict[str, Any], str, str]:
+    """The first mail to `address` after its first `seen` whose text links to `action`:
+    (the mail, the link's page address, the token)."""
+
+    def found() -> tuple[dict[str, Any], str, str] | None:
+        for mail in mails_to(mailbox, address)[seen:]:
+            for page, linked, token in MAIL_LINK.findall(mail.get("text") or ""):
+                if linked == action:
+                    return mail, page, token
+        return None
+
+    return wait_for(found, timeout=timeout, what=f"a {action} mail to {address}", interval=0.2)

@@ -72,6 +72,7 @@ def test_the_flow_in_chromium(
         "NUELL_CHROMIUM": str(CHROMIUM),
         "NUELL_FOREIGN_EMAIL": foreign_email,
         "NUELL_BROWSER_ARTIFACTS": str(tmp_path / "screenshots"),
+        "NUELL_MAILBOX_URL": backend.mailbox,
     }
 
     result = subprocess.run(

@@ -41,6 +41,7 @@ from deploy.tests.support import (
     backend_settings,
     base_env,
     edge_settings,
+    mark_verified,
     otlp_collector,
     start_envoy,
 )
@@ -704,6 +705,7 @@ def test_envoys_span_is_the_parent_of_the_gateways(
         with grpc.insecure_channel(edge.target) as channel:
             auth = AuthServiceStub(channel)
             auth.Register(auth_pb.RegisterRequest(email=email, password=password))
+            mark_verified(migrated_database_url, email)
             token = auth.Login(auth_pb.LoginRequest(email=email, password=password)).access_token
             _, call = ComputeServiceStub(channel).Analyze.with_call(
                 compute_pb.AnalyzeRequest(text="through the edge"),

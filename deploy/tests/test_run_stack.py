@@ -29,6 +29,7 @@ from deploy.tests.support import (
     tls_client_context,
     wait_exit,
     wait_for,
+    wait_for_link,
     wait_for_output,
 )
 
@@ -45,7 +46,10 @@ def data_dir(outside_pytest_tmp: Callable[[str], Path]) -> Path:
 
 @pytest.fixture
 def ports() -> dict[str, int]:
-    names = ("edge", "edge_tls", "admin", "gateway", "compute", "metrics", "compute_metrics", "web")
+    names = (
+        *("edge", "edge_tls", "admin", "gateway", "compute", "metrics", "compute_metrics"),
+        *("web", "mail_smtp", "mail_web"),
+    )
     return {name: free_port() for name in names}
 
 
@@ -61,6 +65,8 @@ def runner_env(data_dir: Path, ports: dict[str, int], **overrides: str) -> dict[
             "NUELL_COMPUTE_ADDR": f"127.0.0.1:{ports['compute']}",
             "NUELL_METRICS_ADDR": f"127.0.0.1:{ports['metrics']}",
             "NUELL_COMPUTE_METRICS_ADDR": f"127.0.0.1:{ports['compute_metrics']}",
+            "NUELL_MAIL_SMTP_PORT": str(ports["mail_smtp"]),
+            "NUELL_MAIL_WEB_PORT": str(ports["mail_web"]),
             # Workers, whatever the core count: a gateway killed outright leaves them behind.
             "NUELL_WORKERS": "2",
             **overrides,
@@ -111,7 +117,8 @@ def test_runner_serves_then_stops_cleanly_on_ctrl_c(
     assert (data_dir / "run" / "envoy.yaml").is_file()
     # The generated signing key is readable by its owner only.
     assert (data_dir / "secrets" / "jwt_keys").stat().st_mode & 0o077 == 0
-    for name in ("rust_compute", "py_gateway", "envoy", "web"):
+    assert http_request(ports["mail_web"], "GET", "/api/email", {}).status == 200
+    for name in ("rust_compute", "py_gateway", "envoy", "web", "maildev"):
         assert (data_dir / "logs" / f"{name}.log").is_file()
     # The page, on its own origin, which the edge allows by default.
     page = http_request(ports["web"], "GET", "/", {})
@@ -222,12 +229,17 @@ def back_line(name: str, where: str) -> re.Pattern[str]:
     return lines(rf"^{name} is back, healthy at {re.escape(where)}$")
 
 
-def sign_in(gateway: str) -> str:
-    """An access token for a fresh account, registered straight at the gateway."""
+def sign_in(gateway: str, ports: dict[str, int]) -> str:
+    """An access token for a fresh account, registered straight at the gateway and
+    verified by the link in the mail the runner's MailDev received."""
     email = f"restart-{uuid.uuid4().hex[:12]}@example.com"
     with grpc.insecure_channel(gateway) as channel:
         auth = auth_service_pb2_grpc.AuthServiceStub(channel)
         auth.Register(auth_service_pb2.RegisterRequest(email=email, password=PASSWORD), timeout=30)
+        mailbox = f"http://127.0.0.1:{ports['mail_web']}"
+        _, page, token = wait_for_link(mailbox, email, "verify_email")
+        assert page == f"http://localhost:{ports['web']}"
+        auth.VerifyEmail(auth_service_pb2.VerifyEmailRequest(token=token), timeout=30)
         login = auth.Login(
             auth_service_pb2.LoginRequest(email=email, password=PASSWORD), timeout=30
         )
@@ -259,7 +271,7 @@ def test_killed_compute_comes_back_and_the_running_gateway_uses_it(
 ) -> None:
     gateway_at = f"127.0.0.1:{ports['gateway']}"
     compute_at = f"127.0.0.1:{ports['compute']}"
-    token = sign_in(gateway_at)
+    token = sign_in(gateway_at, ports)
     assert analyzes(gateway_at, token)
     gateway = service(running_stack, "py_gateway")
     compute = service(running_stack, "rust_compute")
@@ -306,7 +318,7 @@ def test_killed_gateway_comes_back_behind_the_same_edge(
 ) -> None:
     gateway_at = f"127.0.0.1:{ports['gateway']}"
     edge_at = f"127.0.0.1:{ports['edge']}"
-    token = sign_in(gateway_at)
+    token = sign_in(gateway_at, ports)
     edge = service(running_stack, "envoy")
     gateway = service(running_stack, "py_gateway")
     workers = gateway.children()

@@ -32,6 +32,7 @@ from deploy.tests.support import (
     grpcurl,
     health_status,
     http_request,
+    mark_verified,
     parse_frames,
     tls_client_context,
     user_exists,
@@ -183,6 +184,7 @@ def signed_in(stack: Stack, nuell_protoset: list[str]) -> tuple[str, str]:
     email = f"edge-{uuid.uuid4().hex[:12]}@example.com"
     credentials = json.dumps({"email": email, "password": PASSWORD})
     call_edge(stack, nuell_protoset, "nuell.auth.v1.AuthService/Register", credentials)
+    mark_verified(stack.database_url, email)
     login = call_edge(stack, nuell_protoset, "nuell.auth.v1.AuthService/Login", credentials)
     # grpcurl prints the proto field names, not the lowerCamelCase JSON names.
     return email, login["access_token"]

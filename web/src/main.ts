@@ -1,6 +1,8 @@
-// The page: register, log in, then create, list, edit and delete posts and
-// watch each post's analysis, all over gRPC-Web through the edge. Every
-// string from the server is written with textContent, never as HTML.
+// The page: register, verify the address, log in, then create, list, edit
+// and delete posts and watch each post's analysis, all over gRPC-Web through
+// the edge. It also answers the links in Nuell's mails (?verify_email=,
+// ?reset_password=, ?confirm_email=). Every string from the server is
+// written with textContent, never as HTML.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
@@ -14,6 +16,33 @@ interface PageConfig {
 }
 
 const ANALYSIS_POLL_MS = 1000;
+type Locale = "en" | "ja";
+
+/** What the page says about accounts, in the languages mails come in. */
+const TEXT: Record<Locale, Record<string, string>> = {
+  en: {
+    registered: "Check your inbox: we sent a link to {email}. Open it, then log in.",
+    resent: "If {email} has an account waiting for verification, a new link is on its way.",
+    resetSent: "If {email} has an account, a link to reset its password is on its way.",
+    verified: "Your email address is verified. Log in to continue.",
+    resetDone: "Your password is changed and every session signed out. Log in with the new password.",
+    changeSent: "We sent a confirmation link to {email}. The address changes once you open it.",
+    changed: "Your email address is changed. Log in with the new address.",
+    TOKEN_INVALID: "This link is used, expired or replaced by a newer one. Ask for a new link.",
+    EMAIL_NOT_VERIFIED: "Verify your email address first: open the link we mailed you (or Resend verification).",
+  },
+  ja: {
+    registered: "{email} に確認用のリンクを送りました。リンクを開いてからログインしてください。",
+    resent: "{email} が確認待ちのアカウントであれば、新しいリンクを送りました。",
+    resetSent: "{email} のアカウントがあれば、パスワード再設定用のリンクを送りました。",
+    verified: "メールアドレスを確認しました。ログインしてください。",
+    resetDone: "パスワードを変更し、すべてのセッションをログアウトしました。新しいパスワードでログインしてください。",
+    changeSent: "{email} に確認用のリンクを送りました。リンクを開くとアドレスが変わります。",
+    changed: "メールアドレスを変更しました。新しいアドレスでログインしてください。",
+    TOKEN_INVALID: "このリンクは使用済み、期限切れ、または新しいリンクに置き換えられています。もう一度リンクを依頼してください。",
+    EMAIL_NOT_VERIFIED: "先にメールアドレスを確認してください（メールのリンクを開くか、確認メールを再送してください）。",
+  },
+};
 const ANALYSIS_POLL_TIMES = 15;
 
 function element<T extends HTMLElement>(id: string): T {
@@ -33,21 +62,60 @@ class Page {
   private readonly byId = new Map<string, HTMLLIElement>();
   private readonly polling = new Set<string>();
   private userId = "";
+  private resetToken = "";
 
   constructor(private readonly nuell: Nuell) {}
 
   start(): void {
+    const credentialActions: Record<string, () => Promise<void>> = {
+      login: () => this.login(),
+      register: () => this.register(),
+      forgot: () => this.requestReset(),
+      resend: () => this.resendVerification(),
+    };
     element<HTMLFormElement>("credentials").addEventListener("submit", (event) => {
       event.preventDefault();
       const action = (event.submitter as HTMLButtonElement | null)?.value ?? "login";
-      void this.run(() => (action === "register" ? this.register() : this.login()));
+      void this.run(credentialActions[action] ?? (() => this.login()));
     });
     element("logout").addEventListener("click", () => void this.run(() => this.logout()));
+    element<HTMLFormElement>("reset-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.run(() => this.resetPassword());
+    });
+    element<HTMLFormElement>("change-email").addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.run(() => this.requestEmailChange());
+    });
     element<HTMLFormElement>("new-post").addEventListener("submit", (event) => {
       event.preventDefault();
       void this.run(() => this.publish());
     });
     element("reload").addEventListener("click", () => void this.run(() => this.reload()));
+  }
+
+  /** Answers a mail's link, then takes the token out of the address bar and history. */
+  async followLink(): Promise<void> {
+    const query = new URLSearchParams(location.search);
+    const action = ["verify_email", "reset_password", "confirm_email"].find((name) => query.get(name));
+    if (!action) return;
+    const token = query.get(action) ?? "";
+    history.replaceState(null, "", location.pathname);
+    if (action === "reset_password") {
+      this.resetToken = token;
+      element("reset").hidden = false;
+      element<HTMLInputElement>("new-password").focus();
+      return;
+    }
+    await this.run(async () => {
+      if (action === "verify_email") {
+        await this.nuell.auth.verifyEmail({ token });
+        this.say("verified");
+      } else {
+        await this.nuell.auth.confirmEmailChange({ token });
+        this.say("changed");
+      }
+    });
   }
 
   /** Runs one user action: clears the last outcome, shows the next one. */
@@ -68,9 +136,49 @@ class Page {
     };
   }
 
+  private locale(): Locale {
+    return element<HTMLSelectElement>("locale").value === "ja" ? "ja" : "en";
+  }
+
+  private say(key: string, email = ""): void {
+    this.notice((TEXT[this.locale()][key] ?? key).replace("{email}", email));
+  }
+
   private async register(): Promise<void> {
-    const { user } = await this.nuell.auth.register(this.credentials());
-    this.notice(`Registered ${user?.email ?? ""}. Log in to continue.`);
+    // The same answer whether or not the address already has an account: the
+    // mail tells its owner which.
+    const request = { ...this.credentials(), locale: this.locale() };
+    await this.nuell.auth.register(request);
+    this.say("registered", request.email);
+  }
+
+  private async resendVerification(): Promise<void> {
+    const { email } = this.credentials();
+    await this.nuell.auth.resendVerification({ email });
+    this.say("resent", email);
+  }
+
+  private async requestReset(): Promise<void> {
+    const { email } = this.credentials();
+    await this.nuell.auth.requestPasswordReset({ email });
+    this.say("resetSent", email);
+  }
+
+  private async resetPassword(): Promise<void> {
+    const box = element<HTMLInputElement>("new-password");
+    await this.nuell.auth.resetPassword({ token: this.resetToken, newPassword: box.value });
+    box.value = "";
+    this.resetToken = "";
+    element("reset").hidden = true;
+    this.say("resetDone");
+  }
+
+  private async requestEmailChange(): Promise<void> {
+    const newEmail = element<HTMLInputElement>("new-email").value.trim();
+    const password = element<HTMLInputElement>("change-email-password");
+    await this.nuell.auth.requestEmailChange({ newEmail, currentPassword: password.value });
+    password.value = "";
+    this.say("changeSent", newEmail);
   }
 
   private async login(): Promise<void> {
@@ -223,6 +331,8 @@ class Page {
     element("error-title").textContent = `${failure.codeName}: ${failure.message}`;
     const lines = failure.violations.map((v) => `${v.field}: ${v.description}`);
     if (failure.reason) lines.unshift(`reason: ${failure.reason}`);
+    const hint = failure.reason ? TEXT[this.locale()][failure.reason] : undefined;
+    if (hint) lines.push(hint);
     element("error-details").replaceChildren(
       ...lines.map((line) => {
         const item = document.createElement("li");
@@ -238,7 +348,10 @@ class Page {
 async function main(): Promise<void> {
   const baseUrl = await edgeUrl();
   element("edge").textContent = `Edge: ${baseUrl}`;
-  new Page(createNuell({ baseUrl })).start();
+  const page = new Page(createNuell({ baseUrl }));
+  if (navigator.language.toLowerCase().startsWith("ja")) element<HTMLSelectElement>("locale").value = "ja";
+  page.start();
+  await page.followLink();
   document.body.dataset.ready = "true";
 }
 

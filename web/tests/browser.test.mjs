@@ -1,6 +1,8 @@
 // The page in a real headless Chromium, through the real edge, gateway and
-// database: the whole flow on an allowed origin, and the same calls failing
-// in the browser from an origin that is not on the edge's allowlist.
+// database: the whole flow on an allowed origin (the account verified, its
+// password reset and its address changed by the links in real mails, read
+// from MailDev), and the same calls failing in the browser from an origin
+// that is not on the edge's allowlist.
 //
 //   NUELL_PAGE_URL=http://localhost:3000 node --test tests/   # against `make run`
 //
@@ -8,7 +10,8 @@
 // Variables: NUELL_PAGE_URL (the page on an allowed origin), NUELL_CHROMIUM
 // (default /usr/bin/chromium), NUELL_FOREIGN_EMAIL (the address the
 // foreign page tries to register), NUELL_BROWSER_ARTIFACTS (a folder for
-// screenshots of failures).
+// screenshots of failures), NUELL_MAILBOX_URL (MailDev's REST API, default
+// `make run`'s http://127.0.0.1:1080).
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -27,6 +30,8 @@ const CHROMIUM = process.env.NUELL_CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = process.env.NUELL_BROWSER_ARTIFACTS;
 const PASSWORD = "Correct-Horse-42";
 const STEP_TIMEOUT_MS = 20_000;
+const MAILBOX = (process.env.NUELL_MAILBOX_URL ?? "http://127.0.0.1:1080").replace(/\/$/, "");
+const MAIL_TIMEOUT_MS = 30_000;
 
 let context;
 let userDataDir;
@@ -125,9 +130,50 @@ async function openPage(url, t) {
 const text = (page, testId) => page.getByTestId(testId).innerText();
 
 async function submit(page, email, password, button) {
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: button }).click();
+  await page.getByLabel("Email", { exact: true }).fill(email);
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByRole("button", { name: button, exact: true }).click();
+}
+
+/** Mails to `address` in MailDev, oldest first. */
+async function mailsTo(address) {
+  const reply = await fetch(`${MAILBOX}/api/email`);
+  assert.equal(reply.status, 200, `MailDev at ${MAILBOX} does not answer`);
+  const every = await reply.json();
+  return every.filter((mail) => mail.to.some((to) => to.address.toLowerCase() === address.toLowerCase()));
+}
+
+/** The newest mail to `address` linking to `action`, waited for: the mail and the link's query. */
+async function mailLink(address, action, { after = 0 } = {}) {
+  const pattern = new RegExp(`(\\S+)/\\?${action}=([A-Za-z0-9_-]+)`);
+  const deadline = Date.now() + MAIL_TIMEOUT_MS;
+  for (;;) {
+    for (const mail of (await mailsTo(address)).slice(after).reverse()) {
+      const found = pattern.exec(mail.text ?? "");
+      if (found) return { mail, query: `?${action}=${found[2]}` };
+    }
+    if (Date.now() > deadline) throw new Error(`no ${action} mail to ${address} within ${MAIL_TIMEOUT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+/** Opens a mail's link on the page under test; the page says how it went. */
+async function follow(page, query) {
+  await page.goto(`${PAGE_URL}/${query}`);
+  await page.waitForSelector("body[data-ready=true]");
+  // The token leaves the address bar (and the history) once read.
+  assert.equal(new URL(page.url()).search, "");
+}
+
+async function registerAndVerify(page, email, password, locale = "en") {
+  await page.getByLabel("Language of mails").selectOption(locale);
+  await submit(page, email, password, "Register");
+  const registered = await outcome(page);
+  assert.match(registered.notice ?? "", locale === "ja" ? /確認用のリンク/ : /Check your inbox/, JSON.stringify(registered));
+  const { mail, query } = await mailLink(email, "verify_email");
+  await follow(page, query);
+  assert.match((await outcome(page)).notice ?? "", /verified|確認しました/);
+  return mail;
 }
 
 /** Waits until the call just made has answered: a notice or an error. */
@@ -152,11 +198,21 @@ test("the page registers, logs in and manages posts through the edge", async (t)
   assert.match(refused.error, /reason: INVALID_FIELDS/);
   assert.match(refused.error, /password: /);
 
+  // Registered but not verified: the right password is refused, and says why.
   await submit(page, email, PASSWORD, "Register");
-  assert.match((await outcome(page)).notice ?? "", /Registered/);
+  assert.match((await outcome(page)).notice ?? "", /Check your inbox/);
+  await submit(page, email, PASSWORD, "Log in");
+  const unverified = await outcome(page);
+  assert.match(unverified.error ?? "", /FAILED_PRECONDITION/);
+  assert.match(unverified.error, /reason: EMAIL_NOT_VERIFIED/);
 
-  await page.getByLabel("Password").fill(PASSWORD);
-  await page.getByRole("button", { name: "Log in" }).click();
+  // The link in the real mail verifies the address.
+  const { mail, query } = await mailLink(email, "verify_email");
+  assert.ok(mail.html, "the mail has an HTML part too");
+  await follow(page, query);
+  assert.match((await outcome(page)).notice ?? "", /verified/);
+
+  await submit(page, email, PASSWORD, "Log in");
   await page.getByTestId("who").filter({ hasText: email }).waitFor();
   await page.getByText("No posts yet.").waitFor();
 
@@ -194,6 +250,76 @@ test("the page registers, logs in and manages posts through the edge", async (t)
   await page.getByText("No posts yet.").waitFor();
   assert.equal(await page.getByTestId("post").count(), 0);
   assert.equal(await page.getByTestId("error").isVisible(), false);
+});
+
+test("a Japanese account resets its password and changes its address by mailed links", async (t) => {
+  const { page } = await openPage(PAGE_URL, t);
+  const email = `reset-${randomUUID().slice(0, 12)}@example.com`;
+  const verification = await registerAndVerify(page, email, PASSWORD, "ja");
+  assert.match(verification.subject, /[\u3040-\u30ff\u4e00-\u9fff]/, `not Japanese: ${verification.subject}`);
+
+  // Forgot password: the mail's link opens the form for a new password.
+  await page.getByLabel("Language of mails").selectOption("ja");
+  await page.getByLabel("Email", { exact: true }).fill(email);
+  await page.getByRole("button", { name: "Forgot password" }).click();
+  assert.match((await outcome(page)).notice ?? "", /パスワード再設定/);
+  const { mail, query } = await mailLink(email, "reset_password");
+  assert.match(mail.text, /[\u3040-\u30ff\u4e00-\u9fff]/);
+  await follow(page, query);
+  await page.getByLabel("Language of mails").selectOption("ja");
+
+  // A weak password: every broken rule at once, from the BadRequest details.
+  await page.locator("#reset-form").getByLabel("New password").fill("short");
+  await page.getByRole("button", { name: "Set new password" }).click();
+  const weak = await outcome(page);
+  assert.match(weak.error ?? "", /INVALID_ARGUMENT/);
+  assert.ok((weak.error.match(/new_password: /g) ?? []).length >= 2, `not every rule shown: ${weak.error}`);
+
+  const newPassword = "Neue-Passwort-パス-58";
+  await page.locator("#reset-form").getByLabel("New password").fill(newPassword);
+  await page.getByRole("button", { name: "Set new password" }).click();
+  assert.match((await outcome(page)).notice ?? "", /パスワードを変更/);
+  assert.equal(await page.locator("#reset").isVisible(), false);
+
+  // The same link again: used, and the page says so clearly.
+  await follow(page, query);
+  await page.getByLabel("Language of mails").selectOption("ja");
+  await page.locator("#reset-form").getByLabel("New password").fill(`${newPassword}-again`);
+  await page.getByRole("button", { name: "Set new password" }).click();
+  const reused = await outcome(page);
+  assert.match(reused.error ?? "", /reason: TOKEN_INVALID/);
+  assert.match(reused.error, /使用済み/);
+
+  // The old password no longer works; the new one does.
+  await page.getByLabel("Language of mails").selectOption("en");
+  await submit(page, email, PASSWORD, "Log in");
+  assert.match((await outcome(page)).error ?? "", /UNAUTHENTICATED/);
+  await submit(page, email, newPassword, "Log in");
+  await page.getByTestId("who").filter({ hasText: email }).waitFor();
+
+  // A new address: confirmed by the link mailed to it, the old one told.
+  const moved = `moved-${randomUUID().slice(0, 12)}@example.com`;
+  await page.getByLabel("New email").fill(moved);
+  await page.getByLabel("Current password").fill(newPassword);
+  await page.getByRole("button", { name: "Change email" }).click();
+  assert.match((await outcome(page)).notice ?? "", new RegExp(moved));
+  const change = await mailLink(moved, "confirm_email");
+  await follow(page, change.query);
+  assert.match((await outcome(page)).notice ?? "", /address is changed/);
+  const notices = await mailsTo(email);
+  assert.ok(notices.length >= 3, `the old address got no notice: ${notices.map((m) => m.subject)}`);
+  await submit(page, moved, newPassword, "Log in");
+  await page.getByTestId("who").filter({ hasText: moved }).waitFor();
+});
+
+test("a link with a token that is not one shows TOKEN_INVALID", async (t) => {
+  for (const action of ["verify_email", "confirm_email"]) {
+    const { page } = await openPage(`${PAGE_URL}/?${action}=not-a-real-token-${randomUUID()}`, t);
+    const shown = await outcome(page);
+    assert.match(shown.error ?? "", /INVALID_ARGUMENT/);
+    assert.match(shown.error, /reason: TOKEN_INVALID/);
+    assert.match(shown.error, /expired or replaced/);
+  }
 });
 
 test("the edge also speaks gRPC-Web text mode to the page", async (t) => {
