@@ -100,6 +100,14 @@ def login(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
     return itertools.repeat(request.SerializeToString())
 
 
+def registrations(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
+    """A new address each time: each one a verification mail through the outbox and SMTP."""
+    nonce = f"{os.getpid()}-{time.time_ns()}"
+    for n in itertools.count(1):
+        email = f"bench-{nonce}-{n}@example.com"
+        yield auth_service_pb2.RegisterRequest(email=email, password=PASSWORD).SerializeToString()
+
+
 def every_post(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
     """Each benchmark post in turn, as readers of a feed would ask."""
     ids = fixture.post_ids
@@ -129,6 +137,7 @@ LIST_POSTS = Call(
     post_service_pb2.ListPostsRequest(page_size=50).SerializeToString(),
 )
 LOGIN = Call("Login", "/nuell.auth.v1.AuthService/Login", login, authorized=False)
+REGISTER = Call("Register", "/nuell.auth.v1.AuthService/Register", registrations, authorized=False)
 MIX = (
     LOGIN,
     replace(LIST_POSTS, data=post_service_pb2.ListPostsRequest(page_size=20).SerializeToString()),
@@ -151,6 +160,7 @@ SCENARIOS = (
     Scenario("get-post-bare-envoy", "GetPost via bare Envoy", (GET_POST,), ("bare-edge",)),
     Scenario("list-posts", "ListPosts (50) direct", (LIST_POSTS,), ("gateway",)),
     Scenario("login", "Login direct", (LOGIN,), ("gateway",), load="argon2"),
+    Scenario("register-mail", "Register with mail on", (REGISTER,), ("gateway",), load="argon2"),
     Scenario("edge-cost", "GetPost direct and via Envoy", (GET_POST,), BOTH, "rounds", "paths"),
     Scenario("get-post-paced", "GetPost at equal load", (GET_POST,), BOTH, "paced", "paths"),
     Scenario("mix-envoy", "mix via Envoy", MIX, ("edge-mix",), "mix", "mix"),

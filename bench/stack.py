@@ -3,7 +3,7 @@ services and the benchmark's own. An edge runs only during the scenarios that
 dial it, so the direct ones see no idle edge.
 
     echo, echo-1    bench/echo_server.py with the gateway's workers, and with one
-    gateway         a throwaway database, migrate, rust_compute, py_gateway
+    gateway         a throwaway database, migrate, rust_compute, py_gateway, MailDev
     edge, edge-mix  deploy's Envoy (edge-mix: Login's rate limit raised for the mix)
     bare-edge       Envoy with bench/bare_envoy.yaml: a router and nothing else
 """
@@ -125,15 +125,17 @@ class Stack:
             return
         loopback = {f"NUELL_{part}_ADDR": "127.0.0.1:0" for part in ("GATEWAY", "COMPUTE")}
         metrics = {f"NUELL_{part}METRICS_ADDR": "127.0.0.1:0" for part in ("", "COMPUTE_")}
-        settings = stack.with_fixed_ports(StackSettings.from_env(loopback | metrics))
-        only = ("migrate", "rust_compute", "py_gateway")
+        mail = {f"NUELL_MAIL_{part}_PORT": str(free_port()) for part in ("SMTP", "WEB")}
+        mail |= {"NUELL_DATA_DIR": str(self.work_dir / "data")}  # MailDev keeps mails there
+        settings = stack.with_fixed_ports(StackSettings.from_env(loopback | metrics | mail))
+        only = ("migrate", "rust_compute", "py_gateway", "maildev")
         url, self.database, postgres = fresh_database(self.cleanup, self.work_dir / "logs")
         self.pids |= {"postgres": postgres} if postgres else {}
         self.launcher.start(*stack.services(settings, env=self.env, database_url=url, only=only))
         self.pids["gateway"] = self.launcher["py_gateway"].pid
         self.pids["rust_compute"] = self.launcher["rust_compute"].pid
         self.addresses["gateway"] = settings.gateway.connect_target
-        self.fixture = make_fixture(self.addresses["gateway"])
+        self.fixture = make_fixture(self.addresses["gateway"], url)
 
     def edge(self, name: str) -> tuple[Service, str]:
         """Envoy in front of the gateway, on free loopback ports."""
@@ -191,14 +193,17 @@ def fresh_database(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, s
     return urlunsplit(urlsplit(server)._replace(path=f"/{name}")), where, pid
 
 
-def make_fixture(gateway: str) -> Fixture:
-    """The benchmark account, registered and logged in, and the posts it wrote."""
+def make_fixture(gateway: str, database_url: str) -> Fixture:
+    """The benchmark account, registered, verified, logged in, and the posts it wrote."""
     email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
     account = {"email": email, "password": PASSWORD}
     with grpc.insecure_channel(gateway) as channel:
         auth, posts = AuthServiceStub(channel), PostServiceStub(channel)
         try:
             auth.Register(RegisterRequest(**account), timeout=30)
+            # Verified as the mailed link would; register-mail measures the mail path.
+            with psycopg.connect(database_url) as db:
+                db.execute("UPDATE users SET email_verified = true WHERE email = %s", (email,))
             token = auth.Login(LoginRequest(**account), timeout=30).access_token
             bearer = (("authorization", f"Bearer {token}"),)
             made = [CreatePostRequest(content=POST.format(n)) for n in range(BENCH_POSTS)]
