@@ -462,9 +462,11 @@ def test_kubernetes_holds_no_secret_value(k8s_dir: Path) -> None:
     for name, pod in _pod_specs(_overlay(k8s_dir, "prod")).items():
         for container in pod["containers"]:
             for env in container.get("env", []):
-                if env["name"] in ("DATABASE_URL", "NUELL_JWT_KEYS"):
+                if env["name"] in ("DATABASE_URL", "NUELL_JWT_KEYS", "NUELL_SMTP_URL"):
                     assert "value" not in env, (name, env)
                     assert env["valueFrom"]["secretKeyRef"]["name"] == manifests.GATEWAY_SECRET
+    gateway_env = _pod_specs(_overlay(k8s_dir, "prod"))["gateway"]["containers"][0]["env"]
+    assert {"NUELL_SMTP_URL", "DATABASE_URL", "NUELL_JWT_KEYS"} <= {e["name"] for e in gateway_env}
     volumes = _pod_specs(_overlay(k8s_dir, "prod"))["envoy"]["volumes"]
     assert {"secretName": manifests.EDGE_TLS_SECRET, "defaultMode": 0o440} in [
         v.get("secret") for v in volumes
