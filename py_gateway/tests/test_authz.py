@@ -33,6 +33,7 @@ from tests.utils.samples import STRONG_PASSWORD, VALID_REQUESTS
 OK = grpc.StatusCode.OK
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
+BAD = grpc.StatusCode.INVALID_ARGUMENT  # a well-formed token that was never issued
 
 CALLERS = ("anonymous", "self", "other", "deactivated", "admin")
 
@@ -49,6 +50,10 @@ Build = Callable[[World], Message]
 
 def _sample(path: str) -> Build:
     return lambda world: VALID_REQUESTS[path]
+
+
+def _sample_path(method: str) -> Build:
+    return _sample(f"nuell.auth.v1.AuthService/{method}")
 
 
 # RPC (with a variant after `#`) -> request builder, expected code per caller.
@@ -76,6 +81,27 @@ TABLE: dict[str, tuple[Build, tuple[grpc.StatusCode, ...]]] = {
             current_password=STRONG_PASSWORD, new_password="Another-Horse-43"
         ),
         (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    # The token in the request is the credential; an access token changes nothing.
+    "nuell.auth.v1.AuthService/VerifyEmail": (_sample_path("VerifyEmail"), (BAD,) * 5),
+    "nuell.auth.v1.AuthService/ResendVerification": (
+        lambda w: auth.ResendVerificationRequest(email=w.owner.email),
+        (OK, OK, OK, OK, OK),
+    ),
+    "nuell.auth.v1.AuthService/RequestPasswordReset": (
+        lambda w: auth.RequestPasswordResetRequest(email=w.owner.email),
+        (OK, OK, OK, OK, OK),
+    ),
+    "nuell.auth.v1.AuthService/ResetPassword": (_sample_path("ResetPassword"), (BAD,) * 5),
+    "nuell.auth.v1.AuthService/RequestEmailChange": (
+        lambda w: auth.RequestEmailChangeRequest(
+            new_email=f"moved-{uuid7().hex}@example.com", current_password=STRONG_PASSWORD
+        ),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    "nuell.auth.v1.AuthService/ConfirmEmailChange": (
+        _sample_path("ConfirmEmailChange"),
+        (BAD,) * 5,
     ),
     "nuell.users.v1.UserService/GetCurrentUser": (
         lambda w: users.GetCurrentUserRequest(),

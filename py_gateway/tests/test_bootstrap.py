@@ -13,6 +13,11 @@ from tests.conftest import make_settings
 
 async def _admins(gateway: Gateway) -> list[str]:
     async with gateway.resources.sessions() as session:
+        result = await session.execute(
+            select(User.email, User.email_verified).where(User.role == "admin")
+        )
+        # Verified at creation: it must sign in without a mail.
+        assert all(verified for _, verified in result.all())
         result = await session.execute(select(User.email).where(User.role == "admin"))
         return list(result.scalars())
 

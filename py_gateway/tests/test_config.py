@@ -29,6 +29,36 @@ def test_secrets_never_show() -> None:
     assert settings.sqlalchemy_url.drivername == "postgresql+psycopg"
 
 
+def test_mail_defaults_and_smtp_urls() -> None:
+    settings = Settings.model_validate(BASE)
+    assert settings.require_email_verification
+    assert settings.smtp_server is None  # mails wait in the outbox
+    assert Settings.model_validate({**BASE, "smtp_url": ""}).smtp_server is None
+    assert settings.default_locale == "en"
+    assert (settings.mail_throttle_seconds, settings.mail_throttle_per_hour) == (60, 5)
+    assert (
+        settings.verify_email_ttl_seconds,
+        settings.reset_password_ttl_seconds,
+        settings.change_email_ttl_seconds,
+    ) == (86400, 1800, 3600)
+    plain = Settings.model_validate({**BASE, "smtp_url": "smtp://127.0.0.1:1025"}).smtp_server
+    assert plain is not None
+    assert (plain.host, plain.port, plain.implicit_tls, plain.username) == (
+        "127.0.0.1",
+        1025,
+        False,
+        None,
+    )
+    secure = Settings.model_validate(
+        {**BASE, "smtp_url": "smtps://mailer:p%40ss-topsecret@smtp.example.com:465"}
+    )
+    server = secure.smtp_server
+    assert server is not None
+    assert (server.host, server.port, server.implicit_tls) == ("smtp.example.com", 465, True)
+    assert (server.username, server.password) == ("mailer", "p@ss-topsecret")
+    assert "topsecret" not in repr(secure)
+
+
 def test_signing_keys_keep_their_order() -> None:
     settings = Settings.model_validate(BASE)
     assert list(settings.signing_keys) == ["k2026", "k2025"]
@@ -47,6 +77,13 @@ def test_signing_keys_keep_their_order() -> None:
         {"jwt_keys": "a:" + "x" * 40 + ",a:" + "y" * 40},
         {"argon2_memory_kib": 8192},
         {"argon2_time_cost": 1},
+        {"smtp_url": "http://mail.example:25"},
+        {"smtp_url": "smtp://mail.example"},
+        {"smtp_url": "smtp://mail.example:notaport"},
+        {"smtp_url": "smtps://user:" + "x" * 40 + "@:465"},
+        {"default_locale": "fr"},
+        {"public_url": "ftp://nuell.example"},
+        {"mail_max_attempts": 0},
     ],
 )
 def test_invalid_settings_are_refused(bad: dict[str, object]) -> None:

@@ -45,7 +45,8 @@ CONTENT = "秘密の下書き-canary-content"
 NAME = "秘密の名前-canary-name"
 PASSWORD = "Canary-Password-9876"
 TOKEN = "canary.token.value"
-CANARIES = (CONTENT, NAME, PASSWORD, TOKEN, "canary")
+LINK_TOKEN = "canary-mail-link-token-0123456789abcdefghijk"
+CANARIES = (CONTENT, NAME, PASSWORD, TOKEN, LINK_TOKEN, "canary")
 
 
 @pytest.fixture
@@ -127,7 +128,18 @@ async def test_refusals_of_every_kind_log_no_content_token_or_password(
         "weak password": auth.Register(
             auth_pb.RegisterRequest(email="new-canary@example.com", password="canary")
         ),
-        "taken email": auth.Register(auth_pb.RegisterRequest(email=alice.email, password=PASSWORD)),
+        "unknown mail link": auth.ResetPassword(
+            auth_pb.ResetPasswordRequest(token=LINK_TOKEN, new_password=PASSWORD)
+        ),
+        "mail link on the wrong path": auth.ConfirmEmailChange(
+            auth_pb.ConfirmEmailChangeRequest(token=LINK_TOKEN)
+        ),
+        "wrong password for an email change": auth.RequestEmailChange(
+            auth_pb.RequestEmailChangeRequest(
+                new_email="moved-canary@example.com", current_password=PASSWORD
+            ),
+            metadata=as_alice,
+        ),
         "spent refresh token": auth.Refresh(auth_pb.RefreshRequest(refresh_token=TOKEN)),
         "wrong current password": auth.ChangePassword(
             auth_pb.ChangePasswordRequest(current_password=PASSWORD, new_password=PASSWORD + "!"),
@@ -140,6 +152,11 @@ async def test_refusals_of_every_kind_log_no_content_token_or_password(
     }
     codes = {name: await _fails(call) for name, call in refusals.items()}
     assert grpc.StatusCode.INTERNAL not in codes.values(), codes
+    # Answered OK on purpose (no enumeration), and no trace of the address either.
+    await auth.Register(auth_pb.RegisterRequest(email=alice.email, password=PASSWORD))
+    await auth.RequestPasswordReset(
+        auth_pb.RequestPasswordResetRequest(email="nobody-canary@example.com")
+    )
     _assert_clean(gateway_log, "rejected access token")
 
 

@@ -20,6 +20,7 @@ from nuell_gateway.resources import Resources
 from tests.test_cli import _env, _gateway_process
 from tests.utils.compute import free_port
 from tests.utils.factories import bearer, make_user
+from tests.utils.mailbox import Mailbox
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -81,6 +82,17 @@ def _sample(text: str, name: str, **labels: str) -> float:
 def test_metrics_sum_every_worker_and_logs_hold_no_secret(
     database_url: URL, compute_address: str, tmp_path: Path
 ) -> None:
+    mailbox = Mailbox()
+    mailbox.start()
+    try:
+        _run_observed_gateway(database_url, compute_address, tmp_path, mailbox)
+    finally:
+        mailbox.stop()
+
+
+def _run_observed_gateway(
+    database_url: URL, compute_address: str, tmp_path: Path, mailbox: Mailbox
+) -> None:
     metrics_address = f"127.0.0.1:{free_port()}"
     env = _env(
         DATABASE_URL=database_url.render_as_string(hide_password=False),
@@ -90,6 +102,7 @@ def test_metrics_sum_every_worker_and_logs_hold_no_secret(
         NUELL_COMPUTE_TARGET=compute_address,
         NUELL_LOG_LEVEL="DEBUG",
         NUELL_SHUTDOWN_GRACE_SECONDS="2",
+        NUELL_SMTP_URL=mailbox.url,
     )
     password, new_password = "Secret-Horse-Battery-9", "Other-Horse-Battery-9"
     email = f"observed-{free_port()}@example.com"
@@ -102,6 +115,9 @@ def test_metrics_sum_every_worker_and_logs_hold_no_secret(
                 auth, users = AuthServiceStub(channel), UserServiceStub(channel)
                 if round_ == 0:
                     auth.Register(auth_pb.RegisterRequest(email=email, password=password))
+                    (mail,) = mailbox.wait_for_sync(1)
+                    link_token = mail.token("verify_email")
+                    auth.VerifyEmail(auth_pb.VerifyEmailRequest(token=link_token))
                 login = auth.Login(auth_pb.LoginRequest(email=email, password=password))
                 secrets_seen += [login.access_token, login.refresh_token]
                 me = (("authorization", f"Bearer {login.access_token}"),)
@@ -139,6 +155,8 @@ def test_metrics_sum_every_worker_and_logs_hold_no_secret(
             == 8
         )
         assert "nuell_gateway_db_pool_connections" in text
+        assert _sample(text, "nuell_gateway_mail_sent_total", kind="verify_email") == 1
+        assert "nuell_gateway_mail_outbox_depth" in text
 
         process.terminate()
         process.wait(timeout=15)
@@ -146,6 +164,7 @@ def test_metrics_sum_every_worker_and_logs_hold_no_secret(
     stderr = log.read()
     log.close()
     assert stderr.strip(), "the gateway logged nothing at DEBUG"
-    for secret in secrets_seen:
+    for secret in [*secrets_seen, link_token]:
         assert secret not in stderr
     assert "$argon2" not in stderr
+    assert email not in stderr

@@ -1,4 +1,5 @@
-"""Every authenticated call needs the caller's current role and activity.
+"""Every authenticated call needs the caller's current role, activity and
+token generation.
 
 Reading them from PostgreSQL on every call would cost a query per call, so
 each gateway process keeps them in memory and PostgreSQL tells it when one
@@ -44,10 +45,11 @@ RECONNECT_SECONDS = 1.0
 class AccountState:
     role: str
     is_active: bool
+    token_generation: int
 
 
 class AccountStates:
-    """role and is_active per account id, cached and evicted on change."""
+    """role, is_active and token_generation per account id, cached and evicted on change."""
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]], conninfo: str) -> None:
         self._pool = pool
@@ -72,7 +74,11 @@ class AccountStates:
                 return cached[1]
         generation = self._generation
         row = await hot_reads.account_state(self._pool, user_id=user_id)
-        state = None if row is None else AccountState(role=row[0], is_active=row[1])
+        state = (
+            None
+            if row is None
+            else AccountState(role=row[0], is_active=row[1], token_generation=row[2])
+        )
         if state is not None and self._listening and generation == self._generation:
             self._cache[user_id] = (time.monotonic() + TTL_SECONDS, state)
         return state

@@ -1,4 +1,4 @@
-"""Account rules: registration, reading, listing and changing accounts.
+"""Account rules: reading, listing and changing accounts (registration: `account_lifecycle`).
 
 Keyword-only functions over the process's `Resources`; the UserService and
 AuthService servicers decode a request, call one of them and encode what it
@@ -54,15 +54,6 @@ def _stale() -> Aborted:
         "the account changed since you read it; read it again and retry",
         reason="ETAG_MISMATCH",
     )
-
-
-async def register(resources: Resources, *, email: str, password: str) -> User:
-    """A new account; `AlreadyExists` (EMAIL_TAKEN) if the email is taken in any case."""
-    hashed = await resources.passwords.hash(password)
-    async with resources.sessions.begin() as session:
-        return await users.create_user(
-            session, email=users.normalize_email(email), hashed_password=hashed
-        )
 
 
 async def get_account(resources: Resources, *, viewer: Caller, user_id: uuid.UUID) -> UserRow:

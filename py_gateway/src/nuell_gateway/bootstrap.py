@@ -32,8 +32,14 @@ async def create_admin(resources: Resources, *, email: str, password: str) -> st
     hashed = await resources.passwords.hash(password)
     try:
         async with resources.sessions.begin() as session:
+            # Verified at creation: the operator typed the address in.
             user = await users.create_user(
-                session, email=users.normalize_email(email), hashed_password=hashed, role="admin"
+                session,
+                email=users.normalize_email(email),
+                hashed_password=hashed,
+                role="admin",
+                locale=resources.settings.default_locale,
+                email_verified=True,
             )
     except AlreadyExists:
         raise BootstrapError(

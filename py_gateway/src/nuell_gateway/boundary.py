@@ -265,6 +265,11 @@ class CallBoundary:
         state = await self._resources.accounts.state(claims.user_id)
         if state is None or not state.is_active:
             raise Unauthenticated("the account is not active", reason="ACCOUNT_INACTIVE")
+        if claims.generation != state.token_generation:
+            # Issued before a password reset or an email change.
+            raise Unauthenticated(
+                "the access token was revoked; sign in again", reason="TOKEN_REVOKED"
+            )
         role = Role(state.role)
         return Caller(
             user_id=uuid.UUID(str(claims.user_id)),

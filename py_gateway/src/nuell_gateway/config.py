@@ -7,8 +7,10 @@ never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +100,40 @@ class Settings(BaseSettings):
         description="Threads hashing passwords in parallel (argon2 releases the GIL).",
     )
 
+    # Accounts over email (docs/security.md, "Accounts over email").
+    require_email_verification: bool = Field(
+        default=True, description="Refuse sign-in until the account's email is verified."
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:3000",
+        pattern=r"^https?://[^\s?#]+$",
+        description="The browser page's address, the start of every link in a mail.",
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "smtp://host:port (STARTTLS where offered) or smtps://user:pass@host:465. "
+            "Unset or empty: mails wait in the outbox and nothing is sent."
+        ),
+    )
+    mail_from: str = Field(
+        default="Nuell <no-reply@nuell.localhost>",
+        min_length=3,
+        description="The From header of every mail.",
+    )
+    mail_max_attempts: int = Field(default=8, ge=1, le=100)
+    mail_retry_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="First retry delay; doubles on every attempt."
+    )
+    mail_throttle_seconds: int = Field(
+        default=60, ge=0, le=86400, description="At most one mail per address and kind this often."
+    )
+    mail_throttle_per_hour: int = Field(default=5, ge=1, le=1000)
+    default_locale: str = Field(default="en", pattern=r"^(ja|en)$")
+    verify_email_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 86400)
+    reset_password_ttl_seconds: int = Field(default=30 * 60, ge=60, le=86400)
+    change_email_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+
     # First start: create this admin when no admin exists yet (see README).
     bootstrap_admin_email: str | None = None
     bootstrap_admin_password: SecretStr | None = None
@@ -113,6 +149,19 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
+    @field_validator("smtp_url", mode="before")
+    @classmethod
+    def _empty_smtp_url_is_unset(cls, value: object) -> object:
+        # `NUELL_SMTP_URL=` turns mail off even where a launcher supplies a default.
+        return None if value == "" else value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_is_smtp(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_smtp_url(value)
+        return value
+
     @field_validator("jwt_keys")
     @classmethod
     def _jwt_keys_are_well_formed(cls, value: SecretStr) -> SecretStr:
@@ -123,6 +172,11 @@ class Settings(BaseSettings):
     def signing_keys(self) -> dict[str, bytes]:
         """Key id to secret, in configuration order (the first signs)."""
         return parse_signing_keys(self.jwt_keys)
+
+    @cached_property
+    def smtp_server(self) -> SmtpServer | None:
+        """The SMTP server to deliver to; None keeps mails in the outbox."""
+        return None if self.smtp_url is None else parse_smtp_url(self.smtp_url)
 
     @cached_property
     def sqlalchemy_url(self) -> URL:
@@ -144,6 +198,38 @@ def parse_signing_keys(value: SecretStr) -> dict[str, bytes]:
             raise ValueError(f"key {kid!r} is shorter than {MIN_SIGNING_KEY_BYTES} bytes")
         keys[kid] = secret.encode()
     return keys
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    """Where and how mail is handed over (`NUELL_SMTP_URL`)."""
+
+    host: str
+    port: int
+    # smtps: TLS from the first byte; smtp: STARTTLS when the server offers it.
+    implicit_tls: bool
+    username: str | None
+    password: str | None
+
+
+def parse_smtp_url(value: SecretStr) -> SmtpServer:
+    """Parse `smtp://host:port` or `smtps://user:pass@host:port`; errors never quote it."""
+    parts = urlsplit(value.get_secret_value())
+    if parts.scheme not in {"smtp", "smtps"}:
+        raise ValueError("must start with smtp:// or smtps://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a port that is not a number from 1 to 65535") from None
+    if not parts.hostname or port is None or port == 0:
+        raise ValueError("must name a host and a port")
+    return SmtpServer(
+        host=parts.hostname,
+        port=port,
+        implicit_tls=parts.scheme == "smtps",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
 
 
 def load_settings() -> Settings:

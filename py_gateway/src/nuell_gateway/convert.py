@@ -76,6 +76,8 @@ def user_to_proto(user: User | UserRow) -> user_pb2.User:
         "display_name": row.display_name,
         "role": ROLE_TO_PROTO[row.role],
         "is_active": row.is_active,
+        "email_verified": row.email_verified,
+        "locale": row.locale,
         "create_time": _time_fields(row.created_us),
         "update_time": _time_fields(row.updated_us),
         "etag": etag(row.id, row.version),
@@ -94,6 +96,8 @@ def user_row(user: User) -> UserRow:
         created_us=_micros(user.created_at),
         updated_us=_micros(user.updated_at),
         version=user.version,
+        email_verified=user.email_verified,
+        locale=user.locale,
     )
 
 

@@ -27,9 +27,14 @@ from uuid_utils.compat import uuid7
 from nuell_gateway.authz import Caller, Role, scope_string
 from nuell_gateway.db import refresh_tokens, users
 from nuell_gateway.db.models import User
-from nuell_gateway.errors import FieldViolation, InvalidArgument, Unauthenticated
+from nuell_gateway.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    Unauthenticated,
+)
 from nuell_gateway.resources import Resources
-from nuell_gateway.security.tokens import new_refresh_token, refresh_token_digest
+from nuell_gateway.security.tokens import new_opaque_token, opaque_token_digest
 
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth2 token type, not a secret
 
@@ -62,6 +67,13 @@ async def log_in(resources: Resources, *, email: str, password: str) -> IssuedTo
     outcome = await resources.passwords.verify(user.hashed_password if user else None, password)
     if user is None or not outcome.ok or not user.is_active:
         raise _bad_credentials()
+    if resources.settings.require_email_verification and not user.email_verified:
+        # Only with the right password, so it tells a stranger nothing.
+        raise FailedPrecondition(
+            "confirm your email address first: open the link we mailed you, "
+            "or ask for a new one with ResendVerification",
+            reason="EMAIL_NOT_VERIFIED",
+        )
     async with resources.sessions.begin() as session:
         if outcome.rehashed:
             await users.update_user(
@@ -75,7 +87,7 @@ async def log_in(resources: Resources, *, email: str, password: str) -> IssuedTo
 
 async def refresh(resources: Resources, *, refresh_token: str) -> IssuedTokens:
     """Tokens that replace a refresh token, which is spent by this call."""
-    digest = refresh_token_digest(refresh_token)
+    digest = opaque_token_digest(refresh_token)
     async with resources.sessions.begin() as session:
         spent = await refresh_tokens.spend_refresh_token(session, digest=digest)
         user = (
@@ -92,7 +104,7 @@ async def refresh(resources: Resources, *, refresh_token: str) -> IssuedTokens:
 
 async def log_out(resources: Resources, *, refresh_token: str) -> None:
     """Revoke the session (token family) of `refresh_token`; nothing if there is none."""
-    digest = refresh_token_digest(refresh_token)
+    digest = opaque_token_digest(refresh_token)
     async with resources.sessions.begin() as session:
         family_id = await refresh_tokens.find_family(session, digest=digest)
         if family_id is not None:
@@ -115,13 +127,7 @@ async def change_password(
                 )
             ],
         )
-    async with resources.sessions() as session:
-        user = await users.get_user(session, user_id=account.user_id)
-    outcome = await resources.passwords.verify(
-        user.hashed_password if user else None, current_password
-    )
-    if user is None or not outcome.ok:
-        raise Unauthenticated("the current password is wrong", reason="INVALID_CREDENTIALS")
+    user = await caller_with_password(resources, account=account, password=current_password)
     hashed = await resources.passwords.hash(new_password)
     async with resources.sessions.begin() as session:
         await users.update_user(
@@ -130,12 +136,24 @@ async def change_password(
         await refresh_tokens.revoke_all_for_user(session, user_id=user.id)
 
 
+async def caller_with_password(resources: Resources, *, account: Caller, password: str) -> User:
+    """The caller's account if `password` is its current one; UNAUTHENTICATED otherwise."""
+    async with resources.sessions() as session:
+        user = await users.get_user(session, user_id=account.user_id)
+    outcome = await resources.passwords.verify(user.hashed_password if user else None, password)
+    if user is None or not outcome.ok:
+        raise Unauthenticated("the current password is wrong", reason="INVALID_CREDENTIALS")
+    return user
+
+
 async def _issue(
     resources: Resources, session: AsyncSession, *, user: User, family_id: uuid.UUID
 ) -> IssuedTokens:
     scopes = scope_string(Role(user.role))
-    access = resources.access_tokens.issue(user_id=user.id, scopes=scopes)
-    successor = new_refresh_token()
+    access = resources.access_tokens.issue(
+        user_id=user.id, scopes=scopes, generation=user.token_generation
+    )
+    successor = new_opaque_token()
     await refresh_tokens.store_refresh_token(
         session,
         user_id=user.id,

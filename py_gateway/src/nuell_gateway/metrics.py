@@ -59,6 +59,23 @@ COMPUTE_ERRORS = Counter(
     ["reason"],
 )
 
+MAIL_SENT = Counter("nuell_gateway_mail_sent_total", "Mails handed to SMTP, by kind.", ["kind"])
+MAIL_RETRIED = Counter(
+    "nuell_gateway_mail_retried_total",
+    "Attempts to send a mail that failed and will be retried, by kind.",
+    ["kind"],
+)
+MAIL_FAILED = Counter(
+    "nuell_gateway_mail_failed_total",
+    "Mails given up after NUELL_MAIL_MAX_ATTEMPTS attempts, by kind.",
+    ["kind"],
+)
+MAIL_OUTBOX_DEPTH = Gauge(
+    "nuell_gateway_mail_outbox_depth",
+    "Mails waiting in the outbox, as last seen by a sender.",
+    multiprocess_mode="max",
+)
+
 
 @contextlib.contextmanager
 def multiprocess_recording() -> Iterator[None]:

@@ -16,6 +16,7 @@ from nuell_gateway.convert import use_etag_keys
 from nuell_gateway.db import hot_reads
 from nuell_gateway.db.engine import create_session_factory
 from nuell_gateway.db.hot_reads import PostReads
+from nuell_gateway.mail import Mailer
 from nuell_gateway.pagination import PageTokens
 from nuell_gateway.security.passwords import Passwords
 from nuell_gateway.security.tokens import AccessTokens
@@ -36,15 +37,17 @@ class Resources:
     post_reads: PostReads
     accounts: AccountStates
     compute: ComputeClient
+    mailer: Mailer
 
     @classmethod
     def build(cls, settings: Settings, engine: AsyncEngine) -> Resources:
         use_etag_keys(settings.signing_keys.values())
         pool = hot_reads.create_pool(settings)
+        sessions = create_session_factory(engine)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=create_session_factory(engine),
+            sessions=sessions,
             passwords=Passwords(settings),
             access_tokens=AccessTokens(settings),
             page_tokens=PageTokens(settings.signing_keys.values()),
@@ -52,6 +55,7 @@ class Resources:
             post_reads=PostReads(pool),
             accounts=AccountStates(pool, hot_reads.conninfo(settings)),
             compute=ComputeClient(settings.compute_target),
+            mailer=Mailer(settings, sessions),
         )
 
     async def open(self) -> None:

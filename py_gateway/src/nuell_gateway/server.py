@@ -70,8 +70,8 @@ class Gateway:
     health: HealthServicer
     resources: Resources
     port: int
-    # The analysis backfill (posts written while rust_compute was down) and
-    # the pool-use reporter.
+    # The analysis backfill (posts written while rust_compute was down), the
+    # pool-use reporter and the mail sender.
     background: tuple[asyncio.Task[None], ...]
 
     @classmethod
@@ -87,6 +87,7 @@ class Gateway:
             if worker_of is None:
                 await bootstrap_admin_from_settings(resources)
                 check_bindable(settings.gateway_addr)
+                warn_if_mail_is_held(settings)
             server = grpc.aio.server(
                 # grpc shares ports (SO_REUSEPORT) by default on Linux; only
                 # workers should, so a busy port otherwise fails loudly.
@@ -109,6 +110,7 @@ class Gateway:
             asyncio.create_task(
                 report_pool_use(resources.engine, resources.hot_reads), name="pool-use"
             ),
+            asyncio.create_task(resources.mailer.run(), name="mail-sender"),
         )
         return cls(
             server=server, health=health, resources=resources, port=port, background=background
@@ -151,6 +153,16 @@ async def prepare(settings: Settings) -> None:
         await bootstrap_admin_from_settings(resources)
     finally:
         await resources.close()
+    warn_if_mail_is_held(settings)
+
+
+def warn_if_mail_is_held(settings: Settings) -> None:
+    """Once per start: without an SMTP server, mails wait in the outbox."""
+    if settings.smtp_server is None:
+        logger.warning(
+            "NUELL_SMTP_URL is not set: mails (verification, reset, email change) wait in "
+            "the mail_outbox table and none is sent until a gateway with it set starts"
+        )
 
 
 async def run_until_signalled(gateway: Gateway, on_ready: Callable[[int], None]) -> None:

@@ -177,13 +177,13 @@ def test_one_live_token_per_account_and_purpose(database_url: URL) -> None:
             conn.execute(insert, (uuid.uuid4(), user_id, "verify_email", b"c" * 32))
         assert caught.value.diag.constraint_name == "uq_one_time_tokens_live"
     with psycopg.connect(libpq(database_url)) as conn:
-        with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        with pytest.raises(psycopg.errors.CheckViolation) as unknown:
             conn.execute(insert, (uuid.uuid4(), user_id, "login", b"d" * 32))
-        assert caught.value.diag.constraint_name == "ck_one_time_tokens_purpose_known"
+        assert unknown.value.diag.constraint_name == "ck_one_time_tokens_purpose_known"
     with psycopg.connect(libpq(database_url)) as conn:
-        with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        with pytest.raises(psycopg.errors.CheckViolation) as short:
             conn.execute(insert, (uuid.uuid4(), user_id, "verify_email", b"short"))
-        assert caught.value.diag.constraint_name == "ck_one_time_tokens_token_hash_sha256"
+        assert short.value.diag.constraint_name == "ck_one_time_tokens_token_hash_sha256"
 
 
 @pytest.mark.usefixtures("empty_tables")

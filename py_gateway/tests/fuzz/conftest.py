@@ -125,8 +125,10 @@ def _gateway_env(compute_address: str) -> dict[str, str]:
         NUELL_WORKERS="1",
         NUELL_PASSWORD_HASH_WORKERS="2",
         NUELL_SHUTDOWN_GRACE_SECONDS="2",
-        # No background writer may move rows under a before/after snapshot.
+        # No background writer may move rows under a before/after snapshot:
+        # neither the analysis backfill nor the mail sender (empty: no SMTP).
         NUELL_ANALYSIS_BACKFILL_INTERVAL_SECONDS="3600",
+        NUELL_SMTP_URL="",
     )
     return env
 

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nuell.auth.v1 import auth_service_pb2 as pb
 from nuell.auth.v1.auth_service_pb2_grpc import AuthServiceStub
-from nuell.users.v1 import user_pb2, user_service_pb2
+from nuell.users.v1 import user_service_pb2
 from nuell.users.v1.user_service_pb2_grpc import UserServiceStub
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import URL
@@ -50,31 +50,32 @@ async def test_register_stores_an_argon2id_hash_and_normalises_the_email(
     reply = await auth.Register(
         pb.RegisterRequest(email="Ada.Lovelace@Example.COM", password=STRONG_PASSWORD)
     )
-    assert reply.user.email == "Ada.Lovelace@example.com"
-    assert reply.user.role == user_pb2.ROLE_USER
-    assert reply.user.is_active
-    assert reply.user.etag
+    # Empty for new and taken addresses alike (the account is read after sign-in).
+    assert reply == pb.RegisterResponse()
     async with resources.sessions() as session:
         stored = (await session.execute(select(User))).scalar_one()
+    assert stored.email == "Ada.Lovelace@example.com"
+    assert stored.role == "user"
+    assert stored.is_active
+    assert not stored.email_verified
+    assert stored.locale == "en"
     assert stored.hashed_password.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert STRONG_PASSWORD not in stored.hashed_password
-    assert str(stored.id) == reply.user.id
     assert stored.id.version == 7
 
 
-async def test_register_refuses_a_taken_email_in_any_case(
+async def test_register_never_changes_a_taken_account_in_any_case(
     auth: AuthServiceStub, resources: Resources
 ) -> None:
-    await auth.Register(pb.RegisterRequest(email="ada@example.com", password=STRONG_PASSWORD))
-    before = await snapshot(resources.sessions)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await auth.Register(pb.RegisterRequest(email="ADA@example.com", password="Other-Pass-123"))
-    details = error_details(caught.value)
-    assert details.code == grpc.StatusCode.ALREADY_EXISTS
-    assert details.error_info is not None
-    assert details.error_info.reason == "EMAIL_TAKEN"
-    assert "ada@example.com" not in details.message.lower()
-    assert await snapshot(resources.sessions) == before
+    first = await auth.Register(
+        pb.RegisterRequest(email="ada@example.com", password=STRONG_PASSWORD)
+    )
+    before = (await snapshot(resources.sessions))["users"]
+    again = await auth.Register(
+        pb.RegisterRequest(email="ADA@example.com", password="Other-Pass-123", locale="ja")
+    )
+    assert again == first == pb.RegisterResponse()
+    assert (await snapshot(resources.sessions))["users"] == before
 
 
 @pytest.mark.parametrize(
@@ -100,11 +101,9 @@ async def test_register_reports_every_broken_password_rule_at_once(
     assert (await snapshot(resources.sessions))["users"] == []
 
 
-async def test_non_latin_passwords_qualify(auth: AuthServiceStub) -> None:
-    reply = await auth.Register(
-        pb.RegisterRequest(email="kenji@example.jp", password="Пароль-Тест-2026")
-    )
-    assert reply.user.id
+async def test_non_latin_passwords_qualify(auth: AuthServiceStub, resources: Resources) -> None:
+    await auth.Register(pb.RegisterRequest(email="kenji@example.jp", password="Пароль-Тест-2026"))
+    assert len((await snapshot(resources.sessions))["users"]) == 1
 
 
 # --------------------------------------------------------------------- Login
@@ -121,7 +120,8 @@ async def test_login_issues_a_complete_access_token_and_a_refresh_token(
     header = jwt.get_unverified_header(reply.access_token)
     assert header == {"alg": "HS256", "kid": "k2026", "typ": "JWT"}
     claims = jwt.decode(reply.access_token, options={"verify_signature": False})
-    assert set(claims) == {"sub", "exp", "iat", "nbf", "jti", "iss", "aud", "scope"}
+    assert set(claims) == {"sub", "exp", "iat", "nbf", "jti", "iss", "aud", "scope", "gen"}
+    assert claims["gen"] == 0
     assert claims["sub"] == str(user.id)
     assert claims["exp"] - claims["iat"] == 1800
     assert (claims["iss"], claims["aud"]) == ("nuell", "nuell-api")

@@ -2,6 +2,10 @@
 
 Hashing once per password keeps setup fast; the hashes are real Argon2id
 with the gateway's default parameters, so Login works against them.
+Accounts are made with their email verified (as if the verification link had
+been opened), so Login admits them under the default
+NUELL_REQUIRE_EMAIL_VERIFICATION=true; pass `email_verified=False` for one
+that has not. tests/services/test_account_lifecycle.py runs the real flow.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ async def make_user(
     password: str = STRONG_PASSWORD,
     is_active: bool = True,
     hashed_password: str | None = None,
+    email_verified: bool = True,
+    locale: str = "en",
 ) -> TestUser:
     user_id = uuid7()
     email = email or f"user-{user_id.hex[-12:]}@example.com"
@@ -57,6 +63,8 @@ async def make_user(
                 hashed_password=hashed_password or hash_of(password),
                 role=str(role),
                 is_active=is_active,
+                email_verified=email_verified,
+                locale=locale,
             )
         )
     return TestUser(id=user_id, email=email, password=password, role=role)

@@ -37,12 +37,12 @@ _POST_COLUMNS = (
 # Posts of deactivated authors are hidden unless the caller moderates.
 _VISIBLE = "(%(include_inactive)s OR u.is_active)"
 
-ACCOUNT_STATE_SQL = "SELECT role, is_active FROM users WHERE id = %(id)s"
+ACCOUNT_STATE_SQL = "SELECT role, is_active, token_generation FROM users WHERE id = %(id)s"
 # Everything a User reply carries; never the password hash.
 GET_USER_SQL = (
     "SELECT id::text, email, display_name, role, is_active, "
     "(extract(epoch FROM created_at) * 1000000)::int8, "
-    "(extract(epoch FROM updated_at) * 1000000)::int8, version "
+    "(extract(epoch FROM updated_at) * 1000000)::int8, version, email_verified, locale "
     "FROM users WHERE id = %(id)s"
 )
 # Composed from the constant fragments above only; every value is a bound
@@ -97,6 +97,8 @@ class UserRow(NamedTuple):
     created_us: int  # microseconds since the Unix epoch
     updated_us: int
     version: int
+    email_verified: bool
+    locale: str
 
 
 def conninfo(settings: Settings) -> str:
@@ -120,12 +122,12 @@ def create_pool(settings: Settings) -> AsyncConnectionPool[AsyncConnection[Any]]
 
 async def account_state(
     pool: AsyncConnectionPool[AsyncConnection[Any]], *, user_id: uuid.UUID
-) -> tuple[str, bool] | None:
-    """(role, is_active) of an account, read fresh on every call."""
+) -> tuple[str, bool, int] | None:
+    """(role, is_active, token_generation) of an account, read fresh on every call."""
     async with pool.connection() as connection:
         cursor = await connection.execute(ACCOUNT_STATE_SQL, {"id": user_id}, prepare=True)
         row = await cursor.fetchone()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else (row[0], row[1], row[2])
 
 
 async def get_user(

@@ -25,13 +25,28 @@ def normalize_email(email: str) -> str:
 
 
 async def create_user(
-    session: AsyncSession, *, email: str, hashed_password: str, role: str = "user"
+    session: AsyncSession,
+    *,
+    email: str,
+    hashed_password: str,
+    locale: str,
+    role: str = "user",
+    email_verified: bool = False,
 ) -> User:
     """Insert an account; `AlreadyExists` if the email is taken in any case."""
-    user = User(id=uuid7(), email=email, hashed_password=hashed_password, role=role)
-    session.add(user)
+    user = User(
+        id=uuid7(),
+        email=email,
+        hashed_password=hashed_password,
+        role=role,
+        locale=locale,
+        email_verified=email_verified,
+    )
     try:
+        # Added inside the savepoint, so a refusal also takes it out of the
+        # session and the transaction can go on (Register's taken path).
         async with session.begin_nested():
+            session.add(user)
             await session.flush()
     except IntegrityError as exc:
         if EMAIL_UNIQUE_INDEX in str(exc.orig):

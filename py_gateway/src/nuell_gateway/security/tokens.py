@@ -1,10 +1,13 @@
 """Access tokens (JWT, HS256) and opaque refresh tokens.
 
-Access tokens carry `sub`, `exp`, `iat`, `nbf`, `jti`, `iss`, `aud` and
-`scope`, and name their signing key in the `kid` header. Verification pins
+Access tokens carry `sub`, `exp`, `iat`, `nbf`, `jti`, `iss`, `aud`,
+`scope` and `gen` (the account's token generation: a password reset or an
+email change moves it on, and older tokens stop), and name their signing
+key in the `kid` header. Verification pins
 HS256 (so `alg: none` and algorithm switching fail), accepts every
 configured key (so keys can rotate, see docs/security.md) and requires every
-claim. Refresh tokens are random strings; only their SHA-256 is stored.
+claim. Refresh tokens and the tokens in mail links are random strings; only
+their SHA-256 is stored.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class AccessClaims:
     token_id: str
     expires_at: int
     not_before: int
+    # The account's token generation when issued (`gen`, 0 when absent).
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ class AccessTokens:
             self._verify_signature_and_claims
         )
 
-    def issue(self, *, user_id: uuid.UUID, scopes: str) -> IssuedAccessToken:
+    def issue(self, *, user_id: uuid.UUID, scopes: str, generation: int = 0) -> IssuedAccessToken:
         now = int(time.time())
         claims = {
             "sub": str(user_id),
@@ -75,6 +80,7 @@ class AccessTokens:
             "iss": self._issuer,
             "aud": self._audience,
             "scope": scopes,
+            "gen": generation,
         }
         token = jwt.encode(
             claims,
@@ -115,25 +121,26 @@ class AccessTokens:
                 token_id=str(claims["jti"]),
                 expires_at=int(claims["exp"]),
                 not_before=int(claims["nbf"]),
+                generation=int(claims.get("gen", 0)),
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidTokenError(type(exc).__name__) from None
 
 
 @dataclass(frozen=True, slots=True)
-class NewRefreshToken:
-    """A refresh token: the value for the client and the digest to store."""
+class NewOpaqueToken:
+    """A refresh token or a mail link's token: the value to hand out and the digest to store."""
 
     value: str
     digest: bytes
 
 
-def new_refresh_token() -> NewRefreshToken:
-    """256 bits from the OS CSPRNG; only the digest is ever stored."""
+def new_opaque_token() -> NewOpaqueToken:
+    """256 bits from the OS CSPRNG, URL-safe (43 characters); only the digest is ever stored."""
     value = secrets.token_urlsafe(32)
-    return NewRefreshToken(value=value, digest=refresh_token_digest(value))
+    return NewOpaqueToken(value=value, digest=opaque_token_digest(value))
 
 
-def refresh_token_digest(value: str) -> bytes:
+def opaque_token_digest(value: str) -> bytes:
     """SHA-256 suffices: the token is random, so there is nothing to brute-force."""
     return hashlib.sha256(value.encode()).digest()

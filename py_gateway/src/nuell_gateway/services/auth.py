@@ -1,4 +1,7 @@
-"""nuell.auth.v1.AuthService: registration, login and tokens (rules in `credentials`)."""
+"""nuell.auth.v1.AuthService.
+
+Accounts over email in `account_lifecycle`; sign-in and tokens in `credentials`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,8 @@ import grpc
 from nuell.auth.v1 import auth_service_pb2 as pb
 from nuell.auth.v1 import auth_service_pb2_grpc
 
-from nuell_gateway import accounts, credentials
+from nuell_gateway import account_lifecycle, credentials
 from nuell_gateway.authz import caller
-from nuell_gateway.convert import user_to_proto
 from nuell_gateway.resources import Resources
 
 
@@ -21,10 +23,11 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterResponse:
-        user = await accounts.register(
-            self._resources, email=request.email, password=request.password
+        await account_lifecycle.register(
+            self._resources, email=request.email, password=request.password, locale=request.locale
         )
-        return pb.RegisterResponse(user=user_to_proto(user))
+        # Empty whether the address was new or taken (the contract says why).
+        return pb.RegisterResponse()
 
     async def Login(
         self, request: pb.LoginRequest, context: grpc.aio.ServicerContext
@@ -56,3 +59,46 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
             new_password=request.new_password,
         )
         return pb.ChangePasswordResponse()
+
+    async def VerifyEmail(
+        self, request: pb.VerifyEmailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyEmailResponse:
+        await account_lifecycle.verify_email(self._resources, token=request.token)
+        return pb.VerifyEmailResponse()
+
+    async def ResendVerification(
+        self, request: pb.ResendVerificationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResendVerificationResponse:
+        await account_lifecycle.resend_verification(self._resources, email=request.email)
+        return pb.ResendVerificationResponse()
+
+    async def RequestPasswordReset(
+        self, request: pb.RequestPasswordResetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RequestPasswordResetResponse:
+        await account_lifecycle.request_password_reset(self._resources, email=request.email)
+        return pb.RequestPasswordResetResponse()
+
+    async def ResetPassword(
+        self, request: pb.ResetPasswordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResetPasswordResponse:
+        await account_lifecycle.reset_password(
+            self._resources, token=request.token, new_password=request.new_password
+        )
+        return pb.ResetPasswordResponse()
+
+    async def RequestEmailChange(
+        self, request: pb.RequestEmailChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RequestEmailChangeResponse:
+        await account_lifecycle.request_email_change(
+            self._resources,
+            account=caller(),
+            new_email=request.new_email,
+            current_password=request.current_password,
+        )
+        return pb.RequestEmailChangeResponse()
+
+    async def ConfirmEmailChange(
+        self, request: pb.ConfirmEmailChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConfirmEmailChangeResponse:
+        await account_lifecycle.confirm_email_change(self._resources, token=request.token)
+        return pb.ConfirmEmailChangeResponse()
