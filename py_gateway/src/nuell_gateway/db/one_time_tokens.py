@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, update
+from sqlalchemy import Update, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
@@ -23,16 +23,7 @@ async def store_token(
     ttl: timedelta,
 ) -> None:
     """A new live token; the account's earlier live token of this purpose is superseded."""
-    await session.execute(
-        update(OneTimeToken)
-        .where(
-            OneTimeToken.user_id == user_id,
-            OneTimeToken.purpose == purpose,
-            OneTimeToken.used_at.is_(None),
-            OneTimeToken.superseded_at.is_(None),
-        )
-        .values(superseded_at=func.now())
-    )
+    await session.execute(_supersede(user_id).where(OneTimeToken.purpose == purpose))
     now = datetime.now(UTC)
     session.add(
         OneTimeToken(
@@ -78,7 +69,11 @@ async def spend_token(session: AsyncSession, *, digest: bytes, purpose: str) -> 
 
 async def supersede_all(session: AsyncSession, *, user_id: uuid.UUID) -> None:
     """Close every live token of the account (its email or password just changed)."""
-    await session.execute(
+    await session.execute(_supersede(user_id))
+
+
+def _supersede(user_id: uuid.UUID) -> Update:
+    return (
         update(OneTimeToken)
         .where(
             OneTimeToken.user_id == user_id,
