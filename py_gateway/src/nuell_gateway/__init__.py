@@ -10,14 +10,16 @@ Who starts whom::
                 │  (LISTEN task), channel to rust_compute, hashers and token keys
                 ├─ services.mount_services: every servicer, wrapped by boundary
                 ├─ health and reflection, mounted directly
-                └─ tasks: post_analysis.run_backfill, metrics.report_pool_use
+                └─ tasks: post_analysis.run_backfill, metrics.report_pool_use,
+                   mail.Mailer.run (the outbox sender, when NUELL_SMTP_URL is set)
 
 Layers, each calling only the one below it (docs/architecture.md)::
 
     transport  boundary · services/ · compute_client   the only modules that know grpc
-    domain     accounts · credentials · posts · post_analysis · authz · pagination
-               errors · text_rules                    keyword-only functions, rows in and out
-    store      db/ · security/                         SQL, Argon2id, JWT
+    domain     accounts · account_lifecycle · credentials · posts · post_analysis
+               authz · pagination · errors · text_rules
+                                                       keyword-only functions, rows in and out
+    store      db/ · security/ · mail                  SQL, Argon2id, JWT, SMTP
 
 One home per concern:
 
@@ -32,11 +34,16 @@ One home per concern:
 - `services/`: one servicer per proto service, each RPC decode → call →
   encode (`convert`, `fieldmask`, `services.etags`), and the registry of
   them all.
-- `accounts`: account rules (registration, ownership, the last active admin,
-  revoking sessions on deactivation); `account_states`: each process's cache
-  of every account's role and activity.
-- `credentials`: login (dummy hash, rehash), refresh rotation and reuse
-  detection, logout, password change.
+- `accounts`: account rules (ownership, the last active admin, revoking
+  sessions on deactivation); `account_states`: each process's cache of every
+  account's role, activity and token generation.
+- `account_lifecycle`: registration and the flows over email (verification,
+  password reset, email change): one-time tokens, throttling, mails queued
+  in the transaction of their token.
+- `mail`: the templates (`mail_templates/`, ja and en) and the sender that
+  empties the outbox over SMTP.
+- `credentials`: login (dummy hash, rehash, verified email), refresh
+  rotation and reuse detection, logout, password change.
 - `posts`: who reads and writes which post, at which version;
   `post_analysis`: analysis and the near-duplicate rule via rust_compute.
 - `authz`: the one table of scopes per RPC, and the caller of the call.
