@@ -81,10 +81,11 @@ class Stack:
 
     def prepare(self, names: Sequence[str]) -> None:
         """What `names` need for the whole run, up front (the edges need the gateway)."""
-        for name in sorted({"gateway" if name in EDGES else name for name in names}):
+        needed = {"gateway" if name in EDGES else name for name in names} - self.addresses.keys()
+        for name in sorted(needed):
             if name == "gateway":
                 self.start_gateway()
-            elif name not in self.addresses:
+            else:
                 self.serve(self.launcher, *self.echo(name))
 
     @contextlib.contextmanager
@@ -121,8 +122,6 @@ class Stack:
         ), address
 
     def start_gateway(self) -> None:
-        if "gateway" in self.addresses:
-            return
         loopback = {f"NUELL_{part}_ADDR": "127.0.0.1:0" for part in ("GATEWAY", "COMPUTE")}
         metrics = {f"NUELL_{part}METRICS_ADDR": "127.0.0.1:0" for part in ("", "COMPUTE_")}
         mail = {f"NUELL_MAIL_{part}_PORT": str(free_port()) for part in ("SMTP", "WEB")}

@@ -181,18 +181,17 @@ def restart_policy(args: argparse.Namespace, env: Mapping[str, str]) -> RestartP
         value = getattr(args, flag[2:].replace("-", "_"))
         values.append(number(env, variable, default, kind) if value is None else value)
     policy = RestartPolicy(0 if args.no_restart else int(values[0]), *values[1:])
-    if policy.max_restarts < 0:
-        raise LaunchError("the restart limit (--max-restarts, NUELL_MAX_RESTARTS) is below 0")
-    if policy.window <= 0:
-        raise LaunchError(
-            "the restart window (--restart-window, NUELL_RESTART_WINDOW_SECONDS) must be above 0 s"
-        )
-    if not 0 <= policy.backoff <= policy.backoff_max:
-        raise LaunchError(
-            "the restart backoff (--restart-backoff, NUELL_RESTART_BACKOFF_SECONDS) must be "
-            "between 0 s and its maximum (--restart-backoff-max, "
-            "NUELL_RESTART_BACKOFF_MAX_SECONDS)"
-        )
+    for wrong, problem in (
+        (policy.max_restarts < 0, "the restart limit (--max-restarts, NUELL_MAX_RESTARTS) "
+         "is below 0"),
+        (policy.window <= 0, "the restart window (--restart-window, NUELL_RESTART_WINDOW_SECONDS) "
+         "must be above 0 s"),
+        (not 0 <= policy.backoff <= policy.backoff_max, "the restart backoff (--restart-backoff, "
+         "NUELL_RESTART_BACKOFF_SECONDS) must be between 0 s and its maximum "
+         "(--restart-backoff-max, NUELL_RESTART_BACKOFF_MAX_SECONDS)"),
+    ):  # fmt: skip
+        if wrong:
+            raise LaunchError(problem)
     return policy
 
 

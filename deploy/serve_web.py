@@ -108,11 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             f"serve_web: {root}/index.html is missing: build the page (make web)", file=sys.stderr
         )
         return 1
-    origins = []
-    for host in ("localhost", "127.0.0.1"):
-        origins.append(f"http://{host}:{args.edge_port}")
-        if args.edge_tls_port:
-            origins.append(f"https://{host}:{args.edge_tls_port}")
+    ports = (("http", args.edge_port), ("https", args.edge_tls_port))
+    hosts = ("localhost", "127.0.0.1")
+    origins = [f"{scheme}://{host}:{port}" for host in hosts for scheme, port in ports if port]
     config: dict[str, object] = {"edgePort": args.edge_port}
     if args.edge_url:
         config = {"edgeUrl": args.edge_url}
