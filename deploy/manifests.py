@@ -25,6 +25,7 @@ COMPUTE_IMAGE = f"nuell/compute:{VERSION}"
 ENVOY_VERSION = "1.40.0"
 ENVOY_IMAGE = f"envoyproxy/envoy:distroless-v{ENVOY_VERSION}"
 POSTGRES_IMAGE = "postgres:17-bookworm"
+MAILDEV_IMAGE = "maildev/maildev:2.2.1"  # compose's development mail; `make run` uses npm's v3
 POSTGRES_PORT = 5432
 # The distroless Envoy image's `nonroot` user; ours are created in the Dockerfiles.
 APP_UID = 10001
@@ -46,7 +47,8 @@ DATABASE_URL_KEY = "database-url"
 JWT_KEYS_KEY = "jwt-keys"
 EDGE_TLS_SECRET = "nuell-edge-tls"  # noqa: S105 - a name, not a value
 # Compose secrets, one file each under `secrets/` next to the compose file.
-COMPOSE_SECRETS = ("postgres_password", "database_url", "jwt_keys", "edge_tls_cert", "edge_tls_key")
+COMPOSE_SECRETS: tuple[str, ...] = ("postgres_password", "database_url", "jwt_keys", "smtp_url")
+COMPOSE_SECRETS += ("edge_tls_cert", "edge_tls_key")
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ def test_compose_spec_check_refuses_a_bad_file(tmp_path: Path) -> None:
 
 def test_compose_start_order_and_ports(compose_dir: Path) -> None:
     services = _compose(compose_dir)["services"]
-    assert set(services) == {"postgres", "migrate", "compute", "gateway", "envoy"}
+    assert set(services) == {"postgres", "migrate", "compute", "gateway", "envoy", "maildev"}
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert services["migrate"]["command"] == ["migrate"]
     assert services["gateway"]["depends_on"] == {
@@ -198,14 +198,19 @@ def test_compose_start_order_and_ports(compose_dir: Path) -> None:
     assert gateway_env["NUELL_COMPUTE_TARGET"] == f"compute:{DEFAULTS.compute.port}"
     https = DEFAULTS.edge_https.port
     assert f"{https}:{https}" in services["envoy"]["ports"]
-    # Only the edge publishes ports; the backend network is internal.
-    assert [name for name, s in services.items() if "ports" in s] == ["envoy"]
+    # Only the edge publishes ports to the network (MailDev's inbox: this machine only);
+    # the backend network is internal.
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    assert set(published) == {"envoy", "maildev"}
+    assert published["maildev"] == [f"127.0.0.1:{DEFAULTS.mail_web.port}:1080"]
+    assert gateway_env["NUELL_SMTP_URL_FILE"] == "/run/secrets/smtp_url"
+    assert "smtp_url" in services["gateway"]["secrets"]
     assert _compose(compose_dir)["networks"]["backend"] == {"internal": True}
 
 
 def test_compose_containers_are_locked_down(compose_dir: Path) -> None:
     services = _compose(compose_dir)["services"]
-    for name in ("migrate", "compute", "gateway", "envoy"):
+    for name in ("migrate", "compute", "gateway", "envoy", "maildev"):
         assert services[name]["read_only"] is True, name
         assert services[name]["cap_drop"] == ["ALL"], name
     assert services["envoy"]["user"].split(":")[0] != "0"
