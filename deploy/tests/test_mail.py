@@ -19,6 +19,8 @@ from nuell.auth.v1.auth_service_pb2_grpc import AuthServiceStub
 from nuell.users.v1 import user_service_pb2 as users_pb
 from nuell.users.v1.user_service_pb2_grpc import UserServiceStub
 
+from deploy import stack
+from deploy.settings import SettingsError, StackSettings
 from deploy.tests.support import Backend, Edge, mails_to, wait_for, wait_for_link
 
 PASSWORD = "Correct-Horse-42"
@@ -227,3 +229,42 @@ def test_unknown_tokens_are_refused_and_change_nothing(
 
     assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "TOKEN_INVALID", ["token"])
     assert database_state(backend.database_url) == before
+
+
+# --- MailDev in the stack's declaration ------------------------------------------------
+
+
+def test_the_stack_runs_maildev_and_points_the_gateway_at_it() -> None:
+    settings = StackSettings.from_env({"NUELL_MAIL_SMTP_PORT": "2025", "NUELL_WEB_PORT": "3001"})
+
+    declared = {service.name: service for service in stack.services(settings, env={})}
+
+    assert "--smtp" in declared["maildev"].argv
+    assert ("MailDev SMTP", "NUELL_MAIL_SMTP_PORT", settings.mail_smtp) in declared["maildev"].binds
+    gateway_env = declared["py_gateway"].env or {}
+    assert gateway_env["NUELL_SMTP_URL"] == "smtp://127.0.0.1:2025"
+    assert gateway_env["NUELL_PUBLIC_URL"] == "http://localhost:3001"
+
+
+def test_a_mail_server_of_the_users_own_replaces_maildev() -> None:
+    env = {"NUELL_SMTP_URL": "smtps://user:pass@mail.example.com:465"}
+    env |= {"NUELL_PUBLIC_URL": "https://nue-japan.com"}
+
+    declared = {service.name: service for service in stack.services(StackSettings(), env=env)}
+
+    assert "maildev" not in declared
+    assert declared["py_gateway"].env is not None
+    assert {k: declared["py_gateway"].env[k] for k in env} == env
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"NUELL_MAIL_WEB_PORT": "inbox"}, "NUELL_MAIL_WEB_PORT"),
+        ({"NUELL_MAIL_SMTP_PORT": "0"}, "NUELL_MAIL_SMTP_PORT"),
+        ({"NUELL_MAIL_SMTP_PORT": "3000"}, "NUELL_MAIL_SMTP_PORT"),  # the page's port
+    ],
+)
+def test_bad_maildev_ports_are_refused_by_name(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        StackSettings.from_env(environ)
