@@ -3,7 +3,7 @@ as the Envoy, compose and Kubernetes renders are.
 
     migrate ─▶ py_gateway ─▶ envoy ─▶ web
     rust_compute ─┘
-    maildev (development mail; the gateway's outbox waits for it, so no edge)
+    maildev         (development mail: nothing waits for it, the outbox retries)
 
 `services()` declares them for a machine (`make run`, the deploy tests,
 `make bench`); `deploy/launcher.py` starts any subset of them, plus services

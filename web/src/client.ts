@@ -3,7 +3,8 @@
 // to start; the page in main.ts is one user of it.
 //
 //   const nuell = createNuell({ baseUrl: "http://localhost:8080" });
-//   await nuell.auth.register({ email, password });
+//   await nuell.auth.register({ email, password });     // mails a verification link
+//   await nuell.auth.verifyEmail({ token });             // its ?verify_email= token
 //   const login = await nuell.auth.login({ email, password });
 //   nuell.session.accessToken = login.accessToken;
 //   const { posts } = await nuell.posts.listPosts({ pageSize: 20 });
