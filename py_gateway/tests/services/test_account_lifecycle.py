@@ -362,6 +362,41 @@ async def test_change_email_confirms_the_new_address_and_tells_the_old(
     )
 
 
+async def test_refused_email_changes_change_nothing_and_mail_nothing(
+    auth: AuthServiceStub, resources: Resources, mailbox: Mailbox
+) -> None:
+    user = await make_user(resources.sessions, email="Same@example.com")
+    tokens = await _login(auth, user.email, STRONG_PASSWORD)
+    before = await snapshot(resources.sessions)
+    refusals = {
+        "wrong password": pb.RequestEmailChangeRequest(
+            new_email="other@example.com", current_password="Wrong-Horse-42"
+        ),
+        "same address in another case": pb.RequestEmailChangeRequest(
+            new_email="same@EXAMPLE.com", current_password=STRONG_PASSWORD
+        ),
+        "not an address": pb.RequestEmailChangeRequest(
+            new_email="メール@", current_password=STRONG_PASSWORD
+        ),
+    }
+    answers = {
+        name: await _error(auth.RequestEmailChange(request, metadata=_bearer(tokens.access_token)))
+        for name, request in refusals.items()
+    }
+    assert answers["wrong password"].code == grpc.StatusCode.UNAUTHENTICATED
+    unchanged = answers["same address in another case"]
+    assert unchanged.error_info is not None
+    assert (unchanged.code, unchanged.error_info.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "EMAIL_UNCHANGED",
+    )
+    assert [v.field for v in unchanged.violations] == ["new_email"]
+    assert {v.field for v in answers["not an address"].violations} == {"new_email"}
+    await asyncio.sleep(1.2)
+    assert mailbox.received == []
+    assert await snapshot(resources.sessions) == before
+
+
 async def test_change_to_a_taken_address_answers_alike_and_mails_it_nothing(
     auth: AuthServiceStub, resources: Resources, mailbox: Mailbox
 ) -> None:
