@@ -47,11 +47,18 @@ CORS_EXPOSE_HEADERS: tuple[str, ...] = ("grpc-status", "grpc-message", "grpc-sta
 CORS_MAX_AGE_SECONDS = 7200
 
 # Methods are `package.Service/Method`, as in the gRPC path.
-# Credential endpoints: a token bucket per client address for each, so
-# neither password guessing nor account minting runs at machine speed.
+# Credential and mail endpoints: a token bucket per client address for each,
+# so neither password guessing, account minting nor mail sending runs at
+# machine speed. The gateway's own per-address mail throttle sits behind it.
 EDGE_RATE_LIMITED_METHODS: tuple[str, ...] = (
     "nuell.auth.v1.AuthService/Login",
     "nuell.auth.v1.AuthService/Register",
+    "nuell.auth.v1.AuthService/VerifyEmail",
+    "nuell.auth.v1.AuthService/ResendVerification",
+    "nuell.auth.v1.AuthService/RequestPasswordReset",
+    "nuell.auth.v1.AuthService/ResetPassword",
+    "nuell.auth.v1.AuthService/RequestEmailChange",
+    "nuell.auth.v1.AuthService/ConfirmEmailChange",
 )
 # Reads without side effects: the only calls the edge retries, so a retry can
 # never create, change or delete anything twice.

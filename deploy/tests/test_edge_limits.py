@@ -160,6 +160,26 @@ def test_the_limit_is_per_method_and_spares_other_calls(strict_edge: Edge) -> No
     assert health.grpc_status == 0  # never limited
 
 
+@pytest.mark.parametrize(
+    "method", [m for m in EDGE_RATE_LIMITED_METHODS if not m.endswith("/Login")]
+)
+def test_every_credential_and_mail_method_has_its_own_bucket(
+    strict_edge: Edge, method: str
+) -> None:
+    """An empty request is refused by the gateway at once (invalid or
+    unauthenticated), so a burst costs nothing but still spends the bucket."""
+    client = new_client()
+
+    codes = [
+        grpc_web_call(strict_edge.http_port, method, host=client, source=client).grpc_status
+        for _ in range(BURST + 1)
+    ]
+
+    assert RESOURCE_EXHAUSTED not in codes[:BURST], codes
+    assert len(set(codes[:BURST])) == 1, codes  # the gateway's own answer, every time
+    assert codes[BURST] == RESOURCE_EXHAUSTED, codes
+
+
 # --- request size ------------------------------------------------------------------
 
 
