@@ -204,6 +204,8 @@ def test_compose_start_order_and_ports(compose_dir: Path) -> None:
     assert set(published) == {"envoy", "maildev"}
     assert published["maildev"] == [f"127.0.0.1:{DEFAULTS.mail_web.port}:1080"]
     assert gateway_env["NUELL_SMTP_URL_FILE"] == "/run/secrets/smtp_url"
+    first_origin = DEFAULTS.cors_allowed_origins[0]
+    assert gateway_env["NUELL_PUBLIC_URL"] == f"${{NUELL_PUBLIC_URL:-{first_origin}}}"
     assert "smtp_url" in services["gateway"]["secrets"]
     assert _compose(compose_dir)["networks"]["backend"] == {"internal": True}
 
@@ -243,7 +245,8 @@ def test_compose_holds_no_secret_value(compose_dir: Path) -> None:
     for service in compose["services"].values():
         for key, value in service.get("environment", {}).items():
             assert not re.search(r"PASSWORD$|JWT_KEYS$|^DATABASE_URL$", key), key
-            assert "://" not in str(value), key
+            # No URL (they carry passwords) but the page's public address.
+            assert "://" not in str(value) or key == "NUELL_PUBLIC_URL", key
     assert set(compose["secrets"]) == set(manifests.COMPOSE_SECRETS)
     assert oct(secrets_dir.stat().st_mode & 0o777) == "0o700"
 
@@ -424,6 +427,13 @@ def test_prod_edge_allows_only_the_production_origin(k8s_dir: Path) -> None:
     for origin in DEFAULTS.cors_allowed_origins:
         assert f'"{origin}"' in dev
     assert "nue-japan.com" not in dev
+    # Mailed links point at the page, the overlay's origin.
+    for name, origin in (
+        ("prod", "https://nue-japan.com"),
+        ("dev", DEFAULTS.cors_allowed_origins[0]),
+    ):
+        env = _pod_specs(_overlay(k8s_dir, name))["gateway"]["containers"][0]["env"]
+        assert {"name": "NUELL_PUBLIC_URL", "value": origin} in env
     # A new config rolls Envoy out: the pod template carries its checksum.
     for name in ("dev", "prod"):
         docs = _overlay(k8s_dir, name)

@@ -13,9 +13,12 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
 
 import grpc
 import pytest
+import trustme
 from google.protobuf.message import Message
 from nuell.auth.v1 import auth_service_pb2 as pb
 from nuell.auth.v1.auth_service_pb2_grpc import AuthServiceStub
@@ -633,3 +636,80 @@ async def test_without_an_smtp_server_mails_wait_in_the_outbox(
         assert any("NUELL_SMTP_URL is not set" in r.getMessage() for r in caplog.records)
     finally:
         await running.stop()
+
+
+# ------------------------------------------------------------ TLS and AUTH
+
+
+@pytest.fixture(scope="module")
+def smtp_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # see Mailbox.start
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_mail_goes_over_verified_tls_with_the_urls_credentials(
+    database_url: URL,
+    empty_tables: None,
+    smtp_ca: trustme.CA,
+    tls: Literal["starttls", "implicit"],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """smtp:// upgrades with STARTTLS, smtps:// starts in TLS; both check the
+    server's certificate against the system's trust store, then sign in."""
+    trusted = tmp_path / "ca.pem"
+    smtp_ca.cert_pem.write_to_path(str(trusted))
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted))  # the "system" store
+    box = Mailbox(
+        tls=tls,
+        certificate=smtp_ca.issue_cert("127.0.0.1"),
+        credentials=("nuell", "s3cret-パス"),
+    )
+    box.start()
+    running = await Gateway.start(make_settings(database_url, **_settings(database_url, box)))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            await AuthServiceStub(channel).Register(
+                pb.RegisterRequest(email="tls@example.com", password=STRONG_PASSWORD)
+            )
+        [mail] = await box.wait_for(1)
+        assert (mail.envelope_to, mail.over_tls, mail.login) == (
+            ["tls@example.com"],
+            True,
+            "nuell",
+        )
+    finally:
+        await running.stop()
+        box.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # see Mailbox.start
+async def test_an_untrusted_certificate_holds_the_mail_back(
+    database_url: URL, empty_tables: None, smtp_ca: trustme.CA
+) -> None:
+    """A server whose certificate nothing vouches for gets no mail and no password."""
+    box = Mailbox(
+        tls="implicit",
+        certificate=smtp_ca.issue_cert("127.0.0.1"),
+        credentials=("nuell", "s3cret"),
+    )
+    box.start()
+    running = await Gateway.start(make_settings(database_url, **_settings(database_url, box)))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            reply = await AuthServiceStub(channel).Register(
+                pb.RegisterRequest(email="untrusted@example.com", password=STRONG_PASSWORD)
+            )
+        assert reply == pb.RegisterResponse()
+        async with asyncio.timeout(10):
+            while True:
+                async with running.resources.sessions() as session:
+                    row = (await session.execute(select(MailOutbox))).scalar_one()
+                if row.attempts >= 2:
+                    break
+                await asyncio.sleep(0.1)
+        assert (row.status, box.received) == ("pending", [])
+    finally:
+        await running.stop()
+        box.stop()

@@ -3,7 +3,9 @@
 It runs on its own thread and event loop (aiosmtpd's Controller), keeps its
 port across `stop()` and `start()` (to play an SMTP outage), and parses
 every message it receives with the standard library's `email` package, so
-tests read subjects and bodies exactly as a mail client would.
+tests read subjects and bodies exactly as a mail client would. With a
+certificate it speaks TLS as providers do: STARTTLS required before AUTH, or
+TLS from the first byte (smtps).
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Literal
 
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 LINK = re.compile(r"/\?(verify_email|reset_password|confirm_email)=([A-Za-z0-9_-]+)")
 
@@ -27,6 +32,9 @@ LINK = re.compile(r"/\?(verify_email|reset_password|confirm_email)=([A-Za-z0-9_-
 class Received:
     envelope_to: list[str]
     message: EmailMessage
+    # How it came: over TLS, and signed in as whom (None: no AUTH).
+    over_tls: bool = False
+    login: str | None = None
 
     @property
     def subject(self) -> str:
@@ -53,6 +61,11 @@ class Received:
         return found.pop()
 
 
+def _over_tls(server: Any) -> bool:
+    """Whether the connection is encrypted, STARTTLS or from the first byte."""
+    return server.transport.get_extra_info("ssl_object") is not None
+
+
 @dataclass
 class _Handler:
     received: list[Received] = field(default_factory=list)
@@ -71,20 +84,39 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = message_from_bytes(envelope.original_content, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
+        login = session.auth_data if session.authenticated else None
         with self.lock:
-            self.received.append(Received(list(envelope.rcpt_tos), parsed))
+            self.received.append(
+                Received(list(envelope.rcpt_tos), parsed, _over_tls(server), login)
+            )
         return "250 Message accepted for delivery"
 
 
 class Mailbox:
-    """An SMTP server on 127.0.0.1 and a free port; `url` is its NUELL_SMTP_URL."""
+    """An SMTP server on 127.0.0.1 and a free port; `url` is its NUELL_SMTP_URL.
 
-    def __init__(self) -> None:
+    `tls` with a `certificate` (for 127.0.0.1) and `credentials`: "starttls"
+    requires STARTTLS, then AUTH; "implicit" is TLS from the first byte.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: Literal["starttls", "implicit"] | None = None,
+        certificate: trustme.LeafCert | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port: int = probe.getsockname()[1]
         self._handler = _Handler()
         self._controller: Controller | None = None
+        self._tls = tls
+        self._credentials = credentials
+        self._server_context: ssl.SSLContext | None = None
+        if certificate is not None:
+            self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            certificate.configure_cert(self._server_context)
 
     def refuse(self, address: str) -> None:
         """Answer `550` to every mail for `address` from now on."""
@@ -92,10 +124,30 @@ class Mailbox:
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        scheme = "smtps" if self._tls == "implicit" else "smtp"
+        user = ":".join(self._credentials) + "@" if self._credentials else ""
+        return f"{scheme}://{user}127.0.0.1:{self.port}"
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        given = (auth_data.login.decode(), auth_data.password.decode())
+        return AuthResult(success=given == self._credentials, auth_data=given[0])
 
     def start(self) -> None:
-        self._controller = Controller(self._handler, hostname="127.0.0.1", port=self.port)
+        options: dict[str, Any] = {}
+        if self._tls == "starttls":
+            options = {"tls_context": self._server_context, "require_starttls": True}
+        elif self._tls == "implicit":
+            # aiosmtpd cannot tell that a connection it accepted in TLS is
+            # encrypted, so it would refuse AUTH without this.
+            options = {"ssl_context": self._server_context, "auth_require_tls": False}
+        if self._credentials is not None:
+            options |= {"authenticator": self._authenticate, "auth_required": True}
+        self._controller = Controller(
+            self._handler, hostname="127.0.0.1", port=self.port, **options
+        )
         self._controller.start()
 
     def stop(self) -> None:
