@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import runner
+from bench import near_duplicates, runner
 from bench.report import Report, say
 from bench.scenarios import BY_NAME, MIX, SCENARIOS, SOAK
 from bench.stack import Stack, StackFailure
@@ -92,7 +92,10 @@ def main() -> int:
         stack.prepare([target for scenario in chosen for target in scenario.targets])
         report = Report(args, stack)
         for scenario in chosen:
-            report.add(scenario, runner.run(scenario, stack, args))
+            if scenario.name == "near-duplicates":
+                report.figures[scenario.name] = near_duplicates.run(stack)
+            else:
+                report.add(scenario, runner.run(scenario, stack, args))
         path, failed = report.save(), False
     except KeyboardInterrupt:
         say("\ninterrupted; stopping everything")

@@ -134,6 +134,7 @@ class Stack:
         self.pids["gateway"] = self.launcher["py_gateway"].pid
         self.pids["rust_compute"] = self.launcher["rust_compute"].pid
         self.addresses["gateway"] = settings.gateway.connect_target
+        self.addresses["compute"] = settings.compute.connect_target  # near-duplicates dials it
         self.fixture = make_fixture(self.addresses["gateway"], url)
 
     def edge(self, name: str) -> tuple[Service, str]:
