@@ -269,3 +269,37 @@ class Post(Base):
             "word_count >= 0 AND reading_time_seconds >= 0", name="analysis_counts_non_negative"
         ),
     )
+
+
+POST_EVENT_TYPES = ("created", "updated", "deleted", "analyzed")
+
+
+class PostEvent(Base):
+    """One change of a post, written by a trigger on `posts` in the change's
+    own transaction (migration 0006); WatchPosts reads it (post_events.py).
+    `seq` is commit order; the post columns are the post right after the
+    change, NULL for a deletion."""
+
+    __tablename__ = "post_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(Text)
+    post_id: Mapped[uuid.UUID] = mapped_column()
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    content: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int | None] = mapped_column(BigInteger)
+    analysis_state: Mapped[str | None] = mapped_column(Text)
+    word_count: Mapped[int | None] = mapped_column(Integer)
+    reading_time_seconds: Mapped[int | None] = mapped_column(Integer)
+    simhash: Mapped[int | None] = mapped_column(BigInteger)
+    event_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+
+    __table_args__ = (
+        Index("ix_post_events_event_time", event_time),
+        CheckConstraint(f"type IN {POST_EVENT_TYPES!r}", name="type_known"),
+        CheckConstraint("(type = 'deleted') = (content IS NULL)", name="post_unless_deleted"),
+    )
