@@ -23,13 +23,18 @@ use tracing::Instrument;
 
 use crate::conversions::{AnalyzeInput, BatchInput, CompareInput, StreamInput};
 use crate::error::ComputeError;
+use crate::error::FieldViolation;
 use crate::limits::MESSAGE_MAX_BYTES;
+use crate::limits::{DOCUMENT_TEXT_MAX_BYTES, VIOLATIONS_REPORTED_MAX};
 use crate::metrics::{self, Metrics};
 use crate::proto::v1::{
-    AnalyzeRequest, AnalyzeResponse, AnalyzeStreamRequest, AnalyzeStreamResponse, CompareRequest,
-    CompareResponse, FindNearDuplicatesRequest, FindNearDuplicatesResponse, compute_service_server,
+    AnalyzeRequest, AnalyzeResponse, AnalyzeStreamRequest, AnalyzeStreamResponse,
+    CompareManyRequest, CompareManyResponse, CompareRequest, CompareResponse,
+    FindNearDuplicatesRequest, FindNearDuplicatesResponse, Token, TokenKind, TokenizeRequest,
+    TokenizeResponse, TokenizedText, compute_service_server,
 };
 use crate::text;
+use crate::text::search::{self, Kind};
 use crate::transport::{self, Deadline, Transport};
 use crate::workers::Workers;
 
@@ -151,6 +156,59 @@ impl compute_service_server::ComputeService for ComputeService {
         Ok(Response::new(response))
     }
 
+    async fn tokenize(
+        &self,
+        request: Request<TokenizeRequest>,
+    ) -> Result<Response<TokenizeResponse>, Status> {
+        let deadline = Deadline::of(&request);
+        let request = request.into_inner();
+        let usage = self.usage(metrics::TOKENIZE);
+        let response = self
+            .workers
+            .run(deadline, move |cancel| {
+                let mut violations = Vec::new();
+                check_texts("texts", &request.texts, &mut violations);
+                finish(violations)?;
+                usage.batch(
+                    request.texts.len(),
+                    request.texts.iter().map(String::len).sum(),
+                );
+                let texts = search::tokenize_batch(&request.texts, request.band_keys, cancel)?;
+                Ok(TokenizeResponse {
+                    texts: texts.into_iter().map(tokenized_to_proto).collect(),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn compare_many(
+        &self,
+        request: Request<CompareManyRequest>,
+    ) -> Result<Response<CompareManyResponse>, Status> {
+        let deadline = Deadline::of(&request);
+        let request = request.into_inner();
+        let usage = self.usage(metrics::COMPARE_MANY);
+        let response = self
+            .workers
+            .run(deadline, move |cancel| {
+                let mut violations = Vec::new();
+                if request.text.len() > DOCUMENT_TEXT_MAX_BYTES {
+                    violations.push(max_bytes_violation("text".to_owned()));
+                }
+                check_texts("others", &request.others, &mut violations);
+                finish(violations)?;
+                usage.batch(
+                    request.others.len(),
+                    request.text.len() + request.others.iter().map(String::len).sum::<usize>(),
+                );
+                let jaccards = search::compare_many(&request.text, &request.others, cancel)?;
+                Ok(CompareManyResponse { jaccards })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
     type AnalyzeStreamStream = AnalyzeStreamResponses;
 
     async fn analyze_stream(
@@ -250,5 +308,73 @@ impl Usage {
         self.metrics.record_text(self.method, bytes);
         self.metrics.record_batch(documents);
         tracing::debug!(documents, text_bytes = bytes, "request accepted");
+    }
+}
+
+/// Most texts in one Tokenize or CompareMany request (the contract's
+/// `repeated.max_items`).
+const SEARCH_TEXTS_MAX: usize = 1000;
+
+fn max_bytes_violation(field: String) -> FieldViolation {
+    FieldViolation {
+        field,
+        rule: "string.max_bytes",
+        description: format!("value length must be at most {DOCUMENT_TEXT_MAX_BYTES} bytes"),
+    }
+}
+
+/// The rules of a `repeated string` of 1 to 1,000 texts of at most 64 KiB.
+fn check_texts(field: &str, texts: &[String], violations: &mut Vec<FieldViolation>) {
+    if texts.is_empty() {
+        violations.push(FieldViolation {
+            field: field.to_owned(),
+            rule: "repeated.min_items",
+            description: "value must contain at least 1 item(s)".to_owned(),
+        });
+    }
+    if texts.len() > SEARCH_TEXTS_MAX {
+        violations.push(FieldViolation {
+            field: field.to_owned(),
+            rule: "repeated.max_items",
+            description: format!("value must contain no more than {SEARCH_TEXTS_MAX} item(s)"),
+        });
+    }
+    for (index, text) in texts.iter().enumerate() {
+        if text.len() > DOCUMENT_TEXT_MAX_BYTES {
+            violations.push(max_bytes_violation(format!("{field}[{index}]")));
+        }
+    }
+}
+
+fn finish(mut violations: Vec<FieldViolation>) -> Result<(), ComputeError> {
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let total = violations.len();
+    violations.truncate(VIOLATIONS_REPORTED_MAX);
+    Err(ComputeError::InvalidArgument {
+        violations,
+        total,
+        request_id: None,
+    })
+}
+
+fn tokenized_to_proto(text: search::Tokenized) -> TokenizedText {
+    TokenizedText {
+        tokens: text
+            .tokens
+            .into_iter()
+            .map(|token| Token {
+                term: token.term,
+                position: token.position,
+                kind: match token.kind {
+                    Kind::Word => TokenKind::Word,
+                    Kind::CjkBigram => TokenKind::CjkBigram,
+                    Kind::CjkSingle => TokenKind::CjkSingle,
+                }
+                .into(),
+            })
+            .collect(),
+        band_keys: text.band_keys,
     }
 }

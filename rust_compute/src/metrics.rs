@@ -50,16 +50,22 @@ pub const COMPARE: &str = "/nuell.compute.v1.ComputeService/Compare";
 pub const FIND_NEAR_DUPLICATES: &str = "/nuell.compute.v1.ComputeService/FindNearDuplicates";
 /// `nuell.compute.v1.ComputeService/AnalyzeStream`.
 pub const ANALYZE_STREAM: &str = "/nuell.compute.v1.ComputeService/AnalyzeStream";
+/// `nuell.compute.v1.ComputeService/Tokenize`.
+pub const TOKENIZE: &str = "/nuell.compute.v1.ComputeService/Tokenize";
+/// `nuell.compute.v1.ComputeService/CompareMany`.
+pub const COMPARE_MANY: &str = "/nuell.compute.v1.ComputeService/CompareMany";
 
 /// The `method` label of every path that is not one of [`KNOWN_METHODS`].
 pub const UNKNOWN_METHOD: &str = "unknown";
 
 /// Every method this server serves, as its `method` label.
-pub const KNOWN_METHODS: [&str; 8] = [
+pub const KNOWN_METHODS: [&str; 10] = [
     ANALYZE,
     COMPARE,
     FIND_NEAR_DUPLICATES,
     ANALYZE_STREAM,
+    TOKENIZE,
+    COMPARE_MANY,
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

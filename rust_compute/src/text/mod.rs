@@ -25,6 +25,7 @@ pub mod hash;
 pub mod minhash;
 pub mod near_duplicates;
 pub mod normalize;
+pub mod search;
 pub mod shingles;
 pub mod simhash;
 pub mod tokens;
