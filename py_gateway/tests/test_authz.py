@@ -163,6 +163,10 @@ TABLE: dict[str, tuple[Build, tuple[grpc.StatusCode, ...]]] = {
         lambda w: posts.DeletePostRequest(id=w.post_id),
         (UNAUTH, OK, DENIED, UNAUTH, OK),
     ),
+    "nuell.posts.v1.PostService/WatchPosts": (
+        lambda w: posts.WatchPostsRequest(author_id=str(w.owner.id)),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
     **{
         path: (_sample(path), (UNAUTH, OK, OK, UNAUTH, OK))
         for path in VALID_REQUESTS

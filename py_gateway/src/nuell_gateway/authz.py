@@ -9,12 +9,20 @@ travels in a `ContextVar`, set by the boundary, read with `caller()`.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from nuell_gateway.errors import PermissionDenied, Unauthenticated
+from nuell_gateway.security.tokens import InvalidTokenError
+
+if TYPE_CHECKING:
+    from nuell_gateway.resources import Resources
+
+logger = logging.getLogger(__name__)
 
 
 class Scope(StrEnum):
@@ -84,6 +92,8 @@ POLICIES: dict[str, Policy] = {
     # The author with `posts`; anyone's with `posts:moderate`.
     "/nuell.posts.v1.PostService/UpdatePost": Policy(Scope.POSTS),
     "/nuell.posts.v1.PostService/DeletePost": Policy(Scope.POSTS),
+    # Moderators' streams also carry deactivated authors' posts.
+    "/nuell.posts.v1.PostService/WatchPosts": Policy(Scope.POSTS),
     "/nuell.compute.v1.ComputeService/Analyze": Policy(Scope.COMPUTE),
     "/nuell.compute.v1.ComputeService/Compare": Policy(Scope.COMPUTE),
     "/nuell.compute.v1.ComputeService/FindNearDuplicates": Policy(Scope.COMPUTE),
@@ -132,3 +142,43 @@ def caller() -> Caller:
 def set_caller(value: Caller | None) -> None:
     """Used by the call boundary alone, once per call (each call has its own context)."""
     _current_caller.set(value)
+
+
+def bearer_token(metadata: Any) -> str:
+    """The access token of a call's `authorization: Bearer <token>` metadata."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated(
+                    "the authorization header must be `Bearer <access token>`",
+                    reason="INVALID_TOKEN",
+                )
+            return token.strip()
+    raise Unauthenticated("this call needs an access token", reason="MISSING_TOKEN")
+
+
+async def authenticate(resources: Resources, token: str) -> Caller:
+    """The caller an access token speaks for now: UNAUTHENTICATED if it is
+    invalid or expired, or its account is inactive or has revoked it."""
+    try:
+        claims = resources.access_tokens.verify(token)
+    except InvalidTokenError as exc:
+        logger.info("rejected access token", extra={"why": str(exc)})
+        raise Unauthenticated(
+            "the access token is invalid or expired", reason="INVALID_TOKEN"
+        ) from None
+    # The account's current state, not the token's: a deactivation or a
+    # demotion takes effect on the next call (account_states.py).
+    state = await resources.accounts.state(claims.user_id)
+    if state is None or not state.is_active:
+        raise Unauthenticated("the account is not active", reason="ACCOUNT_INACTIVE")
+    if claims.generation != state.token_generation:
+        # Issued before a password reset or an email change.
+        raise Unauthenticated("the access token was revoked; sign in again", reason="TOKEN_REVOKED")
+    role = Role(state.role)
+    return Caller(
+        user_id=uuid.UUID(str(claims.user_id)),
+        role=role,
+        scopes=claims.scopes & ROLE_SCOPES[role],
+    )

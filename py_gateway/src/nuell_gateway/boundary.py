@@ -23,7 +23,6 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,20 +37,18 @@ from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
 
 from nuell_gateway import request_id, tracing
-from nuell_gateway.authz import POLICIES, ROLE_SCOPES, Caller, Role, set_caller
+from nuell_gateway.authz import POLICIES, authenticate, bearer_token, set_caller
 from nuell_gateway.db import integrity
 from nuell_gateway.errors import (
     DomainError,
     InvalidArgument,
     PermissionDenied,
     RelayedStatus,
-    Unauthenticated,
     Unavailable,
     Unimplemented,
 )
 from nuell_gateway.metrics import RPC_DURATION, RPC_REQUESTS
 from nuell_gateway.resources import Resources
-from nuell_gateway.security.tokens import InvalidTokenError
 from nuell_gateway.validation import tolerant, validate_request
 
 logger = logging.getLogger(__name__)
@@ -196,19 +193,6 @@ async def _resolve(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-def _bearer_token(metadata: Any) -> str:
-    for key, value in metadata or ():
-        if key == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthenticated(
-                    "the authorization header must be `Bearer <access token>`",
-                    reason="INVALID_TOKEN",
-                )
-            return token.strip()
-    raise Unauthenticated("this call needs an access token", reason="MISSING_TOKEN")
-
-
 Admit = Callable[[Any], Awaitable[None]]
 
 
@@ -231,7 +215,7 @@ class CallBoundary:
     def _admission(self, method: str) -> Admit:
         """What a call of `method` must pass before its handler runs; sets the caller."""
         policy = POLICIES.get(method)
-        authenticate = self._authenticate
+        resources = self._resources
 
         async def refuse(metadata: Any) -> None:  # deny by default: an RPC nobody classified
             raise PermissionDenied("this call is not allowed", reason="NO_POLICY")
@@ -246,36 +230,11 @@ class CallBoundary:
             return public
 
         async def signed_in(metadata: Any) -> None:
-            caller = await authenticate(_bearer_token(metadata))
+            caller = await authenticate(resources, bearer_token(metadata))
             set_caller(caller)
             caller.require(scope)
 
         return signed_in
-
-    async def _authenticate(self, token: str) -> Caller:
-        try:
-            claims = self._resources.access_tokens.verify(token)
-        except InvalidTokenError as exc:
-            logger.info("rejected access token", extra={"why": str(exc)})
-            raise Unauthenticated(
-                "the access token is invalid or expired", reason="INVALID_TOKEN"
-            ) from None
-        # The account's current state, not the token's: a deactivation or a
-        # demotion takes effect on the next call (account_states.py).
-        state = await self._resources.accounts.state(claims.user_id)
-        if state is None or not state.is_active:
-            raise Unauthenticated("the account is not active", reason="ACCOUNT_INACTIVE")
-        if claims.generation != state.token_generation:
-            # Issued before a password reset or an email change.
-            raise Unauthenticated(
-                "the access token was revoked; sign in again", reason="TOKEN_REVOKED"
-            )
-        role = Role(state.role)
-        return Caller(
-            user_id=uuid.UUID(str(claims.user_id)),
-            role=role,
-            scopes=claims.scopes & ROLE_SCOPES[role],
-        )
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """`handler` of `method` (`/package.Service/Method`) inside the boundary."""

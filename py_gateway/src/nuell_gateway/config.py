@@ -77,6 +77,26 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=3600, description="How often pending analyses are retried."
     )
 
+    # WatchPosts (docs/posts.md, "Live posts").
+    watch_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=3600, description="A HEARTBEAT after this long without an event."
+    )
+    watch_buffer_events: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Events a stream may fall behind."
+    )
+    watch_max_streams: int = Field(
+        default=5000, ge=1, le=1_000_000, description="Open WatchPosts streams per process."
+    )
+    watch_max_streams_per_user: int = Field(
+        default=20, ge=1, le=100_000, description="Open WatchPosts streams per account and process."
+    )
+    watch_auth_check_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="How often a stream re-checks its access token."
+    )
+    post_events_retention_hours: float = Field(
+        default=24, gt=0, le=24 * 365, description="How long WatchPosts can resume from."
+    )
+
     # Tokens (see docs/security.md for key rotation).
     jwt_keys: SecretStr = Field(
         description=(

@@ -78,8 +78,8 @@ def user_to_proto(user: User | UserRow) -> user_pb2.User:
         "is_active": row.is_active,
         "email_verified": row.email_verified,
         "locale": row.locale,
-        "create_time": _time_fields(row.created_us),
-        "update_time": _time_fields(row.updated_us),
+        "create_time": time_fields(row.created_us),
+        "update_time": time_fields(row.updated_us),
         "etag": etag(row.id, row.version),
     }
     return user_pb2.User(**fields)
@@ -126,8 +126,8 @@ def post_fields(post: PostRow) -> dict[str, Any]:
         "id": post.id,
         "author_id": post.user_id,
         "content": post.content,
-        "create_time": _time_fields(post.created_us),
-        "update_time": _time_fields(post.updated_us),
+        "create_time": time_fields(post.created_us),
+        "update_time": time_fields(post.updated_us),
         "etag": etag(post.id, post.version),
         "analysis": analysis,
     }
@@ -153,7 +153,7 @@ def post_to_proto(post: Post | PostRow) -> post_pb2.Post:
     return post_pb2.Post(**post_fields(post if isinstance(post, PostRow) else post_row(post)))
 
 
-def _time_fields(micros: int) -> dict[str, int]:
+def time_fields(micros: int) -> dict[str, int]:
     """A Timestamp's fields from microseconds since the epoch."""
     seconds, rest = divmod(micros, 1_000_000)
     return {"seconds": seconds, "nanos": rest * 1000}

@@ -104,6 +104,13 @@ class ResourceExhausted(DomainError):
     default_reason = "RESOURCE_EXHAUSTED"
 
 
+class OutOfRange(DomainError):
+    """A position the service no longer holds (a resume token past the retention)."""
+
+    code = code_pb2.OUT_OF_RANGE
+    default_reason = "OUT_OF_RANGE"
+
+
 class Unavailable(DomainError):
     """A dependency (database, rust_compute) cannot be reached; safe to retry."""
 

@@ -119,6 +119,7 @@ class Gateway:
     async def stop(self) -> None:
         """NOT_SERVING, stop accepting, drain in-flight calls, close the pool, flush spans."""
         await self.health.enter_graceful_shutdown()
+        self.resources.post_events.shut_down()  # streams end now, each with its resume token
         for task in self.background:
             task.cancel()
         await self.server.stop(self.resources.settings.shutdown_grace_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,9 @@ async def call_any(
     request: Message,
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> object:
-    """Call any RPC by descriptor; streams send the one request and drain replies."""
+    """Call any RPC by descriptor; streams send the one request and drain replies.
+    A server stream still open a moment after its headers (a watch, which never
+    ends by itself) counts as answered OK, and is cancelled."""
     path = method_path(method)
     serialize = type(request).SerializeToString
     options: dict[str, Any] = {"metadata": metadata, "timeout": 10}
@@ -72,6 +75,11 @@ async def call_any(
             iter([request]), **options
         )
     if method.server_streaming:
-        stream = channel.unary_stream(path, request_serializer=serialize)
-        return [reply async for reply in stream(request, **options)]
+        call = channel.unary_stream(path, request_serializer=serialize)(request, **options)
+        await call.initial_metadata()
+        await asyncio.sleep(0.2)  # a refusal is trailers only: done by now
+        if not call.done():
+            call.cancel()
+            return []
+        return [reply async for reply in call]
     return await channel.unary_unary(path, request_serializer=serialize)(request, **options)

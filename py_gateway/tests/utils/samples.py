@@ -64,6 +64,7 @@ VALID_REQUESTS: dict[str, Message] = {
         update_mask=field_mask_pb2.FieldMask(paths=["content"]),
     ),
     "nuell.posts.v1.PostService/DeletePost": posts.DeletePostRequest(id=SOME_ID),
+    "nuell.posts.v1.PostService/WatchPosts": posts.WatchPostsRequest(author_id=SOME_ID),
     "nuell.compute.v1.ComputeService/Analyze": compute.AnalyzeRequest(text="hello world"),
     "nuell.compute.v1.ComputeService/Compare": compute.CompareRequest(a="a b c", b="a b d"),
     "nuell.compute.v1.ComputeService/FindNearDuplicates": compute.FindNearDuplicatesRequest(

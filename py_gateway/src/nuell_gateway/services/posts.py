@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 from nuell.posts.v1 import post_service_pb2 as pb
 from nuell.posts.v1 import post_service_pb2_grpc
 
 from nuell_gateway import posts
-from nuell_gateway.authz import caller
+from nuell_gateway.authz import Caller, authenticate, bearer_token, caller
 from nuell_gateway.convert import post_fields, post_to_proto
 from nuell_gateway.fieldmask import checked_paths
 from nuell_gateway.resources import Resources
@@ -78,3 +79,21 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
             expected_version=expected_version(post_id, request.etag),
         )
         return pb.DeletePostResponse()
+
+    async def WatchPosts(
+        self, request: pb.WatchPostsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PostEvent]:
+        token = bearer_token(context.invocation_metadata())
+
+        async def still_allowed() -> Caller:  # the stream outlives the check at its start
+            return await authenticate(self._resources, token)
+
+        events = self._resources.post_events.watch(
+            caller(),
+            author_id=request.author_id,
+            resume_token=request.resume_token,
+            still_allowed=still_allowed,
+            opened=lambda: context.send_initial_metadata(()),
+        )
+        async for event in events:
+            yield event

@@ -52,7 +52,8 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint(f"type IN {TYPES}", name=op.f("ck_post_events_type_known")),
         sa.CheckConstraint(
-            "(type = 'deleted') = (content IS NULL)", name=op.f("ck_post_events_post_unless_deleted")
+            "(type = 'deleted') = (content IS NULL)",
+            name=op.f("ck_post_events_post_unless_deleted"),
         ),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_post_events")),
     )
