@@ -71,9 +71,11 @@ EDGE_RETRYABLE_METHODS: tuple[str, ...] = (
     "grpc.health.v1.Health/Check",
 )
 # Long-lived streams: no overall deadline and no request buffering, an idle
-# timeout instead. Every other method is unary.
+# timeout instead (WatchPosts' heartbeats keep it from firing). Every other
+# method is unary.
 EDGE_STREAMING_METHODS: tuple[str, ...] = (
     "nuell.compute.v1.ComputeService/AnalyzeStream",
+    "nuell.posts.v1.PostService/WatchPosts",
     "grpc.health.v1.Health/Watch",
 )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
 from nuell.auth.v1 import auth_service_pb2
 from nuell.compute.v1 import compute_service_pb2  # noqa: F401 - registers the service
-from nuell.posts.v1 import post_service_pb2  # noqa: F401 - registers the service
+from nuell.posts.v1 import post_service_pb2
 from nuell.users.v1 import user_service_pb2
 
 from deploy.settings import EDGE_GRPC_SERVICES, EDGE_SECURITY_HEADERS
@@ -308,6 +309,75 @@ def test_server_streams_flow_over_grpc_web(stack: Stack, text: bool) -> None:
     assert flags == 0
     status = health_pb2.HealthCheckResponse.FromString(message).status
     assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+class FrameReader:
+    """gRPC-Web frames of a response as they arrive. In text mode Envoy encodes
+    each chunk alone, padding included, so every 4 characters decode alone."""
+
+    def __init__(self, response: http.client.HTTPResponse, text: bool) -> None:
+        self.response, self.text, self.buffer = response, text, b""
+
+    def _fill(self, size: int) -> None:
+        while len(self.buffer) < size:
+            chunk = self.response.read(4 if self.text else size - len(self.buffer))
+            assert chunk, "the stream ended"
+            self.buffer += base64.b64decode(chunk) if self.text else chunk
+
+    def frame(self) -> tuple[int, bytes]:
+        self._fill(5)
+        flags, length = struct.unpack(">BI", self.buffer[:5])
+        self._fill(5 + length)
+        payload, self.buffer = self.buffer[5 : 5 + length], self.buffer[5 + length :]
+        return flags, payload
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["binary", "text"])
+def test_watch_posts_streams_live_over_grpc_web(
+    stack: Stack, signed_in: tuple[str, str], text: bool
+) -> None:
+    _, token = signed_in
+    bearer = {"authorization": f"Bearer {token}"}
+    kind = "application/grpc-web-text" if text else "application/grpc-web+proto"
+    body = grpc_web_frame(post_service_pb2.WatchPostsRequest().SerializeToString())
+    connection = http.client.HTTPConnection("127.0.0.1", stack.edge_port, timeout=15)
+    try:
+        connection.request(
+            "POST",
+            "/nuell.posts.v1.PostService/WatchPosts",
+            base64.b64encode(body) if text else body,
+            {"content-type": kind, "accept": kind, "x-grpc-web": "1", "origin": ALLOWED_ORIGIN}
+            | bearer,
+        )
+        # The headers come as soon as the stream is open, before any event.
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("access-control-allow-origin") == ALLOWED_ORIGIN
+        assert "grpc-status" not in {name.lower() for name, _ in response.getheaders()}
+        content = f"エッジ越しの投稿 {uuid.uuid4().hex[:6]}"
+        with grpc.insecure_channel(stack.gateway) as channel:
+            create = channel.unary_unary(
+                "/nuell.posts.v1.PostService/CreatePost",
+                post_service_pb2.CreatePostRequest.SerializeToString,
+                post_service_pb2.CreatePostResponse.FromString,
+            )
+            made = create(
+                post_service_pb2.CreatePostRequest(content=content),
+                metadata=tuple(bearer.items()),
+                timeout=10,
+            ).post
+        reader = FrameReader(response, text)
+        while True:  # events of other tests' posts may come first
+            flags, payload = reader.frame()
+            assert flags == 0, payload
+            event = post_service_pb2.PostEvent.FromString(payload)
+            if event.post_id == made.id:
+                break
+    finally:
+        connection.close()
+    assert event.type == post_service_pb2.POST_EVENT_TYPE_CREATED
+    assert event.post.content == content
+    assert event.resume_token
 
 
 @pytest.mark.parametrize("text", [False, True], ids=["binary", "text"])
