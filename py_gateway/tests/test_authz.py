@@ -167,6 +167,14 @@ TABLE: dict[str, tuple[Build, tuple[grpc.StatusCode, ...]]] = {
         lambda w: posts.WatchPostsRequest(author_id=str(w.owner.id)),
         (UNAUTH, OK, OK, UNAUTH, OK),
     ),
+    "nuell.posts.v1.PostService/SearchPosts": (
+        lambda w: posts.SearchPostsRequest(query="mine"),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    "nuell.posts.v1.PostService/ListSimilarPosts": (
+        lambda w: posts.ListSimilarPostsRequest(id=w.post_id),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
     **{
         path: (_sample(path), (UNAUTH, OK, OK, UNAUTH, OK))
         for path in VALID_REQUESTS

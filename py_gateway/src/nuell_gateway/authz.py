@@ -94,10 +94,15 @@ POLICIES: dict[str, Policy] = {
     "/nuell.posts.v1.PostService/DeletePost": Policy(Scope.POSTS),
     # Moderators' streams also carry deactivated authors' posts.
     "/nuell.posts.v1.PostService/WatchPosts": Policy(Scope.POSTS),
+    # Visibility as in ListPosts: deactivated authors' posts only with `posts:moderate`.
+    "/nuell.posts.v1.PostService/SearchPosts": Policy(Scope.POSTS),
+    "/nuell.posts.v1.PostService/ListSimilarPosts": Policy(Scope.POSTS),
     "/nuell.compute.v1.ComputeService/Analyze": Policy(Scope.COMPUTE),
     "/nuell.compute.v1.ComputeService/Compare": Policy(Scope.COMPUTE),
     "/nuell.compute.v1.ComputeService/FindNearDuplicates": Policy(Scope.COMPUTE),
     "/nuell.compute.v1.ComputeService/AnalyzeStream": Policy(Scope.COMPUTE),
+    "/nuell.compute.v1.ComputeService/Tokenize": Policy(Scope.COMPUTE),
+    "/nuell.compute.v1.ComputeService/CompareMany": Policy(Scope.COMPUTE),
 }
 
 

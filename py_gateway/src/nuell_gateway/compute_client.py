@@ -44,7 +44,13 @@ _RETRY_POLICY = {
         {
             "name": [
                 {"service": SERVICE, "method": method}
-                for method in ("Analyze", "Compare", "FindNearDuplicates")
+                for method in (
+                    "Analyze",
+                    "Compare",
+                    "FindNearDuplicates",
+                    "Tokenize",
+                    "CompareMany",
+                )
             ],
             "retryPolicy": {
                 "maxAttempts": 3,
@@ -127,6 +133,14 @@ class ComputeClient:
         self, request: pb.FindNearDuplicatesRequest, via: Forwarding
     ) -> pb.FindNearDuplicatesResponse:
         return await self._unary(self._stub.FindNearDuplicates, "FindNearDuplicates", request, via)
+
+    async def tokenize(self, request: pb.TokenizeRequest, via: Forwarding) -> pb.TokenizeResponse:
+        return await self._unary(self._stub.Tokenize, "Tokenize", request, via)
+
+    async def compare_many(
+        self, request: pb.CompareManyRequest, via: Forwarding
+    ) -> pb.CompareManyResponse:
+        return await self._unary(self._stub.CompareMany, "CompareMany", request, via)
 
     async def analyze_stream(
         self,

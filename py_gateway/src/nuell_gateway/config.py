@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         le=1,
         description="Shingle Jaccard at which a new post repeats an old one.",
     )
+    similar_posts_threshold: float = Field(
+        default=0.5,
+        ge=0.3,
+        le=1,
+        description="Shingle Jaccard at which ListSimilarPosts lists a post (0.3 to 1).",
+    )
     near_duplicate_window_hours: float = Field(
         default=24, gt=0, le=24 * 365, description="How far back an author's posts are compared."
     )

@@ -6,6 +6,11 @@ the near-duplicate check; if rust_compute cannot answer in time the post is
 stored with its analysis PENDING and the check skipped, and the backfill
 (one task per gateway worker) fills the analysis in once rust_compute is
 back. See docs/posts.md.
+
+The same answer carries the post's search index: its `tsvector` (from
+rust_compute's tokens, `search_terms`) and its MinHash band keys, written in
+the same statement as the analysis, so a post is searchable exactly when
+its analysis is ready.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from nuell_gateway.config import Settings
 from nuell_gateway.db import posts
 from nuell_gateway.errors import Cancelled, DeadlineExceeded, FailedPrecondition, Unavailable
 from nuell_gateway.resources import Resources
+from nuell_gateway.search_terms import tsvector_literal
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +39,35 @@ _NEW = "new"
 BACKFILL_BATCH = 50
 
 
+def _signed(value: int) -> int:
+    """An unsigned 64-bit value as the signed bigint with the same bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    """The analysis columns of a post; None while pending."""
+    """The analysis columns of a post and its search index."""
 
     word_count: int
     reading_time_seconds: int
     simhash: int
+    # A tsvector literal (search_terms.tsvector_literal).
+    search_vector: str = ""
+    # The unsigned band keys, key j for band j; empty when it has no shingles.
+    band_keys: tuple[int, ...] = ()
 
     def columns(self) -> dict[str, Any]:
-        # The unsigned fingerprint goes into a signed bigint (same 64 bits).
-        signed = self.simhash - (1 << 64) if self.simhash >= 1 << 63 else self.simhash
         return {
             "analysis_state": "ready",
             "word_count": self.word_count,
             "reading_time_seconds": self.reading_time_seconds,
-            "simhash": signed,
+            # The unsigned fingerprint goes into a signed bigint (same 64 bits).
+            "simhash": _signed(self.simhash),
+            "search_vector": self.search_vector,
         }
+
+    def signed_band_keys(self) -> list[int]:
+        return [_signed(key) for key in self.band_keys]
 
 
 PENDING_COLUMNS: dict[str, Any] = {
@@ -57,7 +75,19 @@ PENDING_COLUMNS: dict[str, Any] = {
     "word_count": None,
     "reading_time_seconds": None,
     "simhash": None,
+    "search_vector": None,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class ForWrite:
+    """What a write stores beside the content: its columns and its band keys (signed)."""
+
+    columns: dict[str, Any]
+    band_keys: list[int]
+
+
+PENDING = ForWrite(PENDING_COLUMNS, [])
 
 
 def _forwarding(settings: Settings) -> Forwarding:
@@ -65,11 +95,17 @@ def _forwarding(settings: Settings) -> Forwarding:
 
 
 async def analyze(compute: ComputeClient, content: str, via: Forwarding) -> Analysis:
-    reply = await compute.analyze(compute_pb.AnalyzeRequest(text=content, top_k=1), via)
+    reply, tokenized = await asyncio.gather(
+        compute.analyze(compute_pb.AnalyzeRequest(text=content, top_k=1), via),
+        compute.tokenize(compute_pb.TokenizeRequest(texts=[content], band_keys=True), via),
+    )
+    text = tokenized.texts[0]
     return Analysis(
         word_count=reply.analysis.word_count,
         reading_time_seconds=reply.analysis.reading_time_seconds,
         simhash=reply.analysis.simhash,
+        search_vector=tsvector_literal(text.tokens),
+        band_keys=tuple(text.band_keys),
     )
 
 
@@ -114,8 +150,8 @@ async def analysis_for_write(
     author_id: uuid.UUID,
     content: str,
     exclude: uuid.UUID | None,
-) -> dict[str, Any]:
-    """Analysis columns for a post about to be written with `content`.
+) -> ForWrite:
+    """Analysis columns and band keys for a post about to be written with `content`.
 
     Raises FAILED_PRECONDITION (reason NEAR_DUPLICATE) when the author
     recently posted nearly the same text; returns pending columns when
@@ -134,18 +170,18 @@ async def analysis_for_write(
             "analysis deferred: rust_compute did not answer",
             extra={"reason": exc.reason},
         )
-        return PENDING_COLUMNS
+        return PENDING
     if duplicate_of is not None:
         raise FailedPrecondition(
             "this post nearly repeats one of your recent posts",
             reason="NEAR_DUPLICATE",
             metadata={"post_id": duplicate_of},
         )
-    return analysis.columns()
+    return ForWrite(analysis.columns(), analysis.signed_band_keys())
 
 
 async def backfill_once(resources: Resources) -> int:
-    """Analyse pending posts, oldest first; returns how many were filled in."""
+    """Analyse (and index) pending and unindexed posts, oldest first; returns how many."""
     async with resources.sessions() as session:
         pending = await posts.pending_analysis(session, limit=BACKFILL_BATCH)
     filled = 0
@@ -154,7 +190,11 @@ async def backfill_once(resources: Resources) -> int:
         async with resources.sessions.begin() as session:
             # Only if the content is still what was analysed.
             filled += await posts.set_analysis(
-                session, post_id=post_id, version=version, columns=analysis.columns()
+                session,
+                post_id=post_id,
+                version=version,
+                columns=analysis.columns(),
+                band_keys=analysis.signed_band_keys(),
             )
     return filled
 

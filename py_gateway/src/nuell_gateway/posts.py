@@ -55,7 +55,11 @@ async def create_post(resources: Resources, *, author: Caller, content: str) -> 
     )
     async with resources.sessions.begin() as session:
         return await post_rows.create_post(
-            session, author_id=author.user_id, content=content, analysis=analysis
+            session,
+            author_id=author.user_id,
+            content=content,
+            analysis=analysis.columns,
+            band_keys=analysis.band_keys,
         )
 
 
@@ -114,7 +118,8 @@ async def edit_post(
             post_id=post_id,
             content=content,
             expected_version=current.version,
-            analysis=analysis,
+            analysis=analysis.columns,
+            band_keys=analysis.band_keys,
         )
     if updated is None:
         # Another writer committed since we read the post.

@@ -65,6 +65,8 @@ VALID_REQUESTS: dict[str, Message] = {
     ),
     "nuell.posts.v1.PostService/DeletePost": posts.DeletePostRequest(id=SOME_ID),
     "nuell.posts.v1.PostService/WatchPosts": posts.WatchPostsRequest(author_id=SOME_ID),
+    "nuell.posts.v1.PostService/SearchPosts": posts.SearchPostsRequest(query="東京 rust"),
+    "nuell.posts.v1.PostService/ListSimilarPosts": posts.ListSimilarPostsRequest(id=SOME_ID),
     "nuell.compute.v1.ComputeService/Analyze": compute.AnalyzeRequest(text="hello world"),
     "nuell.compute.v1.ComputeService/Compare": compute.CompareRequest(a="a b c", b="a b d"),
     "nuell.compute.v1.ComputeService/FindNearDuplicates": compute.FindNearDuplicatesRequest(
@@ -73,5 +75,11 @@ VALID_REQUESTS: dict[str, Message] = {
     ),
     "nuell.compute.v1.ComputeService/AnalyzeStream": compute.AnalyzeStreamRequest(
         id="1", text="hello"
+    ),
+    "nuell.compute.v1.ComputeService/Tokenize": compute.TokenizeRequest(
+        texts=["東京都に住む", "hello world"], band_keys=True
+    ),
+    "nuell.compute.v1.ComputeService/CompareMany": compute.CompareManyRequest(
+        text="a b c d", others=["a b c e", "x y"]
     ),
 }

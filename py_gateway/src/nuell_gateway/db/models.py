@@ -19,10 +19,12 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     Text,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from nuell_gateway.text_rules import CONTROL_CHARACTER, VISIBLE_CHARACTER
@@ -53,6 +55,8 @@ MAIL_KINDS = (
 )
 MAIL_STATES = ("pending", "sent", "failed")
 ANALYSIS_STATES = ("pending", "ready")
+# MinHash band keys stored per post (docs/compute-spec.md §13).
+BANDS = 42
 
 
 class Base(DeclarativeBase):
@@ -241,6 +245,9 @@ class Post(Base):
     reading_time_seconds: Mapped[int | None] = mapped_column(Integer)
     # The unsigned 64-bit SimHash stored in a signed bigint (same bits).
     simhash: Mapped[int | None] = mapped_column(BigInteger)
+    # The search index of the current content, built from rust_compute's
+    # tokens (docs/posts.md, "Search"); NULL until the content is indexed.
+    search_vector: Mapped[str | None] = mapped_column(TSVECTOR)
 
     __table_args__ = (
         # Newest-first feeds, global and per author, walked by keyset.
@@ -268,6 +275,40 @@ class Post(Base):
         CheckConstraint(
             "word_count >= 0 AND reading_time_seconds >= 0", name="analysis_counts_non_negative"
         ),
+        # Search: the GIN index answers every query; the partial index lists
+        # the posts the backfill still has to index.
+        Index("ix_posts_search_vector", search_vector, postgresql_using="gin"),
+        Index(
+            "ix_posts_search_pending",
+            created_at,
+            postgresql_where=text("search_vector IS NULL"),
+        ),
+        CheckConstraint(
+            "analysis_state = 'ready' OR search_vector IS NULL", name="search_vector_when_ready"
+        ),
+    )
+
+
+class PostBandKey(Base):
+    """One MinHash LSH band key of a post's current content (ListSimilarPosts).
+
+    A post with shingles has one row per band; posts that share a (band,
+    key) are candidates, verified by exact Jaccard before anyone sees them.
+    """
+
+    __tablename__ = "post_band_keys"
+
+    post_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True
+    )
+    band: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    # h64 of the band's signature values, its 64 bits in a signed bigint.
+    key: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # Candidates per band newest first (UUIDv7 ids), from the index alone.
+        Index("ix_post_band_keys_band_key", band, key, post_id),
+        CheckConstraint(f"band >= 0 AND band < {BANDS}", name="band_in_range"),
     )
 
 

@@ -9,11 +9,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
-from nuell_gateway.db.models import Post
+from nuell_gateway.db.models import Post, PostBandKey
 
 
 async def create_post(
@@ -22,13 +22,28 @@ async def create_post(
     author_id: uuid.UUID,
     content: str,
     analysis: dict[str, Any] | None = None,
+    band_keys: list[int] | None = None,
 ) -> Post:
     """Insert a post; `analysis` holds its analysis columns (pending when absent)."""
     post = Post(id=uuid7(), user_id=author_id, content=content, **(analysis or {}))
     session.add(post)
     await session.flush()
+    await _put_band_keys(session, post_id=post.id, band_keys=band_keys or [], replace=False)
     await session.refresh(post)
     return post
+
+
+async def _put_band_keys(
+    session: AsyncSession, *, post_id: uuid.UUID, band_keys: list[int], replace: bool
+) -> None:
+    """The post's band keys become `band_keys` (key j for band j)."""
+    if replace:
+        await session.execute(delete(PostBandKey).where(PostBandKey.post_id == post_id))
+    if band_keys:
+        await session.execute(
+            insert(PostBandKey),
+            [{"post_id": post_id, "band": band, "key": key} for band, key in enumerate(band_keys)],
+        )
 
 
 async def update_post_content(
@@ -38,6 +53,7 @@ async def update_post_content(
     content: str,
     expected_version: int,
     analysis: dict[str, Any],
+    band_keys: list[int] | None = None,
 ) -> Post | None:
     """New content and its analysis, if the post is still at `expected_version`."""
     query = (
@@ -47,7 +63,12 @@ async def update_post_content(
         .returning(Post)
         .execution_options(populate_existing=True)
     )
-    return (await session.execute(query)).scalar_one_or_none()
+    post = (await session.execute(query)).scalar_one_or_none()
+    if post is not None:
+        # The old content's keys go whatever happens: stale ones would
+        # make candidates of posts that no longer look alike.
+        await _put_band_keys(session, post_id=post_id, band_keys=band_keys or [], replace=True)
+    return post
 
 
 async def delete_post(
@@ -90,10 +111,14 @@ async def recent_by_author(
 async def pending_analysis(
     session: AsyncSession, *, limit: int
 ) -> list[tuple[uuid.UUID, str, int]]:
-    """(id, content, version) of the oldest posts still waiting for analysis."""
+    """(id, content, version) of the oldest posts still waiting for analysis or indexing.
+
+    Pending posts are unindexed too (`search_vector` is NULL until the
+    analysis lands), so one partial index lists both.
+    """
     query = (
         select(Post.id, Post.content, Post.version)
-        .where(Post.analysis_state == "pending")
+        .where(Post.search_vector.is_(None))
         .order_by(Post.created_at)
         .limit(limit)
     )
@@ -101,16 +126,24 @@ async def pending_analysis(
 
 
 async def set_analysis(
-    session: AsyncSession, *, post_id: uuid.UUID, version: int, columns: dict[str, Any]
+    session: AsyncSession,
+    *,
+    post_id: uuid.UUID,
+    version: int,
+    columns: dict[str, Any],
+    band_keys: list[int],
 ) -> int:
-    """Store an analysis if the post still has the analysed content (same version).
+    """Store an analysis and index if the post still has the analysed content (same version).
 
     Not a write of the post: version and updated_at stay as they are.
     """
     result = await session.execute(
         update(Post)
-        .where(Post.id == post_id, Post.version == version, Post.analysis_state == "pending")
+        .where(Post.id == post_id, Post.version == version, Post.search_vector.is_(None))
         .values(**columns)
         .returning(Post.id)
     )
-    return len(result.all())
+    stored = len(result.all())
+    if stored:
+        await _put_band_keys(session, post_id=post_id, band_keys=band_keys, replace=True)
+    return stored

@@ -50,6 +50,18 @@ class ComputeService(compute_service_pb2_grpc.ComputeServiceServicer):
         request.DiscardUnknownFields()
         return await self._compute.find_near_duplicates(request, _forwarding(context))
 
+    async def Tokenize(
+        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TokenizeResponse:
+        request.DiscardUnknownFields()
+        return await self._compute.tokenize(request, _forwarding(context))
+
+    async def CompareMany(
+        self, request: pb.CompareManyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompareManyResponse:
+        request.DiscardUnknownFields()
+        return await self._compute.compare_many(request, _forwarding(context))
+
     async def AnalyzeStream(
         self,
         request_iterator: AsyncIterator[pb.AnalyzeStreamRequest],

@@ -9,8 +9,9 @@ import grpc
 from nuell.posts.v1 import post_service_pb2 as pb
 from nuell.posts.v1 import post_service_pb2_grpc
 
-from nuell_gateway import posts
+from nuell_gateway import posts, search
 from nuell_gateway.authz import Caller, authenticate, bearer_token, caller
+from nuell_gateway.compute_client import Forwarding
 from nuell_gateway.convert import post_fields, post_to_proto
 from nuell_gateway.fieldmask import checked_paths
 from nuell_gateway.resources import Resources
@@ -79,6 +80,41 @@ class PostService(post_service_pb2_grpc.PostServiceServicer):
             expected_version=expected_version(post_id, request.etag),
         )
         return pb.DeletePostResponse()
+
+    async def SearchPosts(
+        self, request: pb.SearchPostsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchPostsResponse:
+        hits, next_token = await search.search_posts(
+            self._resources,
+            reader=caller(),
+            query=request.query,
+            author_id=uuid.UUID(request.author_id) if request.author_id else None,
+            newest=request.order_by == pb.SEARCH_ORDER_NEWEST,
+            requested_page_size=request.page_size,
+            page_token=request.page_token,
+            via=Forwarding(seconds_left=context.time_remaining()),
+        )
+        response = pb.SearchPostsResponse(next_page_token=next_token)
+        add = response.results.add
+        for hit in hits:
+            add(post=post_fields(hit.post), score=hit.score)
+        return response
+
+    async def ListSimilarPosts(
+        self, request: pb.ListSimilarPostsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSimilarPostsResponse:
+        similar = await search.list_similar_posts(
+            self._resources,
+            reader=caller(),
+            post_id=uuid.UUID(request.id),
+            requested_page_size=request.page_size,
+            via=Forwarding(seconds_left=context.time_remaining()),
+        )
+        response = pb.ListSimilarPostsResponse()
+        add = response.results.add
+        for post, jaccard in similar:
+            add(post=post_fields(post), jaccard=jaccard)
+        return response
 
     async def WatchPosts(
         self, request: pb.WatchPostsRequest, context: grpc.aio.ServicerContext

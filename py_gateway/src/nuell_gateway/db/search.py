@@ -1,0 +1,116 @@
+"""The reads behind SearchPosts and ListSimilarPosts, on the hot-reads pool.
+
+The SQL here is the SQL whose plans docs/posts.md shows. Every value is a
+bound parameter; the tsquery arrives as a literal built by `search_terms`
+(every lexeme quoted) and is cast, never parsed by `to_tsquery`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from nuell_gateway.db.hot_reads import _POST_COLUMNS, _VISIBLE, PostRow
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+
+# Best match first: ts_rank is a real (float4), so the cursor carries the
+# exact value and the keyset condition compares it as one.
+_RELEVANCE_SQL = (
+    f"SELECT {_POST_COLUMNS}, ts_rank(p.search_vector, %(query)s::tsquery) AS score "  # noqa: S608
+    "FROM posts p JOIN users u ON u.id = p.user_id "
+    f"WHERE p.search_vector @@ %(query)s::tsquery AND {_VISIBLE}{{author}}{{after}} "
+    "ORDER BY score DESC, p.created_at DESC, p.id DESC LIMIT %(limit)s"
+)
+_RELEVANCE_AFTER = (
+    " AND (ts_rank(p.search_vector, %(query)s::tsquery), p.created_at, p.id)"
+    " < (%(before_score)s::real, %(before_time)s, %(before_id)s)"
+)
+# Newest first: the planner walks ix_posts_feed and filters when the query
+# is common, or reads the GIN matches and sorts them when it is rare.
+_NEWEST_SQL = (
+    f"SELECT {_POST_COLUMNS}, 0::real AS score "  # noqa: S608
+    "FROM posts p JOIN users u ON u.id = p.user_id "
+    f"WHERE p.search_vector @@ %(query)s::tsquery AND {_VISIBLE}{{author}}{{after}} "
+    "ORDER BY p.created_at DESC, p.id DESC LIMIT %(limit)s"
+)
+_NEWEST_AFTER = " AND (p.created_at, p.id) < (%(before_time)s, %(before_id)s)"
+_BY_AUTHOR = " AND p.user_id = %(author_id)s"
+
+# Candidates of ListSimilarPosts: the posts that share a band key with the
+# given one, most shared bands first. Per band at most `per_band` posts, the
+# newest (ids are UUIDv7), read from ix_post_band_keys_band_key alone, so a
+# key that thousands of identical short posts share costs a bounded scan.
+SIMILAR_CANDIDATES_SQL = (
+    "SELECT c.post_id FROM post_band_keys m "
+    "CROSS JOIN LATERAL ("
+    " SELECT k.post_id FROM post_band_keys k"
+    " WHERE k.band = m.band AND k.key = m.key AND k.post_id <> m.post_id"
+    " ORDER BY k.post_id DESC LIMIT %(per_band)s) c "
+    "WHERE m.post_id = %(id)s "
+    "GROUP BY c.post_id ORDER BY count(*) DESC, c.post_id DESC LIMIT %(limit)s"
+)
+
+
+class Hit(NamedTuple):
+    """A matching post and its score."""
+
+    post: PostRow
+    score: float
+
+    @property
+    def created_at(self) -> datetime:
+        return self.post.created_at
+
+    @property
+    def id(self) -> str:
+        return self.post.id
+
+
+def search_sql(*, newest: bool, by_author: bool, after: bool) -> str:
+    template = _NEWEST_SQL if newest else _RELEVANCE_SQL
+    after_sql = _NEWEST_AFTER if newest else _RELEVANCE_AFTER
+    return template.format(author=_BY_AUTHOR if by_author else "", after=after_sql if after else "")
+
+
+async def search_posts(
+    pool: Pool,
+    *,
+    tsquery: str,
+    newest: bool,
+    author_id: uuid.UUID | None,
+    before: tuple[float, datetime, uuid.UUID] | None,
+    limit: int,
+    include_inactive_authors: bool,
+) -> list[Hit]:
+    """Matching posts in the requested order, after `before` (score, created_at, id)."""
+    params: dict[str, Any] = {
+        "query": tsquery,
+        "include_inactive": include_inactive_authors,
+        "limit": limit,
+        "author_id": author_id,
+    }
+    if before is not None:
+        params["before_score"], params["before_time"], params["before_id"] = before
+    sql = search_sql(newest=newest, by_author=author_id is not None, after=before is not None)
+    async with pool.connection() as connection:
+        cursor = await connection.execute(sql, params, prepare=True)
+        rows = await cursor.fetchall()
+    return [Hit(PostRow(*row[:-1]), float(row[-1])) for row in rows]
+
+
+async def similar_candidates(
+    pool: Pool, *, post_id: uuid.UUID, per_band: int, limit: int
+) -> list[uuid.UUID]:
+    """Ids of the posts sharing a band key with `post_id`, most shared bands first."""
+    async with pool.connection() as connection:
+        cursor = await connection.execute(
+            SIMILAR_CANDIDATES_SQL,
+            {"id": post_id, "per_band": per_band, "limit": limit},
+            prepare=True,
+        )
+        return [row[0] for row in await cursor.fetchall()]
