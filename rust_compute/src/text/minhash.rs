@@ -1,5 +1,7 @@
 //! MinHash signatures over shingle sets (`docs/compute-spec.md` §8, step 1).
 
+use pulp::{Arch, Simd, WithSimd};
+
 use super::shingles::ShingleSet;
 
 /// Hash functions per signature.
@@ -39,9 +41,11 @@ pub const fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// `v mod (2⁶¹ − 1)` for `v < 2¹²⁴`, exactly: since 2⁶¹ ≡ 1, the high and
+/// `v mod (2⁶¹ − 1)` for `v < 2¹²⁴`, exactly (the tests' reference for
+/// [`fold_into`]): since 2⁶¹ ≡ 1, the high and
 /// low 61-bit halves can be added, which is much cheaper than a 128-bit
 /// division and gives the same value.
+#[cfg(test)]
 fn mod_prime(v: u128) -> u64 {
     let prime = u128::from(PRIME);
     // < 2⁶¹ + 2⁶³, so it fits in a u64.
@@ -55,7 +59,9 @@ fn mod_prime(v: u128) -> u64 {
     }
 }
 
-/// `hᵢ(x)` for the shingle hash already reduced modulo p.
+/// `hᵢ(x)` for the shingle hash already reduced modulo p, with 128-bit
+/// arithmetic as the spec writes it (the tests' reference).
+#[cfg(test)]
 fn hash_function(i: usize, x: u64) -> u64 {
     let (a, b) = PARAMS[i];
     mod_prime(u128::from(a) * u128::from(x) + u128::from(b))
@@ -64,14 +70,116 @@ fn hash_function(i: usize, x: u64) -> u64 {
 /// The MinHash signature of a non-empty set. (An empty set has none; it
 /// would come out as all `u64::MAX`.)
 pub fn signature(shingles: &ShingleSet) -> Signature {
+    let hashes: Vec<u64> = shingles.hashes().collect();
     let mut signature = [u64::MAX; K];
-    for hash in shingles.hashes() {
-        let x = hash % PRIME;
-        for (i, slot) in signature.iter_mut().enumerate() {
-            *slot = (*slot).min(hash_function(i, x));
+    fold_into(&Arch::new(), &hashes, &mut signature);
+    signature
+}
+
+/// The low and high 32 bits of every `aᵢ` (the high ones are below 2²⁹),
+/// and the `bᵢ`, as lane-wide arrays for [`fold_into`].
+const A_LOW: [u64; K] = split(0, 0xFFFF_FFFF);
+const A_HIGH: [u64; K] = split(32, u64::MAX);
+const B: [u64; K] = {
+    let mut b = [0; K];
+    let mut i = 0;
+    while i < K {
+        b[i] = PARAMS[i].1;
+        i += 1;
+    }
+    b
+};
+
+const fn split(shift: u32, mask: u64) -> [u64; K] {
+    let mut part = [0; K];
+    let mut i = 0;
+    while i < K {
+        part[i] = (PARAMS[i].0 >> shift) & mask;
+        i += 1;
+    }
+    part
+}
+
+/// Lowers `signature` to the minimum of itself and every `hᵢ` of the
+/// shingles whose `h64` are `hashes`: what [`signature`] computes, by
+/// arithmetic the compiler vectorises over the 128 functions.
+///
+/// `hᵢ(x) = (aᵢ·x + bᵢ) mod p` without 128-bit products: with
+/// `a = a₁·2³² + a₀` and `x = x₁·2³² + x₀` (a₁, x₁ < 2²⁹),
+/// `a·x = a₁x₁·2⁶⁴ + (a₁x₀ + a₀x₁)·2³² + a₀x₀`, and since 2⁶¹ ≡ 1 (mod p):
+/// 2⁶⁴ ≡ 8; the middle term m < 2⁶² is `(m >> 29)·2⁶¹ + (m mod 2²⁹)·2³²`
+/// ≡ `(m >> 29) + (m mod 2²⁹)·2³²`; a₀x₀ ≡ `(a₀x₀ mod 2⁶¹) + (a₀x₀ >> 61)`.
+/// The six terms plus b add up to less than 2⁶³, and one fold of that sum
+/// leaves at most one subtraction of p. Each product is of two 32-bit
+/// values: one `vpmuludq` per lane.
+pub fn fold_into(arch: &Arch, hashes: &[u64], signature: &mut Signature) {
+    arch.dispatch(Fold { hashes, signature });
+}
+
+/// [`fold_into`] as a job for [`Arch::dispatch`], which compiles it once
+/// per instruction set.
+struct Fold<'a> {
+    hashes: &'a [u64],
+    signature: &'a mut Signature,
+}
+
+impl WithSimd for Fold<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Fold { hashes, signature } = self;
+        // A block of eight functions at a time over all the shingles, so
+        // the eight minima stay in one register.
+        for (block, minima) in signature.chunks_exact_mut(BLOCK).enumerate() {
+            let at = block * BLOCK;
+            let mut least = [u64::MAX; BLOCK];
+            for &hash in hashes {
+                let x = reduce(hash);
+                let (x_low, x_high) = (x & 0xFFFF_FFFF, x >> 32);
+                for lane in 0..BLOCK {
+                    let (a_low, a_high) = (
+                        A_LOW[at + lane] & 0xFFFF_FFFF,
+                        A_HIGH[at + lane] & 0xFFFF_FFFF,
+                    );
+                    let low = a_low * x_low;
+                    let middle = a_low * x_high + a_high * x_low;
+                    let high = a_high * x_high;
+                    let sum = (high << 3)
+                        + (middle >> 29)
+                        + ((middle & 0x1FFF_FFFF) << 32)
+                        + (low & PRIME)
+                        + (low >> 61)
+                        + B[at + lane];
+                    let folded = (sum & PRIME) + (sum >> 61);
+                    let value = if folded >= PRIME {
+                        folded - PRIME
+                    } else {
+                        folded
+                    };
+                    least[lane] = least[lane].min(value);
+                }
+            }
+            for (slot, value) in minima.iter_mut().zip(least) {
+                *slot = (*slot).min(value);
+            }
         }
     }
-    signature
+}
+
+/// Functions per block of [`Fold`]: 8 × 64 bits, one AVX-512 register.
+const BLOCK: usize = 8;
+
+/// `v mod p` for any 64-bit `v`.
+#[inline(always)]
+fn reduce(v: u64) -> u64 {
+    // < 2⁶¹ + 8: at most one subtraction is left.
+    let folded = (v & PRIME) + (v >> 61);
+    if folded >= PRIME {
+        folded - PRIME
+    } else {
+        folded
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +215,31 @@ mod tests {
         }
         for v in values {
             assert_eq!(u128::from(mod_prime(v)), v % prime, "{v}");
+        }
+    }
+
+    #[test]
+    fn fold_into_equals_the_exact_formula() {
+        // Shingle hashes near the edges of the arithmetic, then random ones.
+        let prime = PRIME;
+        let mut hashes = vec![
+            0,
+            1,
+            prime - 1,
+            prime,
+            prime + 1,
+            u64::MAX,
+            u64::MAX - 7,
+            1 << 61,
+        ];
+        let mut state = 99;
+        hashes.extend((0..2000).map(|_| splitmix64(&mut state)));
+        for hash in hashes {
+            let mut fast = [u64::MAX; K];
+            fold_into(&Arch::new(), &[hash], &mut fast);
+            for (i, slot) in fast.iter().enumerate() {
+                assert_eq!(*slot, hash_function(i, hash % PRIME), "{hash} function {i}");
+            }
         }
     }
 

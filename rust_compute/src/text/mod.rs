@@ -7,12 +7,12 @@
 //! |---|---|---|
 //! | [`normalize`] | §2, §3 | NFKC + lowercase, CJK ranges, letter/number classes |
 //! | [`tokens`] | §3 | runs, CJK bigrams, UAX #29 word tokens |
-//! | [`hash`] | §5 | `h64`: BLAKE2b with an 8-byte digest |
+//! | [`hash`] | §5 | `h64`: BLAKE2b with an 8-byte digest, one string or eight at once (SIMD) |
 //! | [`analysis`] | §6 | counts, sentences, reading time, top terms |
 //! | [`simhash`] | §6 | SimHash and Hamming distance |
 //! | [`shingles`] | §4 | shingle sets and exact Jaccard |
 //! | [`compare`](mod@compare) | §7 | Compare |
-//! | [`minhash`] | §8.1 | splitmix64 parameters and MinHash signatures |
+//! | [`minhash`] | §8.1 | splitmix64 parameters and MinHash signatures (SIMD) |
 //! | [`near_duplicates`] | §8 | LSH banding, exact verification, clusters |
 //!
 //! Long computations take a [`Cancellation`](crate::cancel::Cancellation)

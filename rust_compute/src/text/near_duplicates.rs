@@ -1,10 +1,23 @@
 //! FindNearDuplicates: MinHash/LSH candidates, exact verification and
 //! clustering (`docs/compute-spec.md` §8).
 //!
-//! Cost grows with the batch plus the candidate pairs: signatures are one
-//! pass over the documents, each band is one sort, and only pairs that
-//! share a band are ever compared exactly. Every stage runs on the current
-//! rayon pool and checks the [`Cancellation`] between chunks.
+//! Cost grows with the batch plus the candidate pairs, in three passes:
+//!
+//! 1. **Sketch**, one pass over the documents in chunks on every thread:
+//!    each document is normalised and tokenised into reused buffers, its
+//!    shingles hashed eight at a time ([`Lanes`]), its signature folded
+//!    with SIMD ([`fold_into`]) and only the 64-bit digest of each band
+//!    kept (256 bytes a document at 32 bands, not the 1 KiB signature).
+//! 2. **Bands**: per band one sort of `digest | document` keys; documents
+//!    that share a digest in some band are *tentative* candidates.
+//! 3. **Exact**: only the documents in tentative pairs (a few percent of a
+//!    typical batch) are shingled again with their strings and their full
+//!    signatures; a tentative pair is a candidate when one of its bands is
+//!    equal value for value (so a digest collision never makes one), and a
+//!    candidate is reported when its exact Jaccard reaches the threshold.
+//!
+//! Every stage runs on the current rayon pool and checks the
+//! [`Cancellation`] between chunks.
 //!
 //! Candidates grow with the square of the number of mutually similar
 //! documents (a batch of identical texts pairs every document with every
@@ -15,10 +28,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use pulp::Arch;
 use rayon::prelude::*;
 
-use super::minhash::{K, Signature, signature};
+use super::hash::Lanes;
+use super::minhash::{K, Signature, fold_into};
+use super::normalize::normalise_into;
 use super::shingles::{ShingleSet, jaccard};
+use super::tokens::{Tokens, tokenize_into};
 use crate::cancel::{Cancellation, Interrupted};
 use crate::limits::{CANDIDATE_PAIRS_MAX, PAIRS_MAX};
 
@@ -28,6 +45,10 @@ const ROWS_PER_BAND: [usize; 6] = [32, 16, 8, 4, 2, 1];
 /// The probability with which a pair exactly at the threshold must become a
 /// candidate.
 const TARGET_RECALL: f64 = 0.99;
+
+/// Documents sketched as one piece of work: enough shingles to keep the
+/// hash lanes full, few enough to spread over the threads.
+const SKETCH_CHUNK: usize = 256;
 
 /// Pairs verified between two cancellation checks.
 const VERIFY_CHUNK: usize = 4096;
@@ -85,12 +106,25 @@ struct Caps {
     pairs: usize,
 }
 
-/// What is kept per document that has shingles.
-struct Sketch {
-    /// Index of the document in the batch.
-    doc: u32,
-    shingles: ShingleSet,
-    signature: Signature,
+/// The banding of one batch: `bands` bands of `rows` signature values.
+#[derive(Debug, Clone, Copy)]
+struct Banding {
+    rows: usize,
+    bands: usize,
+}
+
+impl Banding {
+    fn of(threshold: f64) -> Self {
+        let rows = rows_per_band(threshold);
+        Self {
+            rows,
+            bands: K / rows,
+        }
+    }
+
+    fn band<'a>(&self, signature: &'a Signature, band: usize) -> &'a [u64] {
+        &signature[band * self.rows..(band + 1) * self.rows]
+    }
 }
 
 /// Every pair of `documents` whose shingle Jaccard similarity is at least
@@ -114,37 +148,97 @@ fn find_within(
     caps: Caps,
     cancel: &Cancellation,
 ) -> Result<NearDuplicates, NearDuplicatesError> {
-    let sketches = sketch(documents, cancel)?;
-    let candidates = candidate_pairs(&sketches, rows_per_band(threshold), caps, cancel)?;
-    let verified = verify(&sketches, &candidates, threshold, cancel)?;
+    let banding = Banding::of(threshold);
+    let digests = sketch(documents, banding, cancel)?;
+    let tentative = tentative_pairs(&digests, banding, caps, cancel)?;
+    let verified = verify(documents, &tentative, banding, threshold, cancel)?;
     if verified.len() > caps.pairs {
         return Err(NearDuplicatesError::TooManyPairs);
     }
     Ok(assemble(documents, &verified))
 }
 
-/// Shingles and signatures of every document that has shingles; the
-/// others take no part.
-fn sketch(documents: &[Document], cancel: &Cancellation) -> Result<Vec<Sketch>, Interrupted> {
-    let sketches: Vec<Option<Sketch>> = documents
-        .par_iter()
-        .enumerate()
-        .map(|(doc, document)| {
+/// Band digests of every document, `banding.bands` per document in
+/// document order; `None` for a document without shingles, which takes no
+/// part.
+fn sketch(
+    documents: &[Document],
+    banding: Banding,
+    cancel: &Cancellation,
+) -> Result<Vec<Option<u64>>, Interrupted> {
+    let mut digests = vec![None; documents.len() * banding.bands];
+    digests
+        .par_chunks_mut(SKETCH_CHUNK * banding.bands)
+        .zip(documents.par_chunks(SKETCH_CHUNK))
+        .try_for_each_init(Sketcher::default, |sketcher, (digests, documents)| {
             cancel.check()?;
-            let shingles = ShingleSet::of_text(&document.text);
-            if shingles.is_empty() {
-                return Ok(None);
+            sketcher.sketch(documents, banding, digests);
+            Ok(())
+        })?;
+    Ok(digests)
+}
+
+/// The buffers one thread reuses from document to document.
+#[derive(Default)]
+struct Sketcher {
+    arch: Arch,
+    normalised: String,
+    /// Token boundaries in `normalised`.
+    spans: Vec<(usize, usize)>,
+    lanes: Lanes,
+    /// Where each document's hashes end in `lanes.out`.
+    ends: Vec<usize>,
+}
+
+impl Sketcher {
+    fn sketch(&mut self, documents: &[Document], banding: Banding, digests: &mut [Option<u64>]) {
+        self.lanes.out.clear();
+        self.ends.clear();
+        for document in documents {
+            self.queue_shingles(&document.text);
+            self.ends.push(self.lanes.out.len());
+        }
+        self.lanes.flush();
+        let mut start = 0;
+        for (&end, digests) in self.ends.iter().zip(digests.chunks_mut(banding.bands)) {
+            let hashes = &self.lanes.out[start..end];
+            start = end;
+            if hashes.is_empty() {
+                continue;
             }
-            Ok(Some(Sketch {
-                // Batches hold at most 100,000 documents; the pair packing
-                // below relies on indices fitting in 32 bits.
-                doc: u32::try_from(doc).unwrap_or(u32::MAX),
-                signature: signature(&shingles),
-                shingles,
-            }))
-        })
-        .collect::<Result<_, Interrupted>>()?;
-    Ok(sketches.into_iter().flatten().collect())
+            let mut signature = [u64::MAX; K];
+            fold_into(&self.arch, hashes, &mut signature);
+            for (band, slot) in digests.iter_mut().enumerate() {
+                *slot = Some(digest(banding.band(&signature, band)));
+            }
+        }
+    }
+
+    /// Queues the `h64` of every shingle of `text` (spec §4; repeats too,
+    /// which leave a minimum unchanged).
+    fn queue_shingles(&mut self, text: &str) {
+        normalise_into(text, &mut self.normalised);
+        let mut tokens = Tokens::default();
+        tokenize_into(&self.normalised, &mut tokens);
+        let base = self.normalised.as_ptr() as usize;
+        self.spans.clear();
+        self.spans.extend(tokens.terms.iter().map(|term| {
+            let start = term.as_ptr() as usize - base;
+            (start, start + term.len())
+        }));
+        drop(tokens);
+        let term = |&(start, end): &(usize, usize)| &self.normalised[start..end];
+        if self.spans.len() < 3 {
+            for span in &self.spans {
+                self.lanes.push_joined(&[term(span)]);
+            }
+        } else {
+            for window in self.spans.windows(3) {
+                self.lanes
+                    .push_joined(&[term(&window[0]), term(&window[1]), term(&window[2])]);
+            }
+        }
+    }
 }
 
 /// The largest rows-per-band r for which a pair exactly at `threshold`
@@ -160,11 +254,11 @@ pub fn rows_per_band(threshold: f64) -> usize {
         .unwrap_or(1)
 }
 
-/// Pairs of sketch indices `(i, j)`, `i < j`, packed as `i << 32 | j`, that
-/// agree on at least one whole band; sorted and without repeats.
-fn candidate_pairs(
-    sketches: &[Sketch],
-    rows: usize,
+/// Pairs of document indices `(i, j)`, `i < j`, packed as `i << 32 | j`,
+/// that share the digest of at least one band; sorted and without repeats.
+fn tentative_pairs(
+    digests: &[Option<u64>],
+    banding: Banding,
     caps: Caps,
     cancel: &Cancellation,
 ) -> Result<Vec<u64>, NearDuplicatesError> {
@@ -172,9 +266,9 @@ fn candidate_pairs(
         used: AtomicUsize::new(0),
         limit: caps.candidates,
     };
-    let per_band: Vec<Vec<u64>> = (0..K / rows)
+    let per_band: Vec<Vec<u64>> = (0..banding.bands)
         .into_par_iter()
-        .map(|band| band_candidates(sketches, band * rows..(band + 1) * rows, &budget, cancel))
+        .map(|band| band_pairs(digests, banding.bands, band, &budget, cancel))
         .collect::<Result<_, NearDuplicatesError>>()?;
     let mut pairs: Vec<u64> = per_band.into_iter().flatten().collect();
     cancel.check()?;
@@ -183,43 +277,42 @@ fn candidate_pairs(
     Ok(pairs)
 }
 
-/// Candidates from one band: sketches are grouped by a 64-bit digest of the
-/// band, then split by the band's exact values, so a digest collision can
-/// never make a pair a candidate.
-fn band_candidates(
-    sketches: &[Sketch],
-    rows: std::ops::Range<usize>,
+/// Pairs from one band: documents are sorted by their band digest in one
+/// sort of `u64` keys, the digest's high bits above the document index.
+/// Truncating the digest can only put more documents in a group, never
+/// fewer, and every pair is checked value for value later.
+fn band_pairs(
+    digests: &[Option<u64>],
+    bands: usize,
+    band: usize,
     budget: &Budget,
     cancel: &Cancellation,
 ) -> Result<Vec<u64>, NearDuplicatesError> {
-    let band = |i: u32| &sketches[i as usize].signature[rows.clone()];
-    let mut keyed: Vec<(u64, u32)> = (0..sketches.len() as u32)
-        .map(|i| (digest(band(i)), i))
+    let documents = digests.len() / bands;
+    let index_bits = usize::BITS - documents.leading_zeros();
+    let index_mask = (1u64 << index_bits) - 1;
+    let mut keyed: Vec<u64> = digests
+        .iter()
+        .skip(band)
+        .step_by(bands)
+        .enumerate()
+        .filter_map(|(doc, digest)| digest.map(|d| (d & !index_mask) | doc as u64))
         .collect();
     keyed.sort_unstable();
     cancel.check()?;
 
     let mut pairs = Vec::new();
     let mut charged = 0;
-    let mut group: Vec<u32> = Vec::new();
-    for same_digest in keyed.chunk_by(|x, y| x.0 == y.0) {
-        if same_digest.len() < 2 {
-            continue;
-        }
-        group.clear();
-        group.extend(same_digest.iter().map(|&(_, i)| i));
-        group.sort_unstable_by(|&x, &y| band(x).cmp(band(y)).then(x.cmp(&y)));
-        for equal in group.chunk_by(|&x, &y| band(x) == band(y)) {
-            for (n, &i) in equal.iter().enumerate() {
-                for &j in &equal[n + 1..] {
-                    pairs.push(u64::from(i) << 32 | u64::from(j));
-                }
-                // Big groups (many near-identical texts) make many pairs.
-                if n % 256 == 255 {
-                    cancel.check()?;
-                    budget.charge(pairs.len() - charged)?;
-                    charged = pairs.len();
-                }
+    for group in keyed.chunk_by(|x, y| (x ^ y) & !index_mask == 0) {
+        for (n, &i) in group.iter().enumerate() {
+            for &j in &group[n + 1..] {
+                pairs.push((i & index_mask) << 32 | (j & index_mask));
+            }
+            // Big groups (many near-identical texts) make many pairs.
+            if n % 256 == 255 {
+                cancel.check()?;
+                budget.charge(pairs.len() - charged)?;
+                charged = pairs.len();
             }
         }
     }
@@ -252,26 +345,73 @@ fn digest(values: &[u64]) -> u64 {
     })
 }
 
-/// The candidate pairs whose exact Jaccard is at least `threshold`, with it.
+/// What the exact pass keeps for a document of some tentative pair.
+struct Exact {
+    shingles: ShingleSet,
+    signature: Signature,
+}
+
+/// The tentative pairs that are candidates (a band equal value for value)
+/// and whose exact Jaccard is at least `threshold`, with it.
 fn verify(
-    sketches: &[Sketch],
-    candidates: &[u64],
+    documents: &[Document],
+    tentative: &[u64],
+    banding: Banding,
     threshold: f64,
     cancel: &Cancellation,
 ) -> Result<Vec<(u32, u32, f64)>, Interrupted> {
-    let chunks: Vec<Vec<(u32, u32, f64)>> = candidates
+    // Every document of some pair, once, and where its sketch is.
+    let mut involved: Vec<u32> = tentative
+        .iter()
+        .flat_map(|&packed| [(packed >> 32) as u32, packed as u32])
+        .collect();
+    involved.par_sort_unstable();
+    involved.dedup();
+    let mut position = vec![u32::MAX; documents.len()];
+    for (at, &doc) in involved.iter().enumerate() {
+        position[doc as usize] = at as u32;
+    }
+    let exact: Vec<Exact> = involved
+        .par_chunks(SKETCH_CHUNK)
+        .map(|docs| {
+            cancel.check()?;
+            let arch = Arch::new();
+            Ok(docs
+                .iter()
+                .map(|&doc| {
+                    let shingles = ShingleSet::of_text(&documents[doc as usize].text);
+                    let hashes: Vec<u64> = shingles.hashes().collect();
+                    let mut signature = [u64::MAX; K];
+                    fold_into(&arch, &hashes, &mut signature);
+                    Exact {
+                        shingles,
+                        signature,
+                    }
+                })
+                .collect::<Vec<_>>())
+        })
+        .collect::<Result<Vec<_>, Interrupted>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+
+    let chunks: Vec<Vec<(u32, u32, f64)>> = tentative
         .par_chunks(VERIFY_CHUNK)
         .map(|chunk| {
             cancel.check()?;
             Ok(chunk
                 .iter()
                 .filter_map(|&packed| {
-                    let (x, y) = (
-                        &sketches[(packed >> 32) as usize],
-                        &sketches[packed as u32 as usize],
-                    );
-                    let similarity = jaccard(&x.shingles, &y.shingles);
-                    (similarity >= threshold).then_some((x.doc, y.doc, similarity))
+                    let (i, j) = ((packed >> 32) as u32, packed as u32);
+                    let x = &exact[position[i as usize] as usize];
+                    let y = &exact[position[j as usize] as usize];
+                    (0..banding.bands)
+                        .any(|band| {
+                            banding.band(&x.signature, band) == banding.band(&y.signature, band)
+                        })
+                        .then(|| jaccard(&x.shingles, &y.shingles))
+                        .filter(|&similarity| similarity >= threshold)
+                        .map(|similarity| (i, j, similarity))
                 })
                 .collect())
         })

@@ -2,17 +2,31 @@
 //! (`docs/compute-spec.md` §2, §3).
 
 use unicode_general_category::{GeneralCategory, get_general_category};
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// `lowercase(NFKC(text))`: full default case conversion, final sigma
 /// included (`str::to_lowercase` implements it).
 pub fn normalise(text: &str) -> String {
+    let mut normalised = String::new();
+    normalise_into(text, &mut normalised);
+    normalised
+}
+
+/// [`normalise`] into `out`, replacing what it held (its buffer is reused).
+pub fn normalise_into(text: &str, out: &mut String) {
+    out.clear();
     // ASCII is already NFKC; skipping the decomposition pass is a large
-    // part of the speed on typical posts.
+    // part of the speed on typical posts. So is other text that the quick
+    // check (UAX #15) finds NFKC already, most Japanese included.
     if text.is_ascii() {
-        return text.to_ascii_lowercase();
+        out.push_str(text);
+        out.make_ascii_lowercase();
+    } else if is_nfkc_quick(text.chars()) == IsNormalized::Yes {
+        // `str::to_lowercase`: the final-sigma rule needs the whole text.
+        out.push_str(&text.to_lowercase());
+    } else {
+        *out = text.nfkc().collect::<String>().to_lowercase();
     }
-    text.nfkc().collect::<String>().to_lowercase()
 }
 
 /// Whether `c` is CJK in the sense of spec §3: Han, Hiragana, Katakana or
@@ -82,6 +96,8 @@ mod tests {
         assert_eq!(normalise("ΟΔΟΣ ΣΑΣ"), "οδος σας");
         assert_eq!(normalise("！？｡…"), "!?。...");
         assert_eq!(normalise("ASCII Only."), "ascii only.");
+        // Already NFKC: lowercased only, final sigma included.
+        assert_eq!(normalise("東京ΟΔΟΣ Σ"), "東京οδος σ");
         assert_eq!(normalise(""), "");
     }
 

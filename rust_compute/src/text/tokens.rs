@@ -24,32 +24,92 @@ pub struct Tokens<'a> {
 /// Tokenises `normalised` (the output of [`normalise`](super::normalise)).
 pub fn tokenize(normalised: &str) -> Tokens<'_> {
     let mut tokens = Tokens::default();
+    tokenize_into(normalised, &mut tokens);
+    tokens
+}
+
+/// [`tokenize`], appending to `tokens` (whose buffer can so be reused).
+pub fn tokenize_into<'a>(normalised: &'a str, tokens: &mut Tokens<'a>) {
+    // ASCII holds no CJK: one run, found without decoding.
+    if normalised.is_ascii() {
+        if !normalised.is_empty() {
+            push_run(tokens, normalised, false);
+        }
+        return;
+    }
     let mut run_start = 0;
     let mut run_is_cjk = None;
     for (offset, c) in normalised.char_indices() {
         let cjk = is_cjk(c);
         if run_is_cjk.is_some_and(|current| current != cjk) {
-            push_run(&mut tokens, &normalised[run_start..offset], !cjk);
+            push_run(tokens, &normalised[run_start..offset], !cjk);
             run_start = offset;
         }
         run_is_cjk = Some(cjk);
     }
     if let Some(cjk) = run_is_cjk {
-        push_run(&mut tokens, &normalised[run_start..], cjk);
+        push_run(tokens, &normalised[run_start..], cjk);
     }
-    tokens
 }
 
 fn push_run<'a>(tokens: &mut Tokens<'a>, run: &'a str, cjk: bool) {
+    let before = tokens.terms.len();
     if cjk {
         push_cjk_run(tokens, run);
-    } else {
-        let before = tokens.terms.len();
+        return;
+    } else if !push_plain_ascii_run(tokens, run) {
         tokens.terms.extend(
             run.split_word_bounds()
                 .filter(|segment| segment.chars().any(is_letter_or_number)),
         );
-        tokens.words += tokens.terms.len() - before;
+    }
+    tokens.words += tokens.terms.len() - before;
+}
+
+/// Whether `b` is ASCII and of Word_Break class ALetter, Numeric or
+/// ExtendNumLet (`_`): any two of these side by side stay in one word
+/// (UAX #29 WB5, WB8–WB10, WB13a–b).
+fn joins(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The UAX #29 words of an ASCII run without splitting it by the general
+/// algorithm, where that gives the same words: when no `.` `'` `:` `,` `;`
+/// (MidNumLet, Single_Quote, MidLetter, MidNum: the only ASCII classes
+/// that can join two words, WB6–7 and WB11–12) stands between two
+/// [`joins`] bytes, every other ASCII byte breaks on both sides (WB999;
+/// ASCII has no Extend or Format), so the words are exactly the maximal
+/// runs of [`joins`] bytes. Returns false, pushing nothing, otherwise.
+fn push_plain_ascii_run<'a>(tokens: &mut Tokens<'a>, run: &'a str) -> bool {
+    let bytes = run.as_bytes();
+    if !run.is_ascii()
+        || bytes.windows(3).any(|w| {
+            matches!(w[1], b'.' | b'\'' | b':' | b',' | b';') && joins(w[0]) && joins(w[2])
+        })
+    {
+        return false;
+    }
+    let mut start = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match (joins(b), start) {
+            (true, None) => start = Some(i),
+            (false, Some(from)) => {
+                push_ascii_word(tokens, &run[from..i]);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = start {
+        push_ascii_word(tokens, &run[from..]);
+    }
+    true
+}
+
+/// A word is a token when it holds a letter or a number (not only `_`).
+fn push_ascii_word<'a>(tokens: &mut Tokens<'a>, word: &'a str) {
+    if word.bytes().any(|b| b.is_ascii_alphanumeric()) {
+        tokens.terms.push(word);
     }
 }
 
@@ -92,6 +152,34 @@ mod tests {
         );
         assert_eq!(terms(""), Vec::<&str>::new());
         assert_eq!(terms("  !!! 😀👍🏽 "), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn the_ascii_shortcut_equals_uax29() {
+        // Random ASCII over every class the shortcut reasons about.
+        let alphabet = b"ab1_ .':,;-\n\r\t\"A9?";
+        let mut state = 7_u64;
+        for _ in 0..20_000 {
+            let len = (crate::text::minhash::splitmix64(&mut state) % 12) as usize;
+            let text: String = (0..len)
+                .map(|_| {
+                    let pick = crate::text::minhash::splitmix64(&mut state) as usize;
+                    char::from(alphabet[pick % alphabet.len()])
+                })
+                .collect();
+            let mut fast = Tokens::default();
+            if push_plain_ascii_run(&mut fast, &text) {
+                let slow: Vec<&str> = text
+                    .split_word_bounds()
+                    .filter(|segment| segment.chars().any(is_letter_or_number))
+                    .collect();
+                assert_eq!(fast.terms, slow, "{text:?}");
+            }
+        }
+        let mut tokens = Tokens::default();
+        assert!(!push_plain_ascii_run(&mut tokens, "it's 3.14"));
+        assert!(push_plain_ascii_run(&mut tokens, "it 's 3. 14, ok."));
+        assert_eq!(tokens.terms, ["it", "s", "3", "14", "ok"]);
     }
 
     #[test]
