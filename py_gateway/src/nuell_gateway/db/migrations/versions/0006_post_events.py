@@ -5,8 +5,10 @@ the change, with the post as it was right after it, so a watcher can resume
 from any event within the retention and miss nothing. Each row's `seq` is
 taken under a transaction-level advisory lock that is held until commit:
 events commit in `seq` order, so a reader that has seen `seq` N has seen
-every event up to N (no later commit can fill a hole behind it). NOTIFY only
-wakes the readers; the rows are the truth.
+every event up to N (no later commit can fill a hole behind it). The
+trigger is deferred to the commit, so the lock is held for the commit alone,
+never across a round trip to the client that is still in its transaction.
+NOTIFY only wakes the readers; the rows are the truth.
 
 Revision ID: 0006
 Revises: 0005
@@ -99,8 +101,9 @@ def upgrade() -> None:
     )
     op.execute(
         """
-        CREATE TRIGGER posts_post_event
+        CREATE CONSTRAINT TRIGGER posts_post_event
         AFTER INSERT OR UPDATE OR DELETE ON posts
+        DEFERRABLE INITIALLY DEFERRED
         FOR EACH ROW EXECUTE FUNCTION nuell_post_event()
         """
     )
