@@ -9,12 +9,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import near_duplicates, runner
+from bench import near_duplicates, runner, watch
 from bench.report import Report, say
 from bench.scenarios import BY_NAME, MIX, SCENARIOS, SOAK
 from bench.stack import Stack, StackFailure
 from deploy.settings import REPO
 
+# Scenarios that time calls of their own rather than drive a load.
+OWN_RUNS = {"near-duplicates": near_duplicates.run, "watch": watch.run}
 MIX_WEIGHTS = "Login=5,ListPosts=60,GetPost=20,CreatePost=10,Analyze=5"
 RATES = "100,200,300,400,500,600,800"
 WORKERS = int(os.environ.get("NUELL_WORKERS") or os.cpu_count() or 1)  # the gateway's default
@@ -92,8 +94,8 @@ def main() -> int:
         stack.prepare([target for scenario in chosen for target in scenario.targets])
         report = Report(args, stack)
         for scenario in chosen:
-            if scenario.name == "near-duplicates":
-                report.figures[scenario.name] = near_duplicates.run(stack)
+            if own := OWN_RUNS.get(scenario.name):
+                report.figures[scenario.name] = own(stack)
             else:
                 report.add(scenario, runner.run(scenario, stack, args))
         path, failed = report.save(), False

@@ -165,8 +165,9 @@ SCENARIOS = (
     Scenario("get-post-paced", "GetPost at equal load", (GET_POST,), BOTH, "paced", "paths"),
     Scenario("mix-envoy", "mix via Envoy", MIX, ("edge-mix",), "mix", "mix"),
     Scenario("sweep-envoy", "mix via Envoy, offered load", MIX, ("edge-mix",), "sweep", "sweep"),
-    # Timed calls, not a load: bench/near_duplicates.py runs it.
+    # Timed calls, not a load: bench/near_duplicates.py and bench/watch.py run them.
     Scenario("near-duplicates", "FindNearDuplicates beside rensa and datasketch", (), ("gateway",)),
+    Scenario("watch", "WatchPosts fan-out while posts are written", (), ("gateway",)),
 )
 # Only with --soak SECONDS.
 SOAK = Scenario("soak", "soak, the mix via Envoy", MIX, ("edge-mix",), "soak", "soak")

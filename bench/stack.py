@@ -65,7 +65,7 @@ class Stack:
         self.addresses: dict[str, str] = {}
         self.pids: dict[str, int] = {}
         self.fixture = Fixture()
-        self.database = "none"
+        self.database, self.database_url = "none", ""
         self.cleanup = contextlib.ExitStack()
 
     def watch(self, name: str) -> dict[str, int]:
@@ -129,6 +129,7 @@ class Stack:
         settings = stack.with_fixed_ports(StackSettings.from_env(loopback | metrics | mail))
         only = ("migrate", "rust_compute", "py_gateway", "maildev")
         url, self.database, postgres = fresh_database(self.cleanup, self.work_dir / "logs")
+        self.database_url = url
         self.pids |= {"postgres": postgres} if postgres else {}
         self.launcher.start(*stack.services(settings, env=self.env, database_url=url, only=only))
         self.pids["gateway"] = self.launcher["py_gateway"].pid
@@ -193,18 +194,32 @@ def fresh_database(cleanup: contextlib.ExitStack, log_dir: Path) -> tuple[str, s
     return urlunsplit(urlsplit(server)._replace(path=f"/{name}")), where, pid
 
 
-def make_fixture(gateway: str, database_url: str) -> Fixture:
-    """The benchmark account, registered, verified, logged in, and the posts it wrote."""
+def sign_up(gateway: str, database_url: str) -> tuple[str, str, str]:
+    """A new account, registered, verified and logged in: its id, email and access token."""
     email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
     account = {"email": email, "password": PASSWORD}
     with grpc.insecure_channel(gateway) as channel:
-        auth, posts = AuthServiceStub(channel), PostServiceStub(channel)
+        auth = AuthServiceStub(channel)
         try:
             auth.Register(RegisterRequest(**account), timeout=30)
             # Verified as the mailed link would; register-mail measures the mail path.
             with psycopg.connect(database_url) as db:
-                db.execute("UPDATE users SET email_verified = true WHERE email = %s", (email,))
+                row = db.execute(
+                    "UPDATE users SET email_verified = true WHERE email = %s RETURNING id::text",
+                    (email,),
+                ).fetchone()
             token = auth.Login(LoginRequest(**account), timeout=30).access_token
+        except grpc.RpcError as exc:
+            raise BenchError(f"a benchmark account: {exc.code().name}: {exc.details()}") from None
+    return row[0] if row else "", email, token
+
+
+def make_fixture(gateway: str, database_url: str) -> Fixture:
+    """The benchmark account and the posts it wrote."""
+    _, email, token = sign_up(gateway, database_url)
+    with grpc.insecure_channel(gateway) as channel:
+        posts = PostServiceStub(channel)
+        try:
             bearer = (("authorization", f"Bearer {token}"),)
             made = [CreatePostRequest(content=POST.format(n)) for n in range(BENCH_POSTS)]
             ids = tuple(
