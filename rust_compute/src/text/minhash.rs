@@ -129,46 +129,30 @@ impl WithSimd for Fold<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
         let Fold { hashes, signature } = self;
-        // A block of eight functions at a time over all the shingles, so
-        // the eight minima stay in one register.
-        for (block, minima) in signature.chunks_exact_mut(BLOCK).enumerate() {
-            let at = block * BLOCK;
-            let mut least = [u64::MAX; BLOCK];
-            for &hash in hashes {
-                let x = reduce(hash);
-                let (x_low, x_high) = (x & 0xFFFF_FFFF, x >> 32);
-                for lane in 0..BLOCK {
-                    let (a_low, a_high) = (
-                        A_LOW[at + lane] & 0xFFFF_FFFF,
-                        A_HIGH[at + lane] & 0xFFFF_FFFF,
-                    );
-                    let low = a_low * x_low;
-                    let middle = a_low * x_high + a_high * x_low;
-                    let high = a_high * x_high;
-                    let sum = (high << 3)
-                        + (middle >> 29)
-                        + ((middle & 0x1FFF_FFFF) << 32)
-                        + (low & PRIME)
-                        + (low >> 61)
-                        + B[at + lane];
-                    let folded = (sum & PRIME) + (sum >> 61);
-                    let value = if folded >= PRIME {
-                        folded - PRIME
-                    } else {
-                        folded
-                    };
-                    least[lane] = least[lane].min(value);
-                }
-            }
-            for (slot, value) in minima.iter_mut().zip(least) {
-                *slot = (*slot).min(value);
+        for &hash in hashes {
+            let x = reduce(hash);
+            let (x_low, x_high) = (x & 0xFFFF_FFFF, x >> 32);
+            // The compiler vectorises this loop over the functions: the
+            // minima are loaded and stored once per shingle and register.
+            for i in 0..K {
+                let (a_low, a_high) = (A_LOW[i] & 0xFFFF_FFFF, A_HIGH[i] & 0xFFFF_FFFF);
+                let low = a_low * x_low;
+                let middle = a_low * x_high + a_high * x_low;
+                let high = a_high * x_high;
+                let sum = (high << 3)
+                    + (middle >> 29)
+                    + ((middle & 0x1FFF_FFFF) << 32)
+                    + (low & PRIME)
+                    + (low >> 61)
+                    + B[i];
+                // < 2⁶¹ + 4; subtracting p wraps around unless it is at
+                // least p, so the smaller of the two is the remainder.
+                let folded = (sum & PRIME) + (sum >> 61);
+                signature[i] = signature[i].min(folded.min(folded.wrapping_sub(PRIME)));
             }
         }
     }
 }
-
-/// Functions per block of [`Fold`]: 8 × 64 bits, one AVX-512 register.
-const BLOCK: usize = 8;
 
 /// `v mod p` for any 64-bit `v`.
 #[inline(always)]

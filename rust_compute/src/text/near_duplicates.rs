@@ -6,10 +6,11 @@
 //! 1. **Sketch**, one pass over the documents in chunks on every thread:
 //!    each document is normalised and tokenised into reused buffers, its
 //!    shingles hashed eight at a time ([`Lanes`]), its signature folded
-//!    with SIMD ([`fold_into`]) and only the 64-bit digest of each band
-//!    kept (256 bytes a document at 32 bands, not the 1 KiB signature).
-//! 2. **Bands**: per band one sort of `digest | document` keys; documents
-//!    that share a digest in some band are *tentative* candidates.
+//!    with SIMD ([`fold_into`]) and only a 64-bit key per band kept (256
+//!    bytes a document at 32 bands, not the 1 KiB signature): the band's
+//!    digest in the high bits, the document's index in the low ones.
+//! 2. **Bands**: per band one sort of those keys; documents that share a
+//!    digest in some band are *tentative* candidates.
 //! 3. **Exact**: only the documents in tentative pairs (a few percent of a
 //!    typical batch) are shingled again with their strings and their full
 //!    signatures; a tentative pair is a candidate when one of its bands is
@@ -149,8 +150,9 @@ fn find_within(
     cancel: &Cancellation,
 ) -> Result<NearDuplicates, NearDuplicatesError> {
     let banding = Banding::of(threshold);
-    let digests = sketch(documents, banding, cancel)?;
-    let tentative = tentative_pairs(&digests, banding, caps, cancel)?;
+    let mask = index_mask(documents.len());
+    let keys = sketch(documents, banding, mask, cancel)?;
+    let tentative = tentative_pairs(&keys, banding, mask, caps, cancel)?;
     let verified = verify(documents, &tentative, banding, threshold, cancel)?;
     if verified.len() > caps.pairs {
         return Err(NearDuplicatesError::TooManyPairs);
@@ -158,24 +160,36 @@ fn find_within(
     Ok(assemble(documents, &verified))
 }
 
-/// Band digests of every document, `banding.bands` per document in
-/// document order; `None` for a document without shingles, which takes no
-/// part.
+/// The band keys of one chunk of documents, band by band: the keys of
+/// band `b` are `keys[b * present..(b + 1) * present]`, one for each
+/// document of the chunk that has shingles (the others take no part).
+struct ChunkKeys {
+    keys: Vec<u64>,
+    present: usize,
+}
+
+/// Where a key keeps the document's index: the low bits, as many as the
+/// batch's size needs; the band's digest fills the rest.
+fn index_mask(documents: usize) -> u64 {
+    let bits = usize::BITS - documents.leading_zeros();
+    (1u64 << bits) - 1
+}
+
+/// Band keys of every document, chunk by chunk in document order.
 fn sketch(
     documents: &[Document],
     banding: Banding,
+    mask: u64,
     cancel: &Cancellation,
-) -> Result<Vec<Option<u64>>, Interrupted> {
-    let mut digests = vec![None; documents.len() * banding.bands];
-    digests
-        .par_chunks_mut(SKETCH_CHUNK * banding.bands)
-        .zip(documents.par_chunks(SKETCH_CHUNK))
-        .try_for_each_init(Sketcher::default, |sketcher, (digests, documents)| {
+) -> Result<Vec<ChunkKeys>, Interrupted> {
+    documents
+        .par_chunks(SKETCH_CHUNK)
+        .enumerate()
+        .map_init(Sketcher::default, |sketcher, (chunk, documents)| {
             cancel.check()?;
-            sketcher.sketch(documents, banding, digests);
-            Ok(())
-        })?;
-    Ok(digests)
+            Ok(sketcher.sketch(documents, chunk * SKETCH_CHUNK, banding, mask))
+        })
+        .collect()
 }
 
 /// The buffers one thread reuses from document to document.
@@ -191,7 +205,13 @@ struct Sketcher {
 }
 
 impl Sketcher {
-    fn sketch(&mut self, documents: &[Document], banding: Banding, digests: &mut [Option<u64>]) {
+    fn sketch(
+        &mut self,
+        documents: &[Document],
+        first: usize,
+        banding: Banding,
+        mask: u64,
+    ) -> ChunkKeys {
         self.lanes.out.clear();
         self.ends.clear();
         for document in documents {
@@ -200,7 +220,14 @@ impl Sketcher {
         }
         self.lanes.flush();
         let mut start = 0;
-        for (&end, digests) in self.ends.iter().zip(digests.chunks_mut(banding.bands)) {
+        let present = self
+            .ends
+            .iter()
+            .filter(|&&end| std::mem::replace(&mut start, end) < end)
+            .count();
+        let mut keys = vec![0; present * banding.bands];
+        let (mut start, mut at) = (0, 0);
+        for (doc, &end) in (first..).zip(&self.ends) {
             let hashes = &self.lanes.out[start..end];
             start = end;
             if hashes.is_empty() {
@@ -208,10 +235,13 @@ impl Sketcher {
             }
             let mut signature = [u64::MAX; K];
             fold_into(&self.arch, hashes, &mut signature);
-            for (band, slot) in digests.iter_mut().enumerate() {
-                *slot = Some(digest(banding.band(&signature, band)));
+            for band in 0..banding.bands {
+                let digest = digest(banding.band(&signature, band));
+                keys[band * present + at] = (digest & !mask) | doc as u64;
             }
+            at += 1;
         }
+        ChunkKeys { keys, present }
     }
 
     /// Queues the `h64` of every shingle of `text` (spec §4; repeats too,
@@ -257,8 +287,9 @@ pub fn rows_per_band(threshold: f64) -> usize {
 /// Pairs of document indices `(i, j)`, `i < j`, packed as `i << 32 | j`,
 /// that share the digest of at least one band; sorted and without repeats.
 fn tentative_pairs(
-    digests: &[Option<u64>],
+    chunks: &[ChunkKeys],
     banding: Banding,
+    mask: u64,
     caps: Caps,
     cancel: &Cancellation,
 ) -> Result<Vec<u64>, NearDuplicatesError> {
@@ -268,7 +299,7 @@ fn tentative_pairs(
     };
     let per_band: Vec<Vec<u64>> = (0..banding.bands)
         .into_par_iter()
-        .map(|band| band_pairs(digests, banding.bands, band, &budget, cancel))
+        .map(|band| band_pairs(chunks, band, mask, &budget, cancel))
         .collect::<Result<_, NearDuplicatesError>>()?;
     let mut pairs: Vec<u64> = per_band.into_iter().flatten().collect();
     cancel.check()?;
@@ -277,26 +308,21 @@ fn tentative_pairs(
     Ok(pairs)
 }
 
-/// Pairs from one band: documents are sorted by their band digest in one
-/// sort of `u64` keys, the digest's high bits above the document index.
-/// Truncating the digest can only put more documents in a group, never
-/// fewer, and every pair is checked value for value later.
+/// Pairs from one band: its keys in one sort, so documents with the same
+/// digest end up side by side. A key keeps only the digest's high bits,
+/// which can only put more documents in a group, never fewer, and every
+/// pair is checked value for value later.
 fn band_pairs(
-    digests: &[Option<u64>],
-    bands: usize,
+    chunks: &[ChunkKeys],
     band: usize,
+    index_mask: u64,
     budget: &Budget,
     cancel: &Cancellation,
 ) -> Result<Vec<u64>, NearDuplicatesError> {
-    let documents = digests.len() / bands;
-    let index_bits = usize::BITS - documents.leading_zeros();
-    let index_mask = (1u64 << index_bits) - 1;
-    let mut keyed: Vec<u64> = digests
+    let mut keyed: Vec<u64> = chunks
         .iter()
-        .skip(band)
-        .step_by(bands)
-        .enumerate()
-        .filter_map(|(doc, digest)| digest.map(|d| (d & !index_mask) | doc as u64))
+        .flat_map(|chunk| &chunk.keys[band * chunk.present..(band + 1) * chunk.present])
+        .copied()
         .collect();
     keyed.sort_unstable();
     cancel.check()?;

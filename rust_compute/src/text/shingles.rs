@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use super::hash::h64;
+use super::hash::Lanes;
 use super::normalize::normalise;
 use super::tokens::tokenize;
 
@@ -41,22 +41,19 @@ impl ShingleSet {
     /// a space, or the tokens themselves when there are fewer than three.
     pub fn of_tokens(terms: &[&str]) -> Self {
         let mut set = Self::default();
+        let mut lanes = Lanes::new();
         if terms.len() < WIDTH {
             for term in terms {
-                set.push(term);
+                set.push(&mut lanes, &[term]);
             }
         } else {
-            let mut shingle = String::new();
             for window in terms.windows(WIDTH) {
-                shingle.clear();
-                for (i, term) in window.iter().enumerate() {
-                    if i > 0 {
-                        shingle.push(' ');
-                    }
-                    shingle.push_str(term);
-                }
-                set.push(&shingle);
+                set.push(&mut lanes, window);
             }
+        }
+        lanes.flush();
+        for (entry, hash) in set.entries.iter_mut().zip(lanes.out) {
+            entry.hash = hash;
         }
         let text = &set.text;
         set.entries.sort_unstable_by(|a, b| order(text, a, text, b));
@@ -66,11 +63,19 @@ impl ShingleSet {
         set
     }
 
-    fn push(&mut self, shingle: &str) {
+    /// Appends the shingle `parts` joined by spaces; its hash comes from
+    /// `lanes` once they are flushed.
+    fn push(&mut self, lanes: &mut Lanes, parts: &[&str]) {
         let start = self.text.len();
-        self.text.push_str(shingle);
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                self.text.push(' ');
+            }
+            self.text.push_str(part);
+        }
+        lanes.push_joined(parts);
         self.entries.push(Entry {
-            hash: h64(shingle),
+            hash: 0,
             start,
             end: self.text.len(),
         });
@@ -172,6 +177,15 @@ mod tests {
             BTreeSet::from(["a", "b"])
         );
         assert!(ShingleSet::of_text("?!").is_empty());
+    }
+
+    #[test]
+    fn hashes_are_h64_of_the_shingles() {
+        let set = ShingleSet::of_text("Tokyo 東京都 and a few more words than eight, nine, ten");
+        assert!(set.len() > 8);
+        for entry in &set.entries {
+            assert_eq!(entry.hash, crate::text::hash::h64(set.shingle(entry)));
+        }
     }
 
     #[test]

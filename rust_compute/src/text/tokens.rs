@@ -82,35 +82,41 @@ fn joins(b: u8) -> bool {
 /// runs of [`joins`] bytes. Returns false, pushing nothing, otherwise.
 fn push_plain_ascii_run<'a>(tokens: &mut Tokens<'a>, run: &'a str) -> bool {
     let bytes = run.as_bytes();
-    if !run.is_ascii()
-        || bytes.windows(3).any(|w| {
-            matches!(w[1], b'.' | b'\'' | b':' | b',' | b';') && joins(w[0]) && joins(w[2])
-        })
-    {
+    if !run.is_ascii() {
         return false;
     }
-    let mut start = None;
+    let before = tokens.terms.len();
+    // The current word's start, and whether it has a letter or a number
+    // (a word of `_` alone is no token).
+    let (mut start, mut counts) = (None, false);
     for (i, &b) in bytes.iter().enumerate() {
-        match (joins(b), start) {
-            (true, None) => start = Some(i),
-            (false, Some(from)) => {
-                push_ascii_word(tokens, &run[from..i]);
-                start = None;
+        if joins(b) {
+            if start.is_none() {
+                (start, counts) = (Some(i), false);
             }
-            _ => {}
+            counts |= b != b'_';
+            continue;
+        }
+        if let Some(from) = start.take()
+            && counts
+        {
+            tokens.terms.push(&run[from..i]);
+        }
+        if matches!(b, b'.' | b'\'' | b':' | b',' | b';')
+            && i > 0
+            && joins(bytes[i - 1])
+            && bytes.get(i + 1).is_some_and(|&next| joins(next))
+        {
+            tokens.terms.truncate(before);
+            return false;
         }
     }
-    if let Some(from) = start {
-        push_ascii_word(tokens, &run[from..]);
+    if let Some(from) = start
+        && counts
+    {
+        tokens.terms.push(&run[from..]);
     }
     true
-}
-
-/// A word is a token when it holds a letter or a number (not only `_`).
-fn push_ascii_word<'a>(tokens: &mut Tokens<'a>, word: &'a str) {
-    if word.bytes().any(|b| b.is_ascii_alphanumeric()) {
-        tokens.terms.push(word);
-    }
 }
 
 fn push_cjk_run<'a>(tokens: &mut Tokens<'a>, run: &'a str) {
