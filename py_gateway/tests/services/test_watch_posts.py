@@ -51,6 +51,18 @@ async def stub_of(gateway: Gateway) -> AsyncIterator[PostServiceStub]:
         yield PostServiceStub(channel)
 
 
+@contextlib.asynccontextmanager
+async def watching(
+    database_url: URL, me: Metadata, **overrides: Any
+) -> AsyncIterator[tuple[Gateway, PostServiceStub, Any]]:
+    """A gateway of its own with `overrides`, a client of it, and a stream open on it."""
+    async with running(database_url, **overrides) as gateway, stub_of(gateway) as posts:
+        watch = posts.WatchPosts(pb.WatchPostsRequest(), metadata=me)
+        await started(watch)
+        yield gateway, posts, watch
+        watch.cancel()
+
+
 def as_user(resources: Resources, user: TestUser) -> Metadata:
     return bearer(resources.access_tokens, user)
 
@@ -230,12 +242,8 @@ async def test_heartbeats_carry_a_token_that_resumes_after_everything_seen(
     database_url: URL, alice: TestUser, resources: Resources
 ) -> None:
     me = as_user(resources, alice)
-    async with (
-        running(database_url, watch_heartbeat_seconds=0.3) as gateway,
-        stub_of(gateway) as posts,
-    ):
-        watch = posts.WatchPosts(pb.WatchPostsRequest(), metadata=me)
-        await started(watch)
+    heartbeats = {"watch_heartbeat_seconds": 0.3}
+    async with watching(database_url, me, **heartbeats) as (_, posts, watch):
         await posts.CreatePost(pb.CreatePostRequest(content="心拍の前"), metadata=me)
         created, beat = await events(watch, 2, heartbeats=True)
         assert (created.type, beat.type) == (CREATED, HEARTBEAT)
@@ -266,13 +274,8 @@ async def test_bad_and_expired_resume_tokens_are_refused_by_name(
     error = await ended(posts.WatchPosts(pb.WatchPostsRequest(author_id="ボブ"), metadata=me))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    retention = 1 / 3600  # one second
-    async with (
-        running(database_url, post_events_retention_hours=retention) as gateway,
-        stub_of(gateway) as short,
-    ):
-        watch = short.WatchPosts(pb.WatchPostsRequest(), metadata=me)
-        await started(watch)
+    retention = {"post_events_retention_hours": 1 / 3600}  # one second
+    async with watching(database_url, me, **retention) as (_, short, watch):
         await short.CreatePost(pb.CreatePostRequest(content="すぐ消える"), metadata=me)
         (event,) = await events(watch, 1)
         watch.cancel()
@@ -361,9 +364,7 @@ async def test_shutdown_ends_streams_with_a_token_that_loses_nothing(
     database_url: URL, alice: TestUser, resources: Resources, gateway: Gateway
 ) -> None:
     me = as_user(resources, alice)
-    async with running(database_url) as leaving, stub_of(leaving) as posts:
-        watch = posts.WatchPosts(pb.WatchPostsRequest(), metadata=me)
-        await started(watch)
+    async with watching(database_url, me) as (leaving, posts, watch):
         await posts.CreatePost(pb.CreatePostRequest(content="停止の前"), metadata=me)
         await events(watch, 1)
         stopping = asyncio.ensure_future(leaving.stop())
@@ -408,12 +409,8 @@ async def test_an_analysis_that_lands_later_is_an_event_of_its_own(
     database_url: URL, alice: TestUser, resources: Resources
 ) -> None:
     me = as_user(resources, alice)
-    async with (
-        running(database_url, analysis_backfill_interval_seconds=0.2) as gateway,
-        stub_of(gateway) as posts,
-    ):
-        watch = posts.WatchPosts(pb.WatchPostsRequest(), metadata=me)
-        await started(watch)
+    backfill = {"analysis_backfill_interval_seconds": 0.2}
+    async with watching(database_url, me, **backfill) as (_, _, watch):
         # Written as if rust_compute had been down: no analysis yet.
         post_id = await make_post(resources.sessions, author=alice, content="後で分析される投稿")
         created, analyzed = await events(watch, 2, analyses=True)
