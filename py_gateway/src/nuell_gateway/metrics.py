@@ -59,6 +59,25 @@ COMPUTE_ERRORS = Counter(
     ["reason"],
 )
 
+WATCH_STREAMS = Gauge(
+    "nuell_gateway_watch_streams",
+    "WatchPosts streams open now.",
+    multiprocess_mode="livesum",
+)
+WATCH_EVENTS = Counter(
+    "nuell_gateway_watch_events_total",
+    "Post events handed to WatchPosts streams (one per stream that receives it).",
+)
+WATCH_LAG = Histogram(
+    "nuell_gateway_watch_lag_seconds",
+    "From an event's commit to the reader handing it to the streams.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+WATCH_ENDED = Counter(
+    "nuell_gateway_watch_ended_total",
+    "WatchPosts streams the gateway ended, by reason (WATCHER_TOO_SLOW, SHUTTING_DOWN).",
+    ["reason"],
+)
 MAIL_SENT = Counter("nuell_gateway_mail_sent_total", "Mails handed to SMTP, by kind.", ["kind"])
 MAIL_RETRIED = Counter(
     "nuell_gateway_mail_retried_total",

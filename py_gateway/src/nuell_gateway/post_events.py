@@ -53,6 +53,7 @@ from nuell_gateway.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from nuell_gateway.metrics import WATCH_ENDED, WATCH_EVENTS, WATCH_LAG, WATCH_STREAMS
 from nuell_gateway.pagination import PageTokens
 
 logger = logging.getLogger(__name__)
@@ -117,23 +118,25 @@ class Watcher:
             return
         if self.wants(event):
             if len(self.queue) >= self.log.settings.watch_buffer_events:
-                self.end(_too_slow)
+                self.end(WATCHER_TOO_SLOW)
                 return
             self.queue.append(event)
             self.wake.set()
+            WATCH_EVENTS.inc()
         self.through = max(self.through, event.seq)
 
     def end(self, error: Callable[[str], DomainError]) -> None:
         if self.ending is None:
             self.ending = error
             self.wake.set()
+            WATCH_ENDED.labels(error.__name__).inc()
 
     def token(self) -> str:
         """Resumes after everything this stream has sent (or skipped)."""
         return self.log.token(self.sent_through)
 
 
-def _too_slow(token: str) -> DomainError:
+def WATCHER_TOO_SLOW(token: str) -> DomainError:
     return ResourceExhausted(
         "the stream fell too far behind; resume with the resume token",
         reason="WATCHER_TOO_SLOW",
@@ -141,7 +144,7 @@ def _too_slow(token: str) -> DomainError:
     )
 
 
-def _shutting_down(token: str) -> DomainError:
+def SHUTTING_DOWN(token: str) -> DomainError:
     return Unavailable(
         "the server is shutting down; resume with the resume token",
         reason="SHUTTING_DOWN",
@@ -191,7 +194,7 @@ class PostEventLog:
     def shut_down(self) -> None:
         """End every stream with UNAVAILABLE and its token (the server is stopping)."""
         for watcher in self.watchers:
-            watcher.end(_shutting_down)
+            watcher.end(SHUTTING_DOWN)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -227,6 +230,7 @@ class PostEventLog:
         watcher, upto = Watcher(self, caller, author_id, after), self.position
         self.watchers.add(watcher)
         self.per_user[caller.user_id] += 1
+        WATCH_STREAMS.inc()
         try:
             if opened is not None:
                 await opened()
@@ -234,6 +238,7 @@ class PostEventLog:
                 yield message
         finally:
             self.watchers.discard(watcher)
+            WATCH_STREAMS.dec()
             self.per_user[caller.user_id] -= 1
             if not self.per_user[caller.user_id]:
                 del self.per_user[caller.user_id]
@@ -356,6 +361,8 @@ class PostEventLog:
                         self.position, self._started = max(self.position, last), True
                         continue
                 while events := await self._read(self.position):
+                    committed = events[-1].message.event_time.ToNanoseconds() / 1e9
+                    WATCH_LAG.observe(max(0.0, time.time() - committed))
                     for event in events:
                         for watcher in list(self.watchers):
                             watcher.offer(event)

@@ -14,6 +14,7 @@ from google.protobuf import field_mask_pb2
 from nuell.posts.v1 import post_pb2
 from nuell.posts.v1 import post_service_pb2 as pb
 from nuell.posts.v1.post_service_pb2_grpc import PostServiceStub
+from prometheus_client import REGISTRY
 from sqlalchemy import update
 from sqlalchemy.engine import URL
 
@@ -327,6 +328,11 @@ async def test_a_slow_reader_is_cut_off_with_its_token_while_a_fast_one_keeps_pa
         def stream(token: str = "") -> Any:
             return log.watch(who, author_id="", resume_token=token, still_allowed=still_allowed)
 
+        def ended_too_slow() -> float:
+            labels = {"reason": "WATCHER_TOO_SLOW"}
+            return REGISTRY.get_sample_value("nuell_gateway_watch_ended_total", labels) or 0.0
+
+        cut_before = ended_too_slow()
         slow, fast = stream(), stream()
         async with stub_of(gateway) as posts:
             first = asyncio.ensure_future(anext(slow))
@@ -341,6 +347,7 @@ async def test_a_slow_reader_is_cut_off_with_its_token_while_a_fast_one_keeps_pa
             with pytest.raises(ResourceExhausted) as cut:
                 await asyncio.wait_for(anext(slow), 10)
             assert cut.value.reason == "WATCHER_TOO_SLOW"
+            assert ended_too_slow() == cut_before + 1  # operators see it on /metrics
             # Its token resumes right after the one event it did read.
             again = stream(cut.value.metadata["resumeToken"])
             rest = await asyncio.wait_for(_collect(again, 20), 10)
