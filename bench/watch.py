@@ -17,12 +17,13 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 from nuell.posts.v1 import post_service_pb2 as pb  # type: ignore[import-untyped]
 
-from bench.driver import memory, snapshot
+from bench.driver import CHANNEL_OPTIONS, memory, snapshot
 from bench.report import codes, ms, say
 from bench.scenarios import _words
 from bench.stack import Stack, sign_up
 
-AUTHORS, SECONDS, SERVICE = 50, 10.0, "/nuell.posts.v1.PostService/"
+AUTHORS, SECONDS, SERVICE, CHANNELS = 50, 10.0, "/nuell.posts.v1.PostService/", 8
+_channels: list[Any] = []  # the watchers' process's connections
 # (label, target, watchers, each follows one author or everyone, CreatePost/s)
 LEGS = (
     ("direct, 1,000 watchers of one author each", "gateway", 1000, True, 200),
@@ -41,17 +42,21 @@ class Watchers:
 
 
 async def _grpc(plan: Watchers, n: int, seen: dict[str, float], ready: Any) -> None:
-    async with grpc.aio.insecure_channel(plan.target) as channel:
-        call = channel.unary_stream(
-            SERVICE + "WatchPosts", pb.WatchPostsRequest.SerializeToString, pb.PostEvent.FromString
-        )(
-            pb.WatchPostsRequest(author_id=plan.authors[n]),
-            metadata=(("authorization", f"Bearer {plan.tokens[n]}"),),
-        )
-        await call.initial_metadata()
-        ready()
-        async for event in call:
-            _seen(seen, event)
+    """One gRPC stream, on one of CHANNELS connections (each may reach another gateway
+    process: SO_REUSEPORT places connections, not streams)."""
+    if n < CHANNELS:
+        _channels.append(grpc.aio.insecure_channel(plan.target, options=CHANNEL_OPTIONS))
+    await asyncio.sleep(0)  # every watcher's turn after the first CHANNELS made theirs
+    call = _channels[n % CHANNELS].unary_stream(
+        SERVICE + "WatchPosts", pb.WatchPostsRequest.SerializeToString, pb.PostEvent.FromString
+    )(
+        pb.WatchPostsRequest(author_id=plan.authors[n]),
+        metadata=(("authorization", f"Bearer {plan.tokens[n]}"),),
+    )
+    await call.initial_metadata()
+    ready()
+    async for event in call:
+        _seen(seen, event)
 
 
 async def _grpc_web(plan: Watchers, n: int, seen: dict[str, float], ready: Any) -> None:
