@@ -98,9 +98,11 @@ async def ended(call: Any) -> grpc.aio.AioRpcError:
 
 
 async def started(call: Any) -> None:
-    """Wait until the stream is registered (its headers came back)."""
+    """Wait until the stream is registered (its headers came back, and no refusal)."""
     async with asyncio.timeout(10):
         await call.initial_metadata()
+    await asyncio.sleep(0.05)  # a refusal's status comes with its headers
+    assert not call.done(), await call.details()
 
 
 @pytest.fixture
@@ -427,3 +429,26 @@ async def test_an_analysis_that_lands_later_is_an_event_of_its_own(
     assert created.post.analysis.state == post_pb2.ANALYSIS_STATE_PENDING
     assert analyzed.post.analysis.state == post_pb2.ANALYSIS_STATE_READY
     assert analyzed.post.analysis.word_count > 0
+
+
+async def test_streams_per_process_are_limited_whoever_opens_them(
+    database_url: URL, resources: Resources
+) -> None:
+    people = [as_user(resources, await make_user(resources.sessions)) for _ in range(3)]
+    async with running(database_url, watch_max_streams=2) as gateway, stub_of(gateway) as posts:
+        first, second = (posts.WatchPosts(pb.WatchPostsRequest(), metadata=m) for m in people[:2])
+        for watch in (first, second):
+            await started(watch)
+        error = await ended(posts.WatchPosts(pb.WatchPostsRequest(), metadata=people[2]))
+        details = error_details(error)
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details.error_info
+        assert details.error_info.reason == "TOO_MANY_WATCHERS"
+        assert details.error_info.metadata["limit"] == "2"
+        # A closed stream frees its place.
+        first.cancel()
+        await asyncio.sleep(0.3)
+        third = posts.WatchPosts(pb.WatchPostsRequest(), metadata=people[2])
+        await started(third)
+        for watch in (second, third):
+            watch.cancel()
