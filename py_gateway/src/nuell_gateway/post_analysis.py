@@ -39,6 +39,9 @@ _NEW = "new"
 BACKFILL_BATCH = 50
 
 
+_LOW_58 = (1 << 58) - 1
+
+
 def _signed(value: int) -> int:
     """An unsigned 64-bit value as the signed bigint with the same bits."""
     return value - (1 << 64) if value >= 1 << 63 else value
@@ -67,7 +70,8 @@ class Analysis:
         }
 
     def signed_band_keys(self) -> list[int]:
-        return [_signed(key) for key in self.band_keys]
+        """As stored (PostBandKey.keys): band j in the top 6 bits, its key's low 58 bits below."""
+        return [_signed(j << 58 | key & _LOW_58) for j, key in enumerate(self.band_keys)]
 
 
 PENDING_COLUMNS: dict[str, Any] = {

@@ -36,8 +36,10 @@ from nuell_gateway.search_terms import QUERY_MAX_TOKENS, chunks, tsquery_literal
 
 DEFAULT_PAGE_SIZE = 20
 # ListSimilarPosts verifies at most this many candidates (CompareMany's
-# batch limit), read at most this many per band.
+# batch limit), the ones sharing the most bands among at most
+# SIMILAR_SCAN_MAX that share any.
 SIMILAR_CANDIDATES_MAX = 1000
+SIMILAR_SCAN_MAX = 5000
 
 
 def _bad_query(reason: str, description: str) -> InvalidArgument:
@@ -144,7 +146,7 @@ async def list_similar_posts(
     candidates = await search_rows.similar_candidates(
         resources.hot_reads,
         post_id=post_id,
-        per_band=SIMILAR_CANDIDATES_MAX,
+        scan=SIMILAR_SCAN_MAX,
         limit=SIMILAR_CANDIDATES_MAX,
     )
     if not candidates:

@@ -19,12 +19,11 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    SmallInteger,
     Text,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from nuell_gateway.text_rules import CONTROL_CHARACTER, VISIBLE_CHARACTER
@@ -290,10 +289,14 @@ class Post(Base):
 
 
 class PostBandKey(Base):
-    """One MinHash LSH band key of a post's current content (ListSimilarPosts).
+    """The MinHash LSH band keys of a post's current content (ListSimilarPosts).
 
-    A post with shingles has one row per band; posts that share a (band,
-    key) are candidates, verified by exact Jaccard before anyone sees them.
+    One row per post with shingles: its 42 band keys as one array, each
+    element the band's number in the top 6 bits and the band's key in the
+    other 58, so one GIN index answers "which posts share a (band, key)".
+    Posts that do are candidates, verified by exact Jaccard before anyone
+    sees them. One row of 42 elements takes about a third of the space of
+    42 rows under two B-trees (docs/posts.md).
     """
 
     __tablename__ = "post_band_keys"
@@ -301,14 +304,11 @@ class PostBandKey(Base):
     post_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True
     )
-    band: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    # h64 of the band's signature values, its 64 bits in a signed bigint.
-    key: Mapped[int] = mapped_column(BigInteger)
+    keys: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
 
     __table_args__ = (
-        # Candidates per band newest first (UUIDv7 ids), from the index alone.
-        Index("ix_post_band_keys_band_key", band, key, post_id),
-        CheckConstraint(f"band >= 0 AND band < {BANDS}", name="band_in_range"),
+        Index("ix_post_band_keys_keys", keys, postgresql_using="gin"),
+        CheckConstraint(f"cardinality(keys) = {BANDS}", name="one_key_per_band"),
     )
 
 

@@ -36,14 +36,11 @@ async def create_post(
 async def _put_band_keys(
     session: AsyncSession, *, post_id: uuid.UUID, band_keys: list[int], replace: bool
 ) -> None:
-    """The post's band keys become `band_keys` (key j for band j)."""
+    """The post's band keys become `band_keys` (PostBandKey.keys; none: no row)."""
     if replace:
         await session.execute(delete(PostBandKey).where(PostBandKey.post_id == post_id))
     if band_keys:
-        await session.execute(
-            insert(PostBandKey),
-            [{"post_id": post_id, "band": band, "key": key} for band, key in enumerate(band_keys)],
-        )
+        await session.execute(insert(PostBandKey).values(post_id=post_id, keys=band_keys))
 
 
 async def update_post_content(

@@ -42,17 +42,16 @@ _NEWEST_AFTER = " AND (p.created_at, p.id) < (%(before_time)s, %(before_id)s)"
 _BY_AUTHOR = " AND p.user_id = %(author_id)s"
 
 # Candidates of ListSimilarPosts: the posts that share a band key with the
-# given one, most shared bands first. Per band at most `per_band` posts, the
-# newest (ids are UUIDv7), read from ix_post_band_keys_band_key alone, so a
-# key that thousands of identical short posts share costs a bounded scan.
+# given one (GIN on post_band_keys.keys), most shared bands first. At most
+# `scan` rows are read, so a key that thousands of identical short posts
+# share costs a bounded scan.
 SIMILAR_CANDIDATES_SQL = (
-    "SELECT c.post_id FROM post_band_keys m "
-    "CROSS JOIN LATERAL ("
-    " SELECT k.post_id FROM post_band_keys k"
-    " WHERE k.band = m.band AND k.key = m.key AND k.post_id <> m.post_id"
-    " ORDER BY k.post_id DESC LIMIT %(per_band)s) c "
+    "SELECT c.post_id FROM post_band_keys m CROSS JOIN LATERAL ("
+    " SELECT k.post_id, k.keys FROM post_band_keys k"
+    " WHERE k.keys && m.keys AND k.post_id <> m.post_id LIMIT %(scan)s) c "
     "WHERE m.post_id = %(id)s "
-    "GROUP BY c.post_id ORDER BY count(*) DESC, c.post_id DESC LIMIT %(limit)s"
+    "ORDER BY (SELECT count(*) FROM unnest(c.keys) AS x WHERE x = ANY(m.keys)) DESC,"
+    " c.post_id DESC LIMIT %(limit)s"
 )
 
 
@@ -104,13 +103,13 @@ async def search_posts(
 
 
 async def similar_candidates(
-    pool: Pool, *, post_id: uuid.UUID, per_band: int, limit: int
+    pool: Pool, *, post_id: uuid.UUID, scan: int, limit: int
 ) -> list[uuid.UUID]:
     """Ids of the posts sharing a band key with `post_id`, most shared bands first."""
     async with pool.connection() as connection:
         cursor = await connection.execute(
             SIMILAR_CANDIDATES_SQL,
-            {"id": post_id, "per_band": per_band, "limit": limit},
+            {"id": post_id, "scan": scan, "limit": limit},
             prepare=True,
         )
         return [row[0] for row in await cursor.fetchall()]

@@ -1,4 +1,4 @@
-"""Search: a tsvector per post (GIN) and the posts' MinHash band keys.
+"""Search: a tsvector per post (GIN) and the posts' MinHash band keys (GIN over an array).
 
 Both are written by the gateway from rust_compute's tokens together with the
 post's analysis (docs/posts.md, "Search"). Existing posts start unindexed
@@ -42,18 +42,19 @@ def upgrade() -> None:
     op.create_table(
         "post_band_keys",
         sa.Column("post_id", sa.Uuid(), nullable=False),
-        sa.Column("band", sa.SmallInteger(), nullable=False),
-        sa.Column("key", sa.BigInteger(), nullable=False),
+        sa.Column("keys", postgresql.ARRAY(sa.BigInteger()), nullable=False),
         sa.ForeignKeyConstraint(
             ["post_id"],
             ["posts.id"],
             name="fk_post_band_keys_post_id_posts",
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("post_id", "band", name="pk_post_band_keys"),
-        sa.CheckConstraint(f"band >= 0 AND band < {BANDS}", name="ck_post_band_keys_band_in_range"),
+        sa.PrimaryKeyConstraint("post_id", name="pk_post_band_keys"),
+        sa.CheckConstraint(
+            f"cardinality(keys) = {BANDS}", name="ck_post_band_keys_one_key_per_band"
+        ),
     )
-    op.create_index("ix_post_band_keys_band_key", "post_band_keys", ["band", "key", "post_id"])
+    op.create_index("ix_post_band_keys_keys", "post_band_keys", ["keys"], postgresql_using="gin")
 
 
 def downgrade() -> None:
