@@ -1,13 +1,14 @@
-// The page: register, verify the address, log in, then create, list, edit
-// and delete posts and watch each post's analysis, all over gRPC-Web through
-// the edge. It also answers the links in Nuell's mails (?verify_email=,
-// ?reset_password=, ?confirm_email=). Every string from the server is
-// written with textContent, never as HTML.
+// The page: register, verify the address, log in, then create, list, edit,
+// delete and search posts, list similar ones and watch each post's
+// analysis, all over gRPC-Web through the edge. It also answers the links
+// in Nuell's mails (?verify_email=, ?reset_password=, ?confirm_email=).
+// Every string from the server is written with textContent, never as HTML.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import { createNuell, describeError, type Nuell } from "./client.js";
 import { AnalysisState, type Post } from "./gen/nuell/posts/v1/post_pb.js";
+import { SearchOrder } from "./gen/nuell/posts/v1/post_service_pb.js";
 
 interface PageConfig {
   /** The edge's URL, when it is not this page's host on `edgePort`. */
@@ -30,6 +31,8 @@ const TEXT: Record<Locale, Record<string, string>> = {
     changed: "Your email address is changed. Log in with the new address.",
     TOKEN_INVALID: "This link is used, expired or replaced by a newer one. Ask for a new link.",
     EMAIL_NOT_VERIFIED: "Verify your email address first: open the link we mailed you (or Resend verification).",
+    QUERY_EMPTY: "Type a word to search for: punctuation and emoji alone are not searched.",
+    QUERY_TOO_LONG: "The search is too long: use fewer words (at most 32 words or character pairs).",
   },
   ja: {
     registered: "{email} に確認用のリンクを送りました。リンクを開いてからログインしてください。",
@@ -41,6 +44,8 @@ const TEXT: Record<Locale, Record<string, string>> = {
     changed: "メールアドレスを変更しました。新しいアドレスでログインしてください。",
     TOKEN_INVALID: "このリンクは使用済み、期限切れ、または新しいリンクに置き換えられています。もう一度リンクを依頼してください。",
     EMAIL_NOT_VERIFIED: "先にメールアドレスを確認してください（メールのリンクを開くか、確認メールを再送してください）。",
+    QUERY_EMPTY: "検索する言葉を入力してください（記号や絵文字だけでは検索できません）。",
+    QUERY_TOO_LONG: "検索語が長すぎます。語を減らしてください（32 語まで）。",
   },
 };
 const ANALYSIS_POLL_TIMES = 15;
@@ -63,6 +68,7 @@ class Page {
   private readonly polling = new Set<string>();
   private userId = "";
   private resetToken = "";
+  private searchToken = "";
 
   constructor(private readonly nuell: Nuell) {}
 
@@ -92,6 +98,53 @@ class Page {
       void this.run(() => this.publish());
     });
     element("reload").addEventListener("click", () => void this.run(() => this.reload()));
+    element<HTMLFormElement>("search").addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.run(() => this.search(""));
+    });
+    element("search-more").addEventListener("click", () => void this.run(() => this.search(this.searchToken)));
+  }
+
+  /** One page of SearchPosts: a new search from "", the next page from its token. */
+  private async search(pageToken: string): Promise<void> {
+    const query = element<HTMLInputElement>("search-query").value;
+    const orderBy = element<HTMLSelectElement>("search-order").value === "newest"
+      ? SearchOrder.NEWEST
+      : SearchOrder.RELEVANCE;
+    const reply = await this.nuell.posts.searchPosts({ query, orderBy, pageToken, pageSize: 20 });
+    if (!pageToken) element("search-results").replaceChildren();
+    for (const result of reply.results) {
+      if (result.post) this.showResult(result.post, orderBy === SearchOrder.RELEVANCE ? `score ${result.score.toFixed(3)}` : "");
+    }
+    this.searchToken = reply.nextPageToken;
+    element("search-more").hidden = !reply.nextPageToken;
+    const count = element("search-results").childElementCount;
+    element("search-summary").textContent = count ? `${count} found / ${count} 件` : "No posts found / 見つかりませんでした";
+  }
+
+  /** The posts like `post` (ListSimilarPosts), in the results list. */
+  private async similar(post: Post): Promise<void> {
+    const reply = await this.nuell.posts.listSimilarPosts({ id: post.id, pageSize: 20 });
+    element("search-results").replaceChildren();
+    for (const result of reply.results) {
+      if (result.post) this.showResult(result.post, `similarity ${result.jaccard.toFixed(2)}`);
+    }
+    this.searchToken = "";
+    element("search-more").hidden = true;
+    const count = reply.results.length;
+    element("search-summary").textContent = count
+      ? `${count} similar / 類似 ${count} 件`
+      : "No similar posts / 類似の投稿はありません";
+  }
+
+  private showResult(post: Post, note: string): void {
+    const template = element<HTMLTemplateElement>("result-template");
+    const item = (template.content.firstElementChild as HTMLLIElement).cloneNode(true) as HTMLLIElement;
+    item.dataset.postId = post.id;
+    (item.querySelector(".content") as HTMLElement).textContent = post.content;
+    const created = post.createTime ? timestampDate(post.createTime).toLocaleString() : "";
+    (item.querySelector(".meta") as HTMLElement).textContent = [created, note].filter(Boolean).join(" · ");
+    element("search-results").append(item);
   }
 
   /** Answers a mail's link, then takes the token out of the address bar and history. */
@@ -192,6 +245,7 @@ class Page {
     element("credentials").hidden = true;
     element("signed-in").hidden = false;
     element("posts-section").hidden = false;
+    element("search-section").hidden = false;
     this.notice("Signed in.");
     await this.reload();
   }
@@ -204,6 +258,9 @@ class Page {
     element("credentials").hidden = false;
     element("signed-in").hidden = true;
     element("posts-section").hidden = true;
+    element("search-section").hidden = true;
+    element("search-results").replaceChildren();
+    element("search-summary").textContent = "";
     element("posts").replaceChildren();
     this.byId.clear();
     if (refreshToken) await this.nuell.auth.logout({ refreshToken });
@@ -280,6 +337,7 @@ class Page {
     });
     part(".save").addEventListener("click", () => void this.run(() => this.save(post, editBox.value)));
     part(".delete").addEventListener("click", () => void this.run(() => this.remove(post)));
+    part(".similar").addEventListener("click", () => void this.run(() => this.similar(post)));
 
     const previous = this.byId.get(post.id);
     if (previous) previous.replaceWith(item);

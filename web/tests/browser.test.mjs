@@ -388,3 +388,52 @@ test("a page on an origin not on the allowlist cannot call the edge", async (t) 
     `Chromium did not report a CORS refusal:\n${consoleLines.join("\n")}`,
   );
 });
+
+test("the page searches posts in Japanese and lists similar ones", async (t) => {
+  const { page } = await openPage(PAGE_URL, t);
+  const email = `search-${randomUUID().slice(0, 12)}@example.com`;
+  await registerAndVerify(page, email, PASSWORD);
+  await submit(page, email, PASSWORD, "Log in");
+  await page.getByTestId("who").filter({ hasText: email }).waitFor();
+
+  // Unique words, so posts of other runs against the same database never match.
+  const tag = randomUUID().slice(0, 8);
+  const ramen = `東京都のラーメン屋で食べた醤油ラーメンが美味しかった ${tag}`;
+  const tea = `京都で抹茶を飲んだ ${tag}`;
+  for (const content of [ramen, tea]) {
+    await page.getByLabel("New post").fill(content);
+    await page.getByRole("button", { name: "Publish" }).click();
+    await page.getByTestId("post").filter({ hasText: content }).waitFor();
+  }
+
+  // Each step waits for what only its own answer shows.
+  const search = async (query) => {
+    await page.getByLabel("Search posts").fill(query);
+    await page.getByRole("button", { name: "Search", exact: true }).click();
+  };
+  // A Japanese substring (half-width katakana finds the full-width post).
+  await search(`ﾗｰﾒﾝ ${tag}`);
+  await page.getByTestId("search-result").filter({ hasText: ramen }).waitFor();
+  assert.equal(await page.getByTestId("search-result").count(), 1);
+  // 京都 is inside 東京都 as well: both posts.
+  await search(`京都 ${tag}`);
+  await page.getByTestId("search-summary").filter({ hasText: "2 found" }).waitFor();
+  // Operators are just characters, and punctuation alone is refused by name.
+  await search(`東京&|!:*()<-> ${tag}`);
+  await page.getByTestId("search-summary").filter({ hasText: "1 found" }).waitFor();
+  await page.getByLabel("Search posts").fill("。、!?");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  const refused = await outcome(page);
+  assert.match(refused.error ?? "", /INVALID_ARGUMENT/);
+  assert.match(refused.error, /reason: QUERY_EMPTY/);
+
+  // Similar posts: a near copy by the same account is refused as a
+  // duplicate, so the similar one is looser (Jaccard between 0.5 and 0.9).
+  const similar = `東京都のラーメン屋で食べた味噌ラーメンが美味しかった ${tag}`;
+  await page.getByLabel("New post").fill(similar);
+  await page.getByRole("button", { name: "Publish" }).click();
+  await page.getByTestId("post").filter({ hasText: similar }).waitFor();
+  await page.getByTestId("post").filter({ hasText: ramen }).getByRole("button", { name: "Similar" }).click();
+  await page.getByTestId("search-result").filter({ hasText: similar }).waitFor();
+  assert.match(await text(page, "search-summary"), /1 similar/);
+});
