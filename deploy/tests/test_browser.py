@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -61,8 +65,37 @@ def page_url(edge: Edge, module_processes: Launcher) -> str:
     return url
 
 
+@pytest.fixture
+def restart_url(session_processes: Launcher) -> Iterator[str]:
+    """POST here and the gateway is killed outright (SIGKILL) and started again; the
+    answer comes once it is healthy. The live-posts browser test restarts it with the
+    page open."""
+
+    class Restart(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            running = session_processes["py_gateway"]
+            os.killpg(running.pid, signal.SIGKILL)
+            running.popen.wait(timeout=10)
+            session_processes.start(running.service)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Restart)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/restart-gateway"
+    server.shutdown()
+
+
 def test_the_flow_in_chromium(
-    browser_tools: str, page_url: str, edge: Edge, backend: Backend, tmp_path: Path
+    browser_tools: str,
+    page_url: str,
+    edge: Edge,
+    backend: Backend,
+    restart_url: str,
+    tmp_path: Path,
 ) -> None:
     foreign_email = f"foreign-{uuid.uuid4().hex[:12]}@example.com"
     refused_before = edge.stats().get("http.edge_http.rbac.denied", 0)
@@ -73,6 +106,7 @@ def test_the_flow_in_chromium(
         "NUELL_FOREIGN_EMAIL": foreign_email,
         "NUELL_BROWSER_ARTIFACTS": str(tmp_path / "screenshots"),
         "NUELL_MAILBOX_URL": backend.mailbox,
+        "NUELL_RESTART_GATEWAY_URL": restart_url,
     }
 
     result = subprocess.run(

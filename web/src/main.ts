@@ -1,13 +1,16 @@
 // The page: register, verify the address, log in, then create, list, edit,
-// delete and search posts, list similar ones and watch each post's
-// analysis, all over gRPC-Web through the edge. It also answers the links
+// delete and search posts and list similar ones, all over gRPC-Web through
+// the edge; the list follows every change live (WatchPosts, live.ts), from
+// this tab or any other. It also answers the links
 // in Nuell's mails (?verify_email=, ?reset_password=, ?confirm_email=).
 // Every string from the server is written with textContent, never as HTML.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import { createNuell, describeError, type Nuell } from "./client.js";
+import { LiveFeed, type LiveState } from "./live.js";
 import { AnalysisState, type Post } from "./gen/nuell/posts/v1/post_pb.js";
+import { PostEventType, type PostEvent } from "./gen/nuell/posts/v1/post_service_pb.js";
 import { SearchOrder } from "./gen/nuell/posts/v1/post_service_pb.js";
 
 interface PageConfig {
@@ -16,7 +19,6 @@ interface PageConfig {
   edgePort?: number;
 }
 
-const ANALYSIS_POLL_MS = 1000;
 type Locale = "en" | "ja";
 
 /** What the page says about accounts, in the languages mails come in. */
@@ -48,7 +50,6 @@ const TEXT: Record<Locale, Record<string, string>> = {
     QUERY_TOO_LONG: "検索語が長すぎます。語を減らしてください（32 語まで）。",
   },
 };
-const ANALYSIS_POLL_TIMES = 15;
 
 function element<T extends HTMLElement>(id: string): T {
   const found = document.getElementById(id);
@@ -65,12 +66,20 @@ async function edgeUrl(): Promise<string> {
 
 class Page {
   private readonly byId = new Map<string, HTMLLIElement>();
-  private readonly polling = new Set<string>();
+  /** Each shown post's update time (µs): an older event never redraws a newer state. */
+  private readonly shownAt = new Map<string, bigint>();
+  private readonly live: LiveFeed;
   private userId = "";
   private resetToken = "";
   private searchToken = "";
 
-  constructor(private readonly nuell: Nuell) {}
+  constructor(private readonly nuell: Nuell) {
+    this.live = new LiveFeed(nuell, {
+      event: (event) => this.apply(event),
+      relist: () => this.reload(),
+      state: (state) => this.showLive(state),
+    });
+  }
 
   start(): void {
     const credentialActions: Record<string, () => Promise<void>> = {
@@ -248,6 +257,7 @@ class Page {
     element("search-section").hidden = false;
     this.notice("Signed in.");
     await this.reload();
+    this.live.start(this.userId);
   }
 
   private async logout(): Promise<void> {
@@ -255,6 +265,8 @@ class Page {
     this.nuell.session.accessToken = undefined;
     this.nuell.session.refreshToken = undefined;
     this.userId = "";
+    this.live.stop();
+    this.showLive("stopped");
     element("credentials").hidden = false;
     element("signed-in").hidden = true;
     element("posts-section").hidden = true;
@@ -263,6 +275,7 @@ class Page {
     element("search-summary").textContent = "";
     element("posts").replaceChildren();
     this.byId.clear();
+    this.shownAt.clear();
     if (refreshToken) await this.nuell.auth.logout({ refreshToken });
     this.notice("Signed out.");
   }
@@ -281,6 +294,7 @@ class Page {
     const { posts } = await this.nuell.posts.listPosts({ authorId: this.userId, pageSize: 50 });
     element("posts").replaceChildren();
     this.byId.clear();
+    this.shownAt.clear();
     for (const post of posts) this.show(post);
     this.updateEmpty();
   }
@@ -300,14 +314,15 @@ class Page {
 
   private async remove(post: Post): Promise<void> {
     await this.nuell.posts.deletePost({ id: post.id, etag: post.etag });
-    this.byId.get(post.id)?.remove();
-    this.byId.delete(post.id);
-    this.updateEmpty();
+    this.forget(post.id);
     this.notice("Deleted.");
   }
 
-  /** Draws `post`, replacing its previous drawing, and follows a pending analysis. */
+  /** Draws `post`, replacing its previous drawing unless that shows a newer state. */
   private show(post: Post, { first = false } = {}): void {
+    const version = timestampMicros(post.updateTime);
+    if ((this.shownAt.get(post.id) ?? -1n) > version) return;
+    this.shownAt.set(post.id, version);
     const template = element<HTMLTemplateElement>("post-template");
     const item = (template.content.firstElementChild as HTMLLIElement).cloneNode(true) as HTMLLIElement;
     item.dataset.postId = post.id;
@@ -345,30 +360,25 @@ class Page {
     else element("posts").append(item);
     this.byId.set(post.id, item);
     this.updateEmpty();
-    if (state === AnalysisState.PENDING) void this.follow(post.id);
   }
 
-  /** Re-reads a post whose analysis is pending until it is ready (or we give up). */
-  private async follow(id: string): Promise<void> {
-    if (this.polling.has(id)) return;
-    this.polling.add(id);
-    try {
-      for (let attempt = 0; attempt < ANALYSIS_POLL_TIMES && this.byId.has(id); attempt++) {
-        await new Promise((resolve) => setTimeout(resolve, ANALYSIS_POLL_MS));
-        if (!this.byId.has(id)) return;
-        const { post } = await this.nuell.posts.getPost({ id });
-        if (!post || !this.byId.has(id)) return;
-        if (post.analysis?.state !== AnalysisState.PENDING) {
-          this.polling.delete(id);
-          this.show(post);
-          return;
-        }
-      }
-    } catch {
-      // A failed re-read changes nothing on screen; Reload tries again.
-    } finally {
-      this.polling.delete(id);
-    }
+  /** One event of the live feed: a post (new, edited or analysed) drawn, or one gone. */
+  private apply(event: PostEvent): void {
+    if (event.type === PostEventType.DELETED) this.forget(event.postId);
+    else if (event.post) this.show(event.post, { first: event.type === PostEventType.CREATED });
+  }
+
+  private forget(id: string): void {
+    this.byId.get(id)?.remove();
+    this.byId.delete(id);
+    this.shownAt.delete(id);
+    this.updateEmpty();
+  }
+
+  private showLive(state: LiveState): void {
+    const label = element("live");
+    label.dataset.state = state;
+    label.textContent = { live: "● Live / ライブ", reconnecting: "Reconnecting… / 再接続中…", stopped: "" }[state];
   }
 
   private updateEmpty(): void {
@@ -414,3 +424,7 @@ async function main(): Promise<void> {
 }
 
 void main();
+
+function timestampMicros(time: { seconds: bigint; nanos: number } | undefined): bigint {
+  return time ? time.seconds * 1_000_000n + BigInt(Math.floor(time.nanos / 1000)) : 0n;
+}

@@ -1,0 +1,80 @@
+// Live posts: PostService.WatchPosts kept open for as long as the page wants
+// it. After any break (a dropped connection, a restarted gateway, the edge's
+// one-hour ceiling) it reopens with the last resume token it saw, so nothing
+// is missed and nothing arrives twice; while it cannot, it waits a little
+// longer each time (1 s doubling to 15 s).
+
+import { Code, ConnectError } from "@connectrpc/connect";
+
+import type { Nuell } from "./client.js";
+import { PostEventType, type PostEvent } from "./gen/nuell/posts/v1/post_service_pb.js";
+
+const FIRST_RETRY_MS = 1000;
+const LAST_RETRY_MS = 15_000;
+
+export type LiveState = "live" | "reconnecting" | "stopped";
+
+export interface LiveHandlers {
+  /** A change to show (never a heartbeat). */
+  event(event: PostEvent): void;
+  /** The token expired while away: what is on screen may be stale; list again. */
+  relist(): Promise<void>;
+  state(state: LiveState): void;
+}
+
+export class LiveFeed {
+  private abort?: AbortController;
+  private resumeToken = "";
+
+  constructor(
+    private readonly nuell: Nuell,
+    private readonly on: LiveHandlers,
+  ) {}
+
+  /** Follows `authorId`'s posts (everyone's when empty) from now on. */
+  start(authorId: string): void {
+    this.stop();
+    const abort = new AbortController();
+    this.abort = abort;
+    this.resumeToken = "";
+    void this.follow(authorId, abort.signal);
+  }
+
+  stop(): void {
+    this.abort?.abort();
+    this.abort = undefined;
+  }
+
+  private async follow(authorId: string, signal: AbortSignal): Promise<void> {
+    let wait = FIRST_RETRY_MS;
+    while (!signal.aborted) {
+      try {
+        const request = { authorId, resumeToken: this.resumeToken };
+        // timeoutMs 0: no deadline; the stream lasts until the page stops it.
+        // The headers come as soon as the gateway has registered the stream.
+        const options = { signal, timeoutMs: 0, onHeader: () => this.on.state("live") };
+        for await (const event of this.nuell.posts.watchPosts(request, options)) {
+          wait = FIRST_RETRY_MS;
+          this.resumeToken = event.resumeToken;
+          if (event.type !== PostEventType.HEARTBEAT) this.on.event(event);
+        }
+      } catch (error) {
+        if (signal.aborted) break;
+        const failure = ConnectError.from(error);
+        if (failure.code === Code.Unauthenticated || failure.code === Code.PermissionDenied) {
+          this.on.state("stopped");
+          return;
+        }
+        if (failure.code === Code.OutOfRange) {
+          this.resumeToken = "";
+          await this.on.relist().catch(() => undefined);
+          continue;
+        }
+      }
+      if (signal.aborted) break;
+      this.on.state("reconnecting");
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(wait * 2, LAST_RETRY_MS);
+    }
+  }
+}
