@@ -57,7 +57,11 @@ fn push_run<'a>(tokens: &mut Tokens<'a>, run: &'a str, cjk: bool) {
     if cjk {
         push_cjk_run(tokens, run);
         return;
-    } else if !push_plain_ascii_run(tokens, run) {
+    } else if !push_plain_ascii_run(tokens, run)
+        // A run without letters and numbers (punctuation between CJK runs,
+        // most often) has no token, whatever its segments.
+        && run.chars().any(is_letter_or_number)
+    {
         tokens.terms.extend(
             run.split_word_bounds()
                 .filter(|segment| segment.chars().any(is_letter_or_number)),
