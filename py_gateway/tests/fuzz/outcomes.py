@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,11 @@ def invoke(
             (body,) = bodies
             if method.server_streaming:
                 call = channel.unary_stream(path)(body, **options)
+                call.initial_metadata()
+                time.sleep(0.2)  # a refusal's status comes with its headers
+                if not call.done():  # a watch, open as asked: it never ends by itself
+                    call.cancel()
+                    return Outcome(method, grpc.StatusCode.OK, "", tuple(call.initial_metadata()))
                 replies.extend(call)
             else:
                 reply, call = channel.unary_unary(path).with_call(body, **options)
