@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import URL
 
 from nuell_gateway.authz import Role
+from nuell_gateway.db import search as search_rows
 from nuell_gateway.db.models import Post, PostBandKey, User
 from nuell_gateway.post_analysis import backfill_once
 from nuell_gateway.resources import Resources
@@ -243,6 +244,7 @@ async def _walk(
     query: str,
     order: pb.SearchOrder.ValueType,
     page_size: int,
+    arriving: str = "新着の東京タワー",
 ) -> list[str]:
     seen: list[str] = []
     token = ""
@@ -258,7 +260,7 @@ async def _walk(
         if not token:
             return seen
         # Meanwhile, more matching posts arrive (by someone else).
-        await _create(posts, metadata, f"新着の東京タワー {len(seen)} {uuid.uuid4().hex}")
+        await _create(posts, metadata, f"{arriving} {len(seen)} {uuid.uuid4().hex}")
 
 
 async def test_paging_returns_each_post_exactly_once_while_posts_arrive(
@@ -272,6 +274,24 @@ async def test_paging_returns_each_post_exactly_once_while_posts_arrive(
         seen = await _walk(posts, others, "東京タワー", order, page_size=5)
         assert len(seen) == len(set(seen)), order
         assert existing <= set(seen), order
+
+
+async def test_relevance_ranks_the_newest_window_of_matches_as_of_the_first_page(
+    posts: PostServiceStub,
+    resources: Resources,
+    alice: TestUser,
+    bob: TestUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(search_rows, "RELEVANCE_WINDOW", 5)
+    me = _as(resources, alice)
+    made = [(await _create(posts, me, f"窓の外 {n} {uuid.uuid4().hex}")).id for n in range(8)]
+    seen = await _walk(
+        posts, _as(resources, bob), "窓の外", RELEVANCE, page_size=2, arriving="新しい窓の外"
+    )
+    # The five newest that existed when the walk began, each once; the
+    # posts written between pages are not part of this walk.
+    assert sorted(seen) == sorted(made[-5:])
 
 
 async def test_page_tokens_only_continue_their_own_search(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nuell.compute.v1 import compute_service_pb2 as compute_pb
 
@@ -80,15 +80,17 @@ def _scope(tsquery: str, author_id: uuid.UUID | None, newest: bool, moderates: b
 
 def _position(
     resources: Resources, token: str, scope: str
-) -> tuple[float, datetime, uuid.UUID] | None:
+) -> tuple[tuple[float, datetime, uuid.UUID] | None, datetime]:
+    """Where the walk resumes (None: first page) and when it began."""
     if not token:
-        return None
+        return None, datetime.now(UTC)
     cursor = resources.page_tokens.decode(token, scope=scope)
     try:
         score = cursor["s"]
         if not isinstance(score, (int, float)):
             raise TypeError("score")
-        return float(score), datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"])
+        position = (float(score), datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"]))
+        return position, datetime.fromisoformat(cursor["a"])
     except (KeyError, TypeError, ValueError):
         raise _invalid_token() from None
 
@@ -109,13 +111,14 @@ async def search_posts(
     moderates = reader.has(Scope.POSTS_MODERATE)
     tsquery = await _tsquery(resources, query, via)
     scope = _scope(tsquery, author_id, newest, moderates)
-    before = _position(resources, page_token, scope)
+    before, as_of = _position(resources, page_token, scope)
     hits = await search_rows.search_posts(
         resources.hot_reads,
         tsquery=tsquery,
         newest=newest,
         author_id=author_id,
         before=before,
+        as_of=as_of,
         limit=limit + 1,  # one extra row tells whether another page exists
         include_inactive_authors=moderates,
     )
@@ -123,7 +126,12 @@ async def search_posts(
     if len(hits) <= limit:
         return page, ""
     last = page[-1]
-    cursor = {"s": last.score, "t": last.created_at.isoformat(), "id": last.id}
+    cursor = {
+        "s": last.score,
+        "t": last.created_at.isoformat(),
+        "id": last.id,
+        "a": as_of.isoformat(),
+    }
     return page, resources.page_tokens.encode(cursor, scope=scope)
 
 
