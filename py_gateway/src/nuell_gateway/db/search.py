@@ -109,7 +109,9 @@ async def search_posts(
         params["before_score"], params["before_time"], params["before_id"] = before
     sql = search_sql(newest=newest, by_author=author_id is not None, after=before is not None)
     async with pool.connection() as connection:
-        cursor = await connection.execute(sql, params, prepare=True)
+        # Not prepared: a generic plan cannot see how rare the query's words
+        # are, and would walk the feed index for a word in five posts.
+        cursor = await connection.execute(sql, params, prepare=False)
         rows = await cursor.fetchall()
     return [Hit(PostRow(*row[:-1]), float(row[-1])) for row in rows]
 
