@@ -4,11 +4,14 @@ the real gateway and database."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -23,6 +26,7 @@ from deploy.tests.support import (
     Backend,
     Edge,
     base_env,
+    health_status,
     http_request,
     user_exists,
 )
@@ -65,28 +69,52 @@ def page_url(edge: Edge, module_processes: Launcher) -> str:
     return url
 
 
+class GatewayRestarts:
+    """A URL the browser test POSTs to have the gateway killed outright (SIGKILL) and
+    started again; the answer comes once it is healthy. The restart itself runs on
+    the test's own thread (`serve_while`): the launcher ties each service to the
+    thread that starts it (PR_SET_PDEATHSIG), and a helper thread ends."""
+
+    def __init__(self, processes: Launcher) -> None:
+        self.processes, self.asked = processes, queue.Queue[threading.Event]()
+        asked = self.asked
+
+        class Restart(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                done = threading.Event()
+                asked.put(done)
+                self.send_response(204 if done.wait(120) else 504)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Restart)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/restart-gateway"
+
+    def serve_while(self, process: subprocess.Popen[bytes], timeout: float) -> int:
+        """Restart the gateway whenever asked, until `process` exits; its exit code."""
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the browser tests did not finish within {timeout:g} s")
+            with contextlib.suppress(queue.Empty):
+                done = self.asked.get(timeout=0.2)
+                running = self.processes["py_gateway"]
+                os.killpg(running.pid, signal.SIGKILL)
+                running.popen.wait(timeout=10)
+                self.processes.start(running.service)
+                done.set()
+        return process.returncode
+
+
 @pytest.fixture
-def restart_url(session_processes: Launcher) -> Iterator[str]:
-    """POST here and the gateway is killed outright (SIGKILL) and started again; the
-    answer comes once it is healthy. The live-posts browser test restarts it with the
-    page open."""
-
-    class Restart(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            running = session_processes["py_gateway"]
-            os.killpg(running.pid, signal.SIGKILL)
-            running.popen.wait(timeout=10)
-            session_processes.start(running.service)
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Restart)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/restart-gateway"
-    server.shutdown()
+def gateway_restarts(session_processes: Launcher) -> Iterator[GatewayRestarts]:
+    restarts = GatewayRestarts(session_processes)
+    yield restarts
+    restarts.server.shutdown()
 
 
 def test_the_flow_in_chromium(
@@ -94,7 +122,7 @@ def test_the_flow_in_chromium(
     page_url: str,
     edge: Edge,
     backend: Backend,
-    restart_url: str,
+    gateway_restarts: GatewayRestarts,
     tmp_path: Path,
 ) -> None:
     foreign_email = f"foreign-{uuid.uuid4().hex[:12]}@example.com"
@@ -106,26 +134,29 @@ def test_the_flow_in_chromium(
         "NUELL_FOREIGN_EMAIL": foreign_email,
         "NUELL_BROWSER_ARTIFACTS": str(tmp_path / "screenshots"),
         "NUELL_MAILBOX_URL": backend.mailbox,
-        "NUELL_RESTART_GATEWAY_URL": restart_url,
+        "NUELL_RESTART_GATEWAY_URL": gateway_restarts.url,
     }
 
-    result = subprocess.run(
-        [browser_tools, "--test", "--test-reporter=tap", "tests/"],
-        cwd=WEB_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=BROWSER_TEST_TIMEOUT,
-        check=False,
-    )
+    log = tmp_path / "node.log"
+    with log.open("wb") as out:
+        node = subprocess.Popen(
+            [browser_tools, "--test", "--test-reporter=tap", "tests/"],
+            cwd=WEB_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        code = gateway_restarts.serve_while(node, BROWSER_TEST_TIMEOUT)
 
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{output}\nscreenshots of failures: {tmp_path / 'screenshots'}"
+    output = log.read_text(encoding="utf-8", errors="replace")
+    assert code == 0, f"{output}\nscreenshots of failures: {tmp_path / 'screenshots'}"
     assert "# fail 0" in output, output
     assert "# pass 0" not in output, output
     # The foreign page's calls were refused by the edge and never reached the gateway.
     assert not user_exists(backend.database_url, foreign_email)
     assert edge.stats()["http.edge_http.rbac.denied"] > refused_before
+    # The restarted gateway serves the tests after this one.
+    assert health_status(backend.gateway) == "SERVING"
 
 
 # --- the page server ----------------------------------------------------------------
