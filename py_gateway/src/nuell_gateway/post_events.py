@@ -89,6 +89,7 @@ PRUNE_SQL = "DELETE FROM post_events WHERE event_time < now() - make_interval(se
 @dataclass(frozen=True, slots=True)
 class Event:
     seq: int
+    committed: float  # time.time() of its commit
     author_id: str
     author_active: bool
     message: pb.PostEvent
@@ -97,11 +98,13 @@ class Event:
 class Watcher:
     """One open stream: its filter, its buffer and how far it has got."""
 
-    def __init__(self, log: PostEventLog, caller: Caller, author_id: str, after: int) -> None:
+    def __init__(
+        self, log: PostEventLog, caller: Caller, author_id: str, after: int, since: float
+    ) -> None:
         self.log, self.caller, self.author_id = log, caller, author_id
         self.after = after  # events up to here are the client's already
         self.through = after  # every event up to here is queued, sent or not for it
-        self.sent_through = after  # ... and every one queued up to here sent
+        self.sent_through, self.sent_since = after, since  # ... and every one up to here sent
         self.queue: deque[Event] = deque()
         self.wake = asyncio.Event()
         self.ending: Callable[[str], DomainError] | None = None
@@ -131,9 +134,12 @@ class Watcher:
             self.wake.set()
             WATCH_ENDED.labels(error.__name__).inc()
 
+    def sent(self, seq: int, since: float) -> None:
+        self.sent_through, self.sent_since = seq, since
+
     def token(self) -> str:
         """Resumes after everything this stream has sent (or skipped)."""
-        return self.log.token(self.sent_through)
+        return self.log.token(self.sent_through, self.sent_since)
 
 
 def WATCHER_TOO_SLOW(token: str) -> DomainError:
@@ -175,14 +181,18 @@ class PostEventLog:
     conninfo: str
     tokens: PageTokens
     position: int = 0  # the last seq read and handed out
+    read_at: float = 0.0  # when a read began that found the log complete up to `position`
     watchers: set[Watcher] = field(default_factory=set)
     per_user: Counter[uuid.UUID] = field(default_factory=Counter)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _started: bool = False
 
-    def token(self, seq: int) -> str:
-        return self.tokens.encode({"q": seq, "t": int(time.time())}, scope=TOKEN_SCOPE)
+    def token(self, seq: int, since: float) -> str:
+        """Resumes after `seq`; every later event was committed after `since`, which is
+        what retention is checked against (no event after `seq` can have been pruned
+        while `since` is within it)."""
+        return self.tokens.encode({"q": seq, "t": int(since)}, scope=TOKEN_SCOPE)
 
     def start(self) -> None:
         self._tasks = [
@@ -214,7 +224,7 @@ class PostEventLog:
     ) -> AsyncIterator[pb.PostEvent]:
         """The stream of one WatchPosts call; `opened` runs once it is registered
         (the servicer sends the response headers then, so a client knows)."""
-        after = await self._resume_position(resume_token)
+        after, since = await self._resume_position(resume_token)
         if len(self.watchers) >= self.settings.watch_max_streams:
             raise ResourceExhausted(
                 "this server has as many open streams as it takes; retry later",
@@ -227,14 +237,15 @@ class PostEventLog:
                 reason="TOO_MANY_WATCHERS",
                 metadata={"limit": str(self.settings.watch_max_streams_per_user)},
             )
-        watcher, upto = Watcher(self, caller, author_id, after), self.position
+        watcher = Watcher(self, caller, author_id, after, since)
+        upto, upto_since = self.position, self.read_at
         self.watchers.add(watcher)
         self.per_user[caller.user_id] += 1
         WATCH_STREAMS.inc()
         try:
             if opened is not None:
                 await opened()
-            async for message in self._stream(watcher, upto, still_allowed):
+            async for message in self._stream(watcher, upto, upto_since, still_allowed):
                 yield message
         finally:
             self.watchers.discard(watcher)
@@ -243,11 +254,12 @@ class PostEventLog:
             if not self.per_user[caller.user_id]:
                 del self.per_user[caller.user_id]
 
-    async def _resume_position(self, resume_token: str) -> int:
+    async def _resume_position(self, resume_token: str) -> tuple[int, float]:
+        """Where a stream begins, and since when the log holds everything after it."""
         if not self._started:  # the reader has not found the log's end yet
-            self.position, self._started = max(self.position, await self._last_seq()), True
+            await self._catch_up()
         if not resume_token:
-            return self.position  # from now on
+            return self.position, self.read_at  # from now on
         try:
             cursor = self.tokens.decode(resume_token, scope=TOKEN_SCOPE)
             seq, issued = int(cursor["q"]), int(cursor["t"])
@@ -260,10 +272,14 @@ class PostEventLog:
                 reason="RESUME_TOKEN_EXPIRED",
                 metadata={"retentionHours": f"{self.settings.post_events_retention_hours:g}"},
             )
-        return seq
+        return seq, issued
 
     async def _stream(
-        self, watcher: Watcher, upto: int, still_allowed: Callable[[], Awaitable[Caller]]
+        self,
+        watcher: Watcher,
+        upto: int,
+        upto_since: float,
+        still_allowed: Callable[[], Awaitable[Caller]],
     ) -> AsyncIterator[pb.PostEvent]:
         settings = self.settings
         # The backlog of a resumed stream, read once, in pages; live events queue meanwhile.
@@ -274,11 +290,11 @@ class PostEventLog:
                 break
             for event in events:
                 if watcher.wants(event):
-                    watcher.sent_through = event.seq
+                    watcher.sent(event.seq, event.committed)
                     yield event.message
             after = events[-1].seq
-        if watcher.ending is None:  # the backlog is all sent
-            watcher.sent_through = max(watcher.sent_through, upto)
+        if watcher.ending is None and upto > watcher.sent_through:  # the backlog is all sent
+            watcher.sent(upto, upto_since)
             watcher.through = max(watcher.through, upto)
         quiet_since = checked_at = time.monotonic()
         while True:
@@ -289,10 +305,11 @@ class PostEventLog:
                 watcher.caller, checked_at = await still_allowed(), now
             if watcher.queue:
                 event = watcher.queue.popleft()
-                watcher.sent_through, quiet_since = event.seq, now
+                watcher.sent(event.seq, event.committed)
+                quiet_since = now
                 yield event.message
                 continue
-            watcher.sent_through = watcher.through
+            watcher.sent(watcher.through, self.read_at)  # through is where the reader is
             if now - quiet_since >= settings.watch_heartbeat_seconds:
                 quiet_since = now
                 yield pb.PostEvent(
@@ -321,17 +338,22 @@ class PostEventLog:
                 type=TYPES[kind],
                 post=None if kind == "deleted" else Post(**post_fields(PostRow(*row[:10]))),
                 post_id=row[0],
-                resume_token=self.token(seq),
+                resume_token=self.token(seq, time_us / 1e6),
                 event_time=Timestamp(**time_fields(time_us)),
             )
-            events.append(Event(seq, row[1], active, message))
+            events.append(Event(seq, time_us / 1e6, row[1], active, message))
         return events
 
-    async def _last_seq(self) -> int:
+    async def _catch_up(self) -> None:
+        """Where the log ends now, without reading it (no stream needs its events)."""
+        began = time.time()
         async with self.pool.connection() as connection:
             cursor = await connection.execute(LAST_SEQ_SQL)
             row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        last = int(row[0]) if row else 0
+        # A stream that opened meanwhile began at the old position: it must be read from.
+        if last >= self.position and not self.watchers:
+            self.position, self.read_at, self._started = last, max(self.read_at, began), True
 
     async def _listen(self) -> None:
         """Hold a LISTEN connection that wakes the reader; reconnect after any failure."""
@@ -354,12 +376,11 @@ class PostEventLog:
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()
             try:
-                if not self._started or not self.watchers:
-                    # Nobody to tell: only keep up with where the log ends.
-                    last = await self._last_seq()
-                    if not self.watchers:  # else one came meanwhile: read from where it began
-                        self.position, self._started = max(self.position, last), True
+                if not self.watchers:  # nobody to tell: only follow where the log ends
+                    await self._catch_up()
+                    if not self.watchers:  # else one came meanwhile: read on from here
                         continue
+                began = time.time()
                 while events := await self._read(self.position):
                     committed = events[-1].message.event_time.ToNanoseconds() / 1e9
                     WATCH_LAG.observe(max(0.0, time.time() - committed))
@@ -369,6 +390,7 @@ class PostEventLog:
                         self.position = event.seq
                     if len(events) < READ_BATCH:
                         break
+                self.read_at = began
             except (psycopg.Error, PoolTimeout) as exc:
                 logger.warning("post event reader: %s", type(exc).__name__)
 
