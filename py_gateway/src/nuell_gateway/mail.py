@@ -100,8 +100,11 @@ class Mailer:
                     pass
             except Exception:
                 logger.exception("mail sender failed; retrying")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
+            # that stops this loop at shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                async with asyncio.timeout(POLL_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def send_due(self, server: SmtpServer) -> int:

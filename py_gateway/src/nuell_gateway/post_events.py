@@ -323,8 +323,10 @@ class PostEventLog:
                 settings.watch_heartbeat_seconds - (now - quiet_since),
                 settings.watch_auth_check_seconds - (now - checked_at),
             )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watcher.wake.wait(), max(wait, 0.01))
+                async with asyncio.timeout(max(wait, 0.01)):
+                    await watcher.wake.wait()
 
     async def _read(self, after: int, upto: int | None = None) -> list[Event]:
         bounds = {"after": after, "upto": upto or 2**62, "limit": READ_BATCH}
@@ -373,7 +375,8 @@ class PostEventLog:
     async def _read_forever(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                async with asyncio.timeout(POLL_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 if not self.watchers:  # nobody to tell: only follow where the log ends
