@@ -68,6 +68,8 @@ EDGE_RETRYABLE_METHODS: tuple[str, ...] = (
     "nuell.users.v1.UserService/ListUsers",
     "nuell.posts.v1.PostService/GetPost",
     "nuell.posts.v1.PostService/ListPosts",
+    "nuell.posts.v1.PostService/SearchPosts",
+    "nuell.posts.v1.PostService/ListSimilarPosts",
     "grpc.health.v1.Health/Check",
 )
 # Long-lived streams: no overall deadline and no request buffering, an idle

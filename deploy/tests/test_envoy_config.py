@@ -347,7 +347,7 @@ def test_only_reads_are_retried(config_dump: dict[str, Any]) -> None:
     }
 
     assert retried == {f"/{method}" for method in EDGE_RETRYABLE_METHODS}
-    assert all(m.rpartition("/")[2].startswith(("Get", "List", "Check")) for m in retried)
+    assert all(m.rpartition("/")[2].startswith(("Get", "List", "Search", "Check")) for m in retried)
     policy = _route(config_dump, EDGE_RETRYABLE_METHODS[0])["route"]["retry_policy"]
     assert set(policy["retry_on"].split(",")) <= {
         "unavailable",
