@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 from nuell.auth.v1 import auth_service_pb2_grpc
+from nuell.posts.v1.post_service_pb2_grpc import PostServiceStub
 from nuell.users.v1 import user_service_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.engine import URL
@@ -24,6 +25,7 @@ from nuell_gateway.resources import Resources
 from nuell_gateway.server import Gateway
 from tests.utils.compute import RustCompute
 from tests.utils.database import scratch_dir, server_url, throwaway_database
+from tests.utils.factories import TestUser, make_user
 
 # Two keys: the first signs, the second is still accepted (rotation).
 TEST_JWT_KEYS = "k2026:" + "s" * 40 + ",k2025:" + "o" * 40
@@ -115,3 +117,20 @@ def auth(channel: grpc.aio.Channel) -> auth_service_pb2_grpc.AuthServiceStub:
 @pytest.fixture
 def users(channel: grpc.aio.Channel) -> user_service_pb2_grpc.UserServiceStub:
     return user_service_pb2_grpc.UserServiceStub(channel)
+
+
+@pytest.fixture
+def posts(channel: grpc.aio.Channel) -> PostServiceStub:
+    return PostServiceStub(channel)
+
+
+@pytest.fixture
+async def alice(resources: Resources) -> TestUser:
+    """An ordinary, verified user."""
+    return await make_user(resources.sessions)
+
+
+@pytest.fixture
+async def bob(resources: Resources) -> TestUser:
+    """Another one."""
+    return await make_user(resources.sessions)

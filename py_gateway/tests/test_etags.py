@@ -24,7 +24,7 @@ from nuell.users.v1.user_service_pb2_grpc import UserServiceStub
 from nuell_gateway.pagination import derived_keys
 from nuell_gateway.resources import Resources
 from tests.conftest import TEST_JWT_KEYS
-from tests.utils.factories import TestUser, bearer, make_user
+from tests.utils.factories import TestUser, bearer
 from tests.utils.rpc import error_details
 from tests.utils.snapshot import snapshot
 
@@ -48,11 +48,6 @@ def forged_etags(resource_id: str, version: int) -> dict[str, str]:
         "under the raw signing key": f"{version}-{_mac(signing_key, resource_id, version, 8)}",
         "under the page-token key": f"{version}-{_mac(page_token_key, resource_id, version, 8)}",
     }
-
-
-@pytest.fixture
-async def alice(resources: Resources) -> TestUser:
-    return await make_user(resources.sessions)
 
 
 async def _post(channel: grpc.aio.Channel, resources: Resources, author: TestUser) -> post_pb2.Post:

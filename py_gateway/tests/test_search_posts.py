@@ -27,26 +27,12 @@ from tests.reference import text_analytics as reference
 from tests.utils.compute import RustCompute, free_port
 from tests.utils.factories import TestUser, bearer, make_user
 from tests.utils.rpc import error_details
+from tests.utils.samples import HOSTILE_QUERIES
 
 Metadata = tuple[tuple[str, str], ...]
 
 NEWEST = pb.SEARCH_ORDER_NEWEST
 RELEVANCE = pb.SEARCH_ORDER_RELEVANCE
-
-
-@pytest.fixture
-def posts(channel: grpc.aio.Channel) -> PostServiceStub:
-    return PostServiceStub(channel)
-
-
-@pytest.fixture
-async def alice(resources: Resources) -> TestUser:
-    return await make_user(resources.sessions)
-
-
-@pytest.fixture
-async def bob(resources: Resources) -> TestUser:
-    return await make_user(resources.sessions)
 
 
 def _as(resources: Resources, user: TestUser) -> Metadata:
@@ -154,34 +140,7 @@ async def test_relevance_scores_descend_and_newest_is_by_time(
     assert newest == [latest.id, many.id, once.id]
 
 
-HOSTILE = [
-    "&",
-    "a & b",
-    "a | b",
-    "!a",
-    "a:*",
-    "(a",
-    "a)",
-    "a <-> b",
-    "a <2> b",
-    "<->",
-    "'a'",
-    "a'",
-    "''",
-    "\\",
-    "a\\",
-    "\\'",
-    "東京&|!:*()<->京都",
-    '"unclosed 東京',
-    '"',
-    "a*b*",
-    "*a",
-    "'; DROP TABLE posts; --",
-    "a:A & b:B",
-    "!!!a",
-    "東京 & !京都",
-    "｜＆！：＊（）",
-]
+HOSTILE = HOSTILE_QUERIES
 
 
 async def test_hostile_queries_never_reach_the_parser(

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 
 from nuell_gateway.search_terms import chunks, tsquery_literal, tsvector_literal
 from tests.utils.database import libpq
+from tests.utils.samples import HOSTILE_QUERIES
 
 
 def _normalise(text: str) -> str:
@@ -132,25 +133,7 @@ async def test_cjk_words_phrases_and_prefixes(compute: ComputeServiceStub, index
         assert await index.search(compute, query) == expected, query
 
 
-HOSTILE = [
-    "&",
-    "a & b",
-    "a | b",
-    "!a",
-    "a:*",
-    "(a",
-    "a)",
-    "a <-> b",
-    "a <2> b",
-    "'a'",
-    "''",
-    "a\\",
-    "\\'",
-    "東京&|!:*()<->京都",
-    '"unclosed 東京',
-    "***",
-    "a*b*",
-]
+HOSTILE = HOSTILE_QUERIES
 
 
 async def test_operators_in_queries_are_only_characters(
@@ -158,8 +141,8 @@ async def test_operators_in_queries_are_only_characters(
 ) -> None:
     await index.load(compute, ["a b", "東京 京都", "a' b"])
     for query in HOSTILE:
-        pieces = chunks(query)
-        tokens = await _tokens(compute, [piece.text for piece in pieces])
+        texts = [piece.text for piece in chunks(query) if piece.text]  # '"' quotes nothing
+        tokens = await _tokens(compute, texts) if texts else []
         if not any(tokens):
             continue
         # No syntax error, whatever the input.

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from nuell_gateway.db.models import User
 from nuell_gateway.resources import Resources
-from tests.utils.factories import TestUser, bearer, make_user
+from tests.utils.factories import TestUser, bearer
 from tests.utils.rpc import error_details
 from tests.utils.snapshot import snapshot
 
@@ -40,11 +40,6 @@ BLANK_CONTENTS = [
     "\u3000\u3164\u2060",
     "\U000e0041\U000e0042",
 ]
-
-
-@pytest.fixture
-async def alice(resources: Resources) -> TestUser:
-    return await make_user(resources.sessions)
 
 
 async def _refused(call: object) -> grpc.aio.AioRpcError:

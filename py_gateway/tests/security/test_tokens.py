@@ -87,11 +87,6 @@ async def _get_me(users: UserServiceStub, metadata: tuple[tuple[str, str], ...])
     return await users.GetCurrentUser(user_service_pb2.GetCurrentUserRequest(), metadata=metadata)
 
 
-@pytest.fixture
-async def alice(resources: Resources) -> TestUser:
-    return await make_user(resources.sessions)
-
-
 async def test_a_well_formed_token_is_accepted(users: UserServiceStub, alice: TestUser) -> None:
     reply = await _get_me(users, (("authorization", f"Bearer {_sign(_claims(alice.id))}"),))
     assert reply.user.id == str(alice.id)  # type: ignore[attr-defined]

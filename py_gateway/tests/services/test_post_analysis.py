@@ -31,11 +31,6 @@ ORIGINAL = "I visited the old harbour this morning and the fishing boats were al
 REPEAT = "I visited the old harbour this morning, and the fishing boats were already back in!"
 
 
-@pytest.fixture
-def posts(channel: grpc.aio.Channel) -> PostServiceStub:
-    return PostServiceStub(channel)
-
-
 async def _create(posts: PostServiceStub, metadata: object, content: str) -> post_pb2.Post:
     reply: pb.CreatePostResponse = await posts.CreatePost(
         pb.CreatePostRequest(content=content), metadata=metadata

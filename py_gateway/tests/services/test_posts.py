@@ -26,21 +26,6 @@ Metadata = tuple[tuple[str, str], ...]
 
 
 @pytest.fixture
-def posts(channel: grpc.aio.Channel) -> PostServiceStub:
-    return PostServiceStub(channel)
-
-
-@pytest.fixture
-async def alice(resources: Resources) -> TestUser:
-    return await make_user(resources.sessions)
-
-
-@pytest.fixture
-async def bob(resources: Resources) -> TestUser:
-    return await make_user(resources.sessions)
-
-
-@pytest.fixture
 async def admin(resources: Resources) -> TestUser:
     return await make_user(resources.sessions, role=Role.ADMIN)
 

@@ -105,16 +105,6 @@ async def started(call: Any) -> None:
     assert not call.done(), await call.details()
 
 
-@pytest.fixture
-async def alice(resources: Resources) -> TestUser:
-    return await make_user(resources.sessions)
-
-
-@pytest.fixture
-def posts(channel: grpc.aio.Channel) -> PostServiceStub:
-    return PostServiceStub(channel)
-
-
 async def test_a_stream_sees_creation_edit_and_deletion_in_order(
     posts: PostServiceStub, resources: Resources, alice: TestUser
 ) -> None:

@@ -83,3 +83,36 @@ VALID_REQUESTS: dict[str, Message] = {
         text="a b c d", others=["a b c e", "x y"]
     ),
 }
+
+
+# Search queries full of to_tsquery's operators and quoting: each must be
+# searched as text, never reach PostgreSQL as syntax.
+HOSTILE_QUERIES = [
+    "&",
+    "a & b",
+    "a | b",
+    "!a",
+    "a:*",
+    "(a",
+    "a)",
+    "a <-> b",
+    "a <2> b",
+    "<->",
+    "'a'",
+    "a'",
+    "''",
+    "\\",
+    "a\\",
+    "\\'",
+    "東京&|!:*()<->京都",
+    '"unclosed 東京',
+    '"',
+    "***",
+    "a*b*",
+    "*a",
+    "'; DROP TABLE posts; --",
+    "a:A & b:B",
+    "!!!a",
+    "東京 & !京都",
+    "｜＆！：＊（）",  # noqa: RUF001 - the full-width forms of the operators
+]
