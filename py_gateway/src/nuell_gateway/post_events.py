@@ -8,11 +8,13 @@ query per batch, builds each event's message once and hands it to every
 stream that may see it. No stream holds a connection or runs a query per
 event: a resuming stream reads its backlog once, in pages.
 
-A resume token names a position in the log (`seq`) and when it was
-issued, signed like page tokens. Every event up to that position has been
-delivered to the stream or was not for it, so resuming after it loses
-nothing and repeats nothing, on any process: a process whose reader is
-behind the token skips what the stream has already seen.
+A resume token names a position in the log (`seq`) and a time before
+which nothing after that position was committed, signed like page tokens.
+Every event up to the position has been delivered to the stream or was not
+for it, so resuming after it loses nothing and repeats nothing, on any
+process: a process whose reader is behind the token skips what the stream
+has already seen. The time is what retention is checked against: a token
+whose time is past it may have lost events to the pruning (OUT_OF_RANGE).
 
 Each stream buffers at most `watch_buffer_events`; one that falls further
 behind is ended with RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW) and the token to
