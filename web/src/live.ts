@@ -47,12 +47,19 @@ export class LiveFeed {
 
   private async follow(authorId: string, signal: AbortSignal): Promise<void> {
     let wait = FIRST_RETRY_MS;
+    let relist = false;
+    // The headers come as soon as the gateway has registered the stream: from then
+    // on nothing is missed, so a list read after them is complete.
+    const onHeader = () => {
+      this.on.state("live");
+      if (relist) void this.on.relist().catch(() => undefined);
+      relist = false;
+    };
     while (!signal.aborted) {
       try {
         const request = { authorId, resumeToken: this.resumeToken };
         // timeoutMs 0: no deadline; the stream lasts until the page stops it.
-        // The headers come as soon as the gateway has registered the stream.
-        const options = { signal, timeoutMs: 0, onHeader: () => this.on.state("live") };
+        const options = { signal, timeoutMs: 0, onHeader };
         for await (const event of this.nuell.posts.watchPosts(request, options)) {
           wait = FIRST_RETRY_MS;
           this.resumeToken = event.resumeToken;
@@ -66,8 +73,9 @@ export class LiveFeed {
           return;
         }
         if (failure.code === Code.OutOfRange) {
+          // Too long away: watch from now, then list again once the stream is open.
           this.resumeToken = "";
-          await this.on.relist().catch(() => undefined);
+          relist = true;
           continue;
         }
       }

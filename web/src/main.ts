@@ -1,17 +1,16 @@
 // The page: register, verify the address, log in, then create, list, edit,
 // delete and search posts and list similar ones, all over gRPC-Web through
 // the edge; the list follows every change live (WatchPosts, live.ts), from
-// this tab or any other. It also answers the links
-// in Nuell's mails (?verify_email=, ?reset_password=, ?confirm_email=).
-// Every string from the server is written with textContent, never as HTML.
+// this tab or any other. It also answers the links in Nuell's mails
+// (?verify_email=, ?reset_password=, ?confirm_email=). Every string from the
+// server is written with textContent, never as HTML.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import { createNuell, describeError, type Nuell } from "./client.js";
 import { LiveFeed, type LiveState } from "./live.js";
 import { AnalysisState, type Post } from "./gen/nuell/posts/v1/post_pb.js";
-import { PostEventType, type PostEvent } from "./gen/nuell/posts/v1/post_service_pb.js";
-import { SearchOrder } from "./gen/nuell/posts/v1/post_service_pb.js";
+import { PostEventType, SearchOrder, type PostEvent } from "./gen/nuell/posts/v1/post_service_pb.js";
 
 interface PageConfig {
   /** The edge's URL, when it is not this page's host on `edgePort`. */
