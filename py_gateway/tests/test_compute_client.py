@@ -71,7 +71,7 @@ async def test_rust_computes_own_refusal_is_relayed_with_its_details(
 
 async def test_a_deadline_that_passes_is_deadline_exceeded(client: ComputeClient) -> None:
     await client.analyze(pb.AnalyzeRequest(text="warm"), NO_DEADLINE)  # connected already
-    # ~3.5 MiB of distinct words: far more than 50 ms of work.
+    # ~3.5 MiB of distinct words: several times 10 ms of work, even at AVX-512 speed.
     documents = [
         pb.Document(id=str(n), text=" ".join(f"w{n}x{k}" for k in range(600))) for n in range(500)
     ]
@@ -81,7 +81,7 @@ async def test_a_deadline_that_passes_is_deadline_exceeded(client: ComputeClient
     with pytest.raises((DeadlineExceeded, RelayedStatus)) as caught:
         await client.find_near_duplicates(
             pb.FindNearDuplicatesRequest(documents=documents, threshold=0.5),
-            Forwarding(seconds_left=0.05),
+            Forwarding(seconds_left=0.01),
         )
     assert time.monotonic() - started < 2
     assert caught.value.code == code_pb2.DEADLINE_EXCEEDED
