@@ -47,7 +47,13 @@ DATABASE_URL_KEY = "database-url"
 JWT_KEYS_KEY = "jwt-keys"
 EDGE_TLS_SECRET = "nuell-edge-tls"  # noqa: S105 - a name, not a value
 # Compose secrets, one file each under `secrets/` next to the compose file.
-COMPOSE_SECRETS: tuple[str, ...] = ("postgres_password", "database_url", "jwt_keys", "smtp_url")
+COMPOSE_SECRETS: tuple[str, ...] = (
+    "postgres_password",
+    "database_url",
+    "jwt_keys",
+    "totp_keys",
+    "smtp_url",
+)
 COMPOSE_SECRETS += ("edge_tls_cert", "edge_tls_key")
 
 

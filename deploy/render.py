@@ -202,6 +202,7 @@ def make_compose_secrets(folder: Path) -> None:
     values = {
         "database_url": f"postgresql://nuell:{password}@postgres:{manifests.POSTGRES_PORT}/nuell",
         "jwt_keys": f"k1:{secrets.token_urlsafe(48)}",
+        "totp_keys": f"t1:{secrets.token_urlsafe(48)}",
         "smtp_url": "smtp://maildev:1025",  # compose's MailDev; replace the file for real mail
     }
     for name, value in values.items():

@@ -88,10 +88,11 @@ def check_database(url: str) -> None:
         ) from None
 
 
-def local_jwt_keys(secrets_dir: Path) -> str:
-    """A signing key made for this machine on first run and kept, so tokens
-    survive restarts; never a key written down in the repository."""
-    path = secrets_dir / "jwt_keys"
+def local_key(secrets_dir: Path, name: str) -> str:
+    """A key (`jwt_keys`, `totp_keys`) made for this machine on first run and
+    kept, so tokens and second factors survive restarts; never a key written
+    down in the repository."""
+    path = secrets_dir / name
     if not path.exists():
         secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -220,8 +221,9 @@ def start(
     settings: StackSettings, launcher: Launcher, url: str, *, migrate_only: bool
 ) -> list[Service]:
     env = dict(os.environ)
-    if not env.get("NUELL_JWT_KEYS"):
-        env["NUELL_JWT_KEYS"] = local_jwt_keys(settings.data_dir / "secrets")
+    for name in ("jwt_keys", "totp_keys"):
+        if not env.get(f"NUELL_{name.upper()}"):
+            env[f"NUELL_{name.upper()}"] = local_key(settings.data_dir / "secrets", name)
     if not migrate_only and settings.uses_dev_certificate:
         made, fresh = ensure_dev_certificate(settings.edge_tls_cert.parent)
         if fresh:

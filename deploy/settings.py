@@ -29,6 +29,7 @@ EDGE_GRPC_SERVICES: tuple[str, ...] = (
     "nuell.users.v1.UserService",
     "nuell.posts.v1.PostService",
     "nuell.compute.v1.ComputeService",
+    "nuell.sessions.v1.SessionService",
     "grpc.health.v1.Health",
 )
 
@@ -59,6 +60,11 @@ EDGE_RATE_LIMITED_METHODS: tuple[str, ...] = (
     "nuell.auth.v1.AuthService/ResetPassword",
     "nuell.auth.v1.AuthService/RequestEmailChange",
     "nuell.auth.v1.AuthService/ConfirmEmailChange",
+    "nuell.auth.v1.AuthService/ChangePassword",
+    "nuell.auth.v1.AuthService/VerifyMfa",
+    "nuell.auth.v1.AuthService/EnrollTotp",
+    "nuell.auth.v1.AuthService/ConfirmTotp",
+    "nuell.auth.v1.AuthService/DisableTotp",
 )
 # Reads without side effects: the only calls the edge retries, so a retry can
 # never create, change or delete anything twice.
@@ -70,6 +76,8 @@ EDGE_RETRYABLE_METHODS: tuple[str, ...] = (
     "nuell.posts.v1.PostService/ListPosts",
     "nuell.posts.v1.PostService/SearchPosts",
     "nuell.posts.v1.PostService/ListSimilarPosts",
+    "nuell.sessions.v1.SessionService/ListSessions",
+    "nuell.sessions.v1.SessionService/ListAuditEvents",
     "grpc.health.v1.Health/Check",
 )
 # Long-lived streams: no overall deadline and no request buffering, an idle

@@ -11,7 +11,13 @@ import os
 import sys
 
 # Only these: a typo'd or unexpected `_FILE` variable is left alone.
-FROM_FILES = ("DATABASE_URL", "NUELL_JWT_KEYS", "NUELL_BOOTSTRAP_ADMIN_PASSWORD", "NUELL_SMTP_URL")
+FROM_FILES = (
+    "DATABASE_URL",
+    "NUELL_JWT_KEYS",
+    "NUELL_TOTP_KEYS",
+    "NUELL_BOOTSTRAP_ADMIN_PASSWORD",
+    "NUELL_SMTP_URL",
+)
 
 
 def load(environ: dict[str, str]) -> dict[str, str]:
