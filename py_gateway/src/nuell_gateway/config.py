@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         le=1,
         description="Shingle Jaccard at which ListSimilarPosts lists a post (0.3 to 1).",
     )
+    search_timeout_ms: int = Field(
+        default=2000,
+        ge=10,
+        le=60_000,
+        description="Statement timeout of the search and similar-posts queries.",
+    )
     near_duplicate_window_hours: float = Field(
         default=24, gt=0, le=24 * 365, description="How far back an author's posts are compared."
     )
