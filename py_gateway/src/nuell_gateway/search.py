@@ -72,6 +72,14 @@ async def _tsquery(resources: Resources, query: str, via: Forwarding) -> str:
     return tsquery_literal(phrases)
 
 
+def _timeout_ms(resources: Resources, via: Forwarding) -> int:
+    """The statement timeout: the setting, or less when the caller's deadline is nearer."""
+    timeout = resources.settings.search_timeout_ms
+    if via.seconds_left is not None:
+        timeout = min(timeout, max(1, int(via.seconds_left * 1000)))
+    return timeout
+
+
 def _scope(tsquery: str, author_id: uuid.UUID | None, newest: bool, moderates: bool) -> str:
     digest = hashlib.sha256(tsquery.encode()).hexdigest()[:32]
     order = "newest" if newest else "relevance"
@@ -121,6 +129,7 @@ async def search_posts(
         as_of=as_of,
         limit=limit + 1,  # one extra row tells whether another page exists
         include_inactive_authors=moderates,
+        timeout_ms=_timeout_ms(resources, via),
     )
     page = hits[:limit]
     if len(hits) <= limit:
@@ -156,6 +165,7 @@ async def list_similar_posts(
         post_id=post_id,
         scan=SIMILAR_SCAN_MAX,
         limit=SIMILAR_CANDIDATES_MAX,
+        timeout_ms=_timeout_ms(resources, via),
     )
     if not candidates:
         return []

@@ -8,13 +8,16 @@ bound parameter; the tsquery arrives as a literal built by `search_terms`
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from nuell_gateway.db.hot_reads import _POST_COLUMNS, _VISIBLE, PostRow
+from nuell_gateway.errors import DeadlineExceeded
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
@@ -79,6 +82,31 @@ class Hit(NamedTuple):
         return self.post.id
 
 
+@asynccontextmanager
+async def _bounded(pool: Pool, timeout_ms: int) -> AsyncIterator[AsyncConnection[Any]]:
+    """A connection in a transaction whose statements stop after `timeout_ms`.
+
+    SET LOCAL (set_config(..., true)) ends with the transaction, so the
+    pooled connection goes back with the server's own timeout. A query
+    stopped by it is DEADLINE_EXCEEDED with reason SEARCH_TIMEOUT: the
+    caller asked for something this server will not finish in time, which
+    is neither a bug (INTERNAL) nor a database outage (UNAVAILABLE).
+    """
+    async with pool.connection() as connection:
+        try:
+            async with connection.transaction():
+                await connection.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", (f"{timeout_ms}ms",)
+                )
+                yield connection
+        except errors.QueryCanceled:
+            raise DeadlineExceeded(
+                f"the search did not finish within {timeout_ms} ms",
+                reason="SEARCH_TIMEOUT",
+                metadata={"timeout_ms": str(timeout_ms)},
+            ) from None
+
+
 def search_sql(*, newest: bool, by_author: bool, after: bool) -> str:
     template = _NEWEST_SQL if newest else _RELEVANCE_SQL
     after_sql = _NEWEST_AFTER if newest else _RELEVANCE_AFTER
@@ -95,6 +123,7 @@ async def search_posts(
     as_of: datetime,
     limit: int,
     include_inactive_authors: bool,
+    timeout_ms: int,
 ) -> list[Hit]:
     """Matching posts in the requested order, after `before` (score, created_at, id)."""
     params: dict[str, Any] = {
@@ -108,7 +137,7 @@ async def search_posts(
     if before is not None:
         params["before_score"], params["before_time"], params["before_id"] = before
     sql = search_sql(newest=newest, by_author=author_id is not None, after=before is not None)
-    async with pool.connection() as connection:
+    async with _bounded(pool, timeout_ms) as connection:
         # Not prepared: a generic plan cannot see how rare the query's words
         # are, and would walk the feed index for a word in five posts.
         cursor = await connection.execute(sql, params, prepare=False)
@@ -117,10 +146,10 @@ async def search_posts(
 
 
 async def similar_candidates(
-    pool: Pool, *, post_id: uuid.UUID, scan: int, limit: int
+    pool: Pool, *, post_id: uuid.UUID, scan: int, limit: int, timeout_ms: int
 ) -> list[uuid.UUID]:
     """Ids of the posts sharing a band key with `post_id`, most shared bands first."""
-    async with pool.connection() as connection:
+    async with _bounded(pool, timeout_ms) as connection:
         cursor = await connection.execute(
             SIMILAR_CANDIDATES_SQL,
             {"id": post_id, "scan": scan, "limit": limit},
