@@ -162,14 +162,29 @@ async def run(plan: Plan) -> dict[str, Any]:
     streams = {call.name: call.requests(plan.fixture, rng) for call in calls}
     bearer = (("authorization", f"Bearer {plan.fixture.access_token}"),)
     metadata = {call.name: bearer if call.authorized else () for call in calls}
+    chains = {call.name: call.chain for call in calls}
     channels = await open_channels(plan)
     stubs = itertools.cycle([{c.name: ch.unary_unary(c.method) for c in calls} for ch in channels])
+    ring = itertools.cycle(channels)
 
-    async def one(due: float) -> Record:
+    async def opened() -> dict[str, bytes]:
+        """A caller's own first request of each chained call, from its opener's reply."""
+        found: dict[str, bytes] = {}
+        for call in calls:
+            if call.opener is not None and call.chain is not None:
+                request = next(call.opener.requests(plan.fixture, rng))
+                stub = next(ring).unary_unary(call.opener.method)
+                found[call.name] = call.chain(await stub(request, timeout=load.timeout))
+        return found
+
+    async def one(due: float, chained: dict[str, bytes]) -> Record:
         name = names[0] if len(names) == 1 else rng.choices(names, weights)[0]
-        request, sent, code = next(streams[name]), time.perf_counter(), None
+        request = chained[name] if name in chained else next(streams[name])
+        sent, code = time.perf_counter(), None
         try:
-            await next(stubs)[name](request, metadata=metadata[name], timeout=load.timeout)
+            reply = await next(stubs)[name](request, metadata=metadata[name], timeout=load.timeout)
+            if chain := chains[name]:
+                chained[name] = chain(reply)
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
         return Record(name, due, sent, time.perf_counter(), code)
@@ -184,8 +199,9 @@ async def run(plan: Plan) -> dict[str, Any]:
         records: list[Record] = []
 
         async def caller() -> None:
+            chained = await opened()
             while (now := time.perf_counter()) < end:
-                if start <= (record := await one(now)).done < end:
+                if start <= (record := await one(now, chained)).done < end:
                     records.append(record)
 
         async def window() -> dict[str, Any]:
@@ -198,11 +214,12 @@ async def run(plan: Plan) -> dict[str, Any]:
         return {"concurrency": load.concurrency} | step(records, load.duration, used)
 
     async def paced(rate: float, duration: float) -> dict[str, Any]:
+        chained = await opened()  # one chain for the whole schedule
         before, start = snapshot(plan.watch), time.perf_counter() + 0.01
         tasks = []
         for due in (start + n / rate for n in range(max(1, round(rate * duration)))):
             await asyncio.sleep(due - time.perf_counter())
-            tasks.append(asyncio.ensure_future(one(due)))
+            tasks.append(asyncio.ensure_future(one(due, chained)))
         records: list[Record] = await asyncio.gather(*tasks)
         finished = time.perf_counter()
         used = cpu(before, snapshot(plan.watch), finished - start)

@@ -42,6 +42,9 @@ def check(scenario: Scenario, stack: Stack, target: str) -> None:
             request = next(call.requests(stack.fixture, random.Random(0)))  # noqa: S311
             metadata = bearer if call.authorized else ()
             try:
+                if call.opener and call.chain:
+                    opener = call.opener.requests(stack.fixture, random.Random(0))  # noqa: S311
+                    request = call.chain(channel.unary_unary(call.opener.method)(next(opener)))
                 channel.unary_unary(call.method)(request, metadata=metadata, timeout=30)
             except grpc.RpcError as exc:
                 raise BenchError(

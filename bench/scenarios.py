@@ -40,6 +40,10 @@ class Call:
     method: str
     data: bytes | Requests = b""  # the same serialized request every time, or each made anew
     authorized: bool = True  # sends `authorization: Bearer <the account's token>`
+    # A chain: each caller first makes `opener` once (unmeasured), then every
+    # request is `chain(the last reply)`, so it always presents what it was last given.
+    opener: "Call | None" = None
+    chain: Callable[[bytes], bytes] | None = None
 
     def requests(self, fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
         data = self.data
@@ -100,6 +104,13 @@ def login(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
     return itertools.repeat(request.SerializeToString())
 
 
+def newest_refresh_token(reply: bytes) -> bytes:
+    """A Refresh with the token a Login or Refresh answered (field 4 in both replies)."""
+    token = auth_service_pb2.RefreshResponse.FromString(reply).refresh_token
+    request = auth_service_pb2.RefreshRequest(refresh_token=token)
+    return bytes(request.SerializeToString())
+
+
 def registrations(fixture: Fixture, rng: random.Random) -> Iterator[bytes]:
     """A new address each time: each one a verification mail through the outbox and SMTP."""
     nonce = f"{os.getpid()}-{time.time_ns()}"
@@ -137,6 +148,13 @@ LIST_POSTS = Call(
     post_service_pb2.ListPostsRequest(page_size=50).SerializeToString(),
 )
 LOGIN = Call("Login", "/nuell.auth.v1.AuthService/Login", login, authorized=False)
+REFRESH = Call(
+    "Refresh",
+    "/nuell.auth.v1.AuthService/Refresh",
+    authorized=False,
+    opener=LOGIN,
+    chain=newest_refresh_token,
+)
 REGISTER = Call("Register", "/nuell.auth.v1.AuthService/Register", registrations, authorized=False)
 MIX = (
     LOGIN,
@@ -160,6 +178,8 @@ SCENARIOS = (
     Scenario("get-post-bare-envoy", "GetPost via bare Envoy", (GET_POST,), ("bare-edge",)),
     Scenario("list-posts", "ListPosts (50) direct", (LIST_POSTS,), ("gateway",)),
     Scenario("login", "Login direct", (LOGIN,), ("gateway",), load="argon2"),
+    # At Login's concurrency, so the two rows compare; each caller logs in once, then refreshes.
+    Scenario("refresh", "Refresh direct (a chain)", (REFRESH,), ("gateway",), load="argon2"),
     Scenario("register-mail", "Register with mail on", (REGISTER,), ("gateway",), load="argon2"),
     Scenario("edge-cost", "GetPost direct and via Envoy", (GET_POST,), BOTH, "rounds", "paths"),
     Scenario("get-post-paced", "GetPost at equal load", (GET_POST,), BOTH, "paced", "paths"),
