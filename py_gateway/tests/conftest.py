@@ -29,6 +29,7 @@ from tests.utils.factories import TestUser, make_user
 
 # Two keys: the first signs, the second is still accepted (rotation).
 TEST_JWT_KEYS = "k2026:" + "s" * 40 + ",k2025:" + "o" * 40
+TEST_TOTP_KEYS = "t2026:" + "t" * 40 + ",t2025:" + "u" * 40
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +76,7 @@ def make_settings(database_url: URL, **overrides: object) -> Settings:
         "compute_target": _compute_target,
         "shutdown_grace_seconds": 2.0,
         "jwt_keys": TEST_JWT_KEYS,
+        "totp_keys": TEST_TOTP_KEYS,
     }
     values.update(overrides)
     return Settings.model_validate(values)

@@ -32,9 +32,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nuell_gateway import credentials, mail
+from nuell_gateway import audit, mail, sessions, throttling
+from nuell_gateway.audit import Event
 from nuell_gateway.authz import Caller
-from nuell_gateway.db import one_time_tokens, outbox, refresh_tokens, users
+from nuell_gateway.db import one_time_tokens, outbox, users
 from nuell_gateway.db.models import User
 from nuell_gateway.errors import AlreadyExists, FieldViolation, InvalidArgument
 from nuell_gateway.resources import Resources
@@ -231,6 +232,7 @@ async def verify_email(resources: Resources, *, token: str) -> None:
             await users.update_user(
                 session, user_id=user.id, expected_version=None, values={"email_verified": True}
             )
+            await audit.record(session, Event.EMAIL_VERIFIED, user_id=user.id)
 
 
 async def reset_password(resources: Resources, *, token: str, new_password: str) -> None:
@@ -240,7 +242,11 @@ async def reset_password(resources: Resources, *, token: str, new_password: str)
         user, _ = await _spend(session, token=token, purpose=RESET)
         # The mail reached the address, so it is proved as well.
         await _cut_sessions(
-            session, user, values={"hashed_password": hashed, "email_verified": True}
+            resources,
+            session,
+            user,
+            values={"hashed_password": hashed, "email_verified": True},
+            event=Event.PASSWORD_RESET,
         )
     resources.accounts.evict(user.id)
 
@@ -249,7 +255,7 @@ async def request_email_change(
     resources: Resources, *, account: Caller, new_email: str, current_password: str
 ) -> None:
     """Mail a confirmation link to `new_email` and a notice to the current address."""
-    user = await credentials.caller_with_password(
+    user = await throttling.caller_with_password(
         resources, account=account, password=current_password
     )
     address = users.normalize_email(new_email)
@@ -290,7 +296,11 @@ async def confirm_email_change(resources: Resources, *, token: str) -> None:
         try:
             async with session.begin_nested():
                 await _cut_sessions(
-                    session, user, values={"email": address, "email_verified": True}
+                    resources,
+                    session,
+                    user,
+                    values={"email": address, "email_verified": True},
+                    event=Event.EMAIL_CHANGED,
                 )
         except IntegrityError:
             # Another account took the address since the link was sent.
@@ -319,13 +329,21 @@ async def _spend(
     return user, spent.email
 
 
-async def _cut_sessions(session: AsyncSession, user: User, *, values: dict[str, Any]) -> None:
-    """Apply `values`, revoke every refresh token and live link, stop every access token."""
+async def _cut_sessions(
+    resources: Resources,
+    session: AsyncSession,
+    user: User,
+    *,
+    values: dict[str, Any],
+    event: Event,
+) -> None:
+    """Apply `values`, end every session and live link, stop every access token."""
     await users.update_user(
         session,
         user_id=user.id,
         expected_version=None,
         values={**values, "token_generation": user.token_generation + 1},
     )
-    await refresh_tokens.revoke_all_for_user(session, user_id=user.id)
+    await audit.record(session, event, user_id=user.id)
+    await sessions.end(resources, session, user_id=user.id, reason=str(event), actor_id=None)
     await one_time_tokens.supersede_all(session, user_id=user.id)

@@ -1,10 +1,12 @@
 """Every authenticated call needs the caller's current role, activity and
-token generation.
+token generation, and whether its session is still live.
 
 Reading them from PostgreSQL on every call would cost a query per call, so
 each gateway process keeps them in memory and PostgreSQL tells it when one
 changes: a trigger on `users` (migration 0003) sends the account id on the
-`nuell_account_changed` channel, and a LISTEN connection evicts the entry.
+`nuell_account_changed` channel, a trigger on `auth_sessions` (migration
+0008) sends an ended session's id there too, and a LISTEN connection evicts
+the entry.
 
 - The process that makes a change (UpdateUser, DeactivateUser) evicts the
   entry itself before it answers, so its next call sees the change. Other
@@ -55,6 +57,9 @@ class AccountStates:
         self._pool = pool
         self._conninfo = conninfo
         self._cache: dict[uuid.UUID, tuple[float, AccountState]] = {}
+        # Live sessions only: an ended one is never cached, so it is refused
+        # whatever happens to the cache.
+        self._live_sessions: dict[uuid.UUID, float] = {}
         self._generation = 0
         self._listener: AsyncConnection[Any] | None = None
         # True while the listener is connected and its notifications trusted.
@@ -83,10 +88,25 @@ class AccountStates:
             self._cache[user_id] = (time.monotonic() + TTL_SECONDS, state)
         return state
 
-    def evict(self, user_id: uuid.UUID) -> None:
-        """Forget one account now: this process changed it (others hear of it by NOTIFY)."""
+    async def session_is_live(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        """Whether the account's session has not been ended."""
+        self._drain()
+        if self._listening:
+            expires = self._live_sessions.get(session_id)
+            if expires is not None and expires > time.monotonic():
+                return True
+        generation = self._generation
+        live = await hot_reads.session_is_live(self._pool, session_id=session_id, user_id=user_id)
+        if live and self._listening and generation == self._generation:
+            self._live_sessions[session_id] = time.monotonic() + TTL_SECONDS
+        return live
+
+    def evict(self, entity_id: uuid.UUID) -> None:
+        """Forget an account or a session now: this process changed it (others
+        hear of it by NOTIFY). Ids are UUIDs, so one name space serves both."""
         self._generation += 1
-        self._cache.pop(user_id, None)
+        self._cache.pop(entity_id, None)
+        self._live_sessions.pop(entity_id, None)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._keep_listening(), name="account-listener")
@@ -112,7 +132,9 @@ class AccountStates:
     async def _connect(self) -> None:
         connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         await connection.execute(f"LISTEN {CHANNEL}")
-        self._cache.clear()  # anything cached before may have missed an eviction
+        # Anything cached before may have missed an eviction.
+        self._cache.clear()
+        self._live_sessions.clear()
         self._listener = connection
         self._listening = True
         self._reader_fd = connection.pgconn.socket
@@ -126,6 +148,7 @@ class AccountStates:
             self._reader_fd = None
         self._listening = False
         self._cache.clear()
+        self._live_sessions.clear()
         self._generation += 1
 
     async def _disconnect(self) -> None:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nuell_gateway import text_rules
+from nuell_gateway import audit, sessions, text_rules
+from nuell_gateway.audit import Event
 from nuell_gateway.authz import Caller, Role, Scope
-from nuell_gateway.db import hot_reads, refresh_tokens, users
+from nuell_gateway.db import hot_reads, users
 from nuell_gateway.db.hot_reads import UserRow
 from nuell_gateway.db.models import User
 from nuell_gateway.errors import (
@@ -117,19 +119,48 @@ async def update_account(
         )
         current = await _locked(session, user_id, expected_version)
         _ensure_an_admin_remains(current, values, admins)
+        was = Standing(role=current.role, is_active=current.is_active)
         updated = await users.update_user(
             session, user_id=user_id, expected_version=current.version, values=values
         )
         if updated is None:
             raise _stale()
-        if current.is_active and not updated.is_active:
-            await refresh_tokens.revoke_all_for_user(session, user_id=user_id)
+        await _record_changes(resources, session, editor=editor, before=was, after=updated)
     resources.accounts.evict(user_id)
     return updated
 
 
-async def deactivate_account(resources: Resources, *, user_id: uuid.UUID) -> User:
-    """The account, inactive and with every refresh token revoked; a no-op if it already is."""
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What an account was before a change (the ORM row is updated in place)."""
+
+    role: str
+    is_active: bool
+
+
+async def _record_changes(
+    resources: Resources, session: AsyncSession, *, editor: Caller, before: Standing, after: User
+) -> None:
+    """Audit role and activity changes; a deactivation ends every session for good."""
+    if before.role != after.role:
+        await audit.record(
+            session,
+            Event.ROLE_CHANGED,
+            user_id=after.id,
+            actor_id=editor.user_id,
+            reason=f"{before.role}->{after.role}",
+        )
+    if before.is_active != after.is_active:
+        event = Event.REACTIVATED if after.is_active else Event.DEACTIVATED
+        await audit.record(session, event, user_id=after.id, actor_id=editor.user_id)
+    if before.is_active and not after.is_active:
+        await sessions.end(
+            resources, session, user_id=after.id, reason="deactivated", actor_id=editor.user_id
+        )
+
+
+async def deactivate_account(resources: Resources, *, editor: Caller, user_id: uuid.UUID) -> User:
+    """The account, inactive and with every session ended; a no-op if it already is."""
     async with resources.sessions.begin() as session:
         admins = await users.lock_active_admin_ids(session)
         current = await _locked(session, user_id, expected_version=None)
@@ -137,11 +168,12 @@ async def deactivate_account(resources: Resources, *, user_id: uuid.UUID) -> Use
             return current
         values = {"is_active": False}
         _ensure_an_admin_remains(current, values, admins)
+        was = Standing(role=current.role, is_active=current.is_active)
         updated = await users.update_user(
             session, user_id=user_id, expected_version=None, values=values
         )
         assert updated is not None  # the row is locked by _locked
-        await refresh_tokens.revoke_all_for_user(session, user_id=user_id)
+        await _record_changes(resources, session, editor=editor, before=was, after=updated)
     resources.accounts.evict(user_id)
     return updated
 

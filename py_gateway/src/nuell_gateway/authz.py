@@ -33,6 +33,7 @@ class Scope(StrEnum):
     COMPUTE = "compute"
     USERS_ADMIN = "users:admin"
     POSTS_MODERATE = "posts:moderate"
+    SESSIONS_ADMIN = "sessions:admin"
 
 
 class Role(StrEnum):
@@ -79,6 +80,16 @@ POLICIES: dict[str, Policy] = {
     "/nuell.auth.v1.AuthService/ResetPassword": PUBLIC,
     "/nuell.auth.v1.AuthService/RequestEmailChange": Policy(Scope.PROFILE),
     "/nuell.auth.v1.AuthService/ConfirmEmailChange": PUBLIC,
+    # The mfa_token in the request is the credential (a Login's first half).
+    "/nuell.auth.v1.AuthService/VerifyMfa": PUBLIC,
+    "/nuell.auth.v1.AuthService/EnrollTotp": Policy(Scope.PROFILE),
+    "/nuell.auth.v1.AuthService/ConfirmTotp": Policy(Scope.PROFILE),
+    "/nuell.auth.v1.AuthService/DisableTotp": Policy(Scope.PROFILE),
+    # Own sessions and events with `profile`; anyone's with `sessions:admin`.
+    "/nuell.sessions.v1.SessionService/ListSessions": Policy(Scope.PROFILE),
+    "/nuell.sessions.v1.SessionService/RevokeSession": Policy(Scope.PROFILE),
+    "/nuell.sessions.v1.SessionService/RevokeOtherSessions": Policy(Scope.PROFILE),
+    "/nuell.sessions.v1.SessionService/ListAuditEvents": Policy(Scope.PROFILE),
     "/nuell.users.v1.UserService/GetCurrentUser": Policy(Scope.PROFILE),
     # Own account with `profile`; anyone's with `users:admin` (ownership below).
     "/nuell.users.v1.UserService/GetUser": Policy(Scope.PROFILE),
@@ -112,6 +123,8 @@ class Caller:
 
     user_id: uuid.UUID
     role: Role
+    # The session the access token belongs to (its `sid`).
+    session_id: uuid.UUID
     # The token's scopes narrowed to what the account's current role allows,
     # so a demotion takes effect before old tokens expire.
     scopes: frozenset[str]
@@ -165,7 +178,8 @@ def bearer_token(metadata: Any) -> str:
 
 async def authenticate(resources: Resources, token: str) -> Caller:
     """The caller an access token speaks for now: UNAUTHENTICATED if it is
-    invalid or expired, or its account is inactive or has revoked it."""
+    invalid or expired, its account is inactive or has revoked it, or its
+    session has ended."""
     try:
         claims = resources.access_tokens.verify(token)
     except InvalidTokenError as exc:
@@ -181,9 +195,12 @@ async def authenticate(resources: Resources, token: str) -> Caller:
     if claims.generation != state.token_generation:
         # Issued before a password reset or an email change.
         raise Unauthenticated("the access token was revoked; sign in again", reason="TOKEN_REVOKED")
+    if not await resources.accounts.session_is_live(claims.session_id, claims.user_id):
+        raise Unauthenticated("the session has ended; sign in again", reason="SESSION_ENDED")
     role = Role(state.role)
     return Caller(
         user_id=uuid.UUID(str(claims.user_id)),
         role=role,
+        session_id=claims.session_id,
         scopes=claims.scopes & ROLE_SCOPES[role],
     )

@@ -30,13 +30,13 @@ from typing import Any
 import grpc
 import psycopg
 import psycopg_pool
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
 
-from nuell_gateway import request_id, tracing
+from nuell_gateway import clients, request_id, tracing
 from nuell_gateway.authz import POLICIES, authenticate, bearer_token, set_caller
 from nuell_gateway.db import integrity
 from nuell_gateway.errors import (
@@ -100,6 +100,10 @@ def rpc_status_of(error: DomainError) -> status_pb2.Status:
                 )
             )
         details.append(error_details_pb2.BadRequest(field_violations=violations))
+    if error.retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(max(error.retry_after_seconds, 0) * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     packed = []
     for detail in details:
         any_detail = any_pb2.Any()
@@ -244,15 +248,20 @@ class CallBoundary:
         }
         admit = self._admission(method)
         observer = _Observer(method)
-        identify = request_id.identify
+        trusted = self._resources.settings.trusted_proxy_networks
+
+        def identify(context: grpc.aio.ServicerContext) -> Any:
+            metadata = context.invocation_metadata()
+            request_id.identify(metadata)
+            clients.identify(metadata, context.peer(), trusted)
+            return metadata
 
         if handler.unary_unary:
             inner_uu: Callable[..., Awaitable[Message]] = handler.unary_unary
 
             async def unary_unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
                 started = time.perf_counter()
-                metadata = context.invocation_metadata()
-                identify(metadata)
+                metadata = identify(context)
                 try:
                     await admit(metadata)
                     validate_request(request)
@@ -274,8 +283,7 @@ class CallBoundary:
                 requests: AsyncIterator[Message], context: grpc.aio.ServicerContext
             ) -> Message:
                 started = time.perf_counter()
-                metadata = context.invocation_metadata()
-                identify(metadata)
+                metadata = identify(context)
                 try:
                     await admit(metadata)
                     response: Message = await _resolve(inner_su(_validated(requests), context))
@@ -298,8 +306,7 @@ class CallBoundary:
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Message]:
                 started = time.perf_counter()
-                metadata = context.invocation_metadata()
-                identify(metadata)
+                metadata = identify(context)
                 try:
                     await admit(metadata)
                     async for response in await _resolve(call(request, context)):

@@ -6,6 +6,7 @@ never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -121,6 +122,46 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=1800, ge=60, le=86400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=3600, le=365 * 86400)
 
+    # Sessions, second factor, throttling, audit (docs/security.md, "Sessions").
+    refresh_reuse_grace_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=300,
+        description="A spent refresh token presented again this soon gets the same successor.",
+    )
+    totp_keys: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Keys that encrypt TOTP secrets, `kid:secret` pairs like NUELL_JWT_KEYS; the first "
+            "encrypts, all decrypt. Unset: two-factor sign-in cannot be turned on."
+        ),
+    )
+    mfa_token_ttl_seconds: int = Field(
+        default=300, ge=30, le=3600, description="How long a Login's mfa_token waits for VerifyMfa."
+    )
+    login_failures_before_delay: int = Field(
+        default=5, ge=1, le=100, description="Wrong passwords or codes per account before delays."
+    )
+    login_failure_window_seconds: int = Field(
+        default=15 * 60, ge=60, le=86400, description="How long failures are remembered."
+    )
+    login_delay_base_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="The first delay; it doubles with every failure."
+    )
+    login_delay_max_seconds: float = Field(
+        default=15 * 60, gt=0, le=86400, description="The longest delay."
+    )
+    audit_retention_days: int = Field(
+        default=365, ge=1, le=3650, description="How long auth_events rows are kept."
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1/32,::1/128",
+        description=(
+            "Networks (CIDR, comma-separated) whose `x-nuell-client-address` header names the "
+            "client; any other peer is the client itself."
+        ),
+    )
+
     # Argon2id; the defaults are OWASP's minimum, and lower values are refused.
     argon2_memory_kib: int = Field(default=19456, ge=19456, le=4 * 1024 * 1024)
     argon2_time_cost: int = Field(default=2, ge=2, le=20)
@@ -194,6 +235,33 @@ class Settings(BaseSettings):
             parse_smtp_url(value)
         return value
 
+    @field_validator("totp_keys", mode="before")
+    @classmethod
+    def _empty_totp_keys_are_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("totp_keys")
+    @classmethod
+    def _totp_keys_are_well_formed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_signing_keys(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies_are_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.trusted_proxies)
+
+    @cached_property
+    def totp_encryption_keys(self) -> dict[str, bytes]:
+        """kid -> secret; empty when two-factor sign-in is not configured."""
+        return {} if self.totp_keys is None else parse_signing_keys(self.totp_keys)
+
     @field_validator("jwt_keys")
     @classmethod
     def _jwt_keys_are_well_formed(cls, value: SecretStr) -> SecretStr:
@@ -215,6 +283,21 @@ class Settings(BaseSettings):
         """The database URL with the async psycopg 3 driver selected."""
         url = make_url(self.database_url.get_secret_value())
         return url.set(drivername="postgresql+psycopg")
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """`10.0.0.0/8,::1/128` (an address alone is a /32 or /128)."""
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in value.split(",")
+            if part.strip()
+        )
+    except ValueError as exc:
+        raise ValueError(f"not a list of networks: {exc}") from None
 
 
 def parse_signing_keys(value: SecretStr) -> dict[str, bytes]:

@@ -9,11 +9,13 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from google.protobuf import timestamp_pb2
 from nuell.posts.v1 import post_pb2
+from nuell.sessions.v1 import session_service_pb2 as session_pb2
 from nuell.users.v1 import user_pb2
 
 from nuell_gateway.db.hot_reads import EPOCH, PostRow, UserRow
-from nuell_gateway.db.models import Post, User
+from nuell_gateway.db.models import AuthEvent, AuthSession, Post, User
 from nuell_gateway.pagination import derived_keys
 
 ROLE_TO_PROTO = {"user": user_pb2.ROLE_USER, "admin": user_pb2.ROLE_ADMIN}
@@ -161,3 +163,34 @@ def time_fields(micros: int) -> dict[str, int]:
 
 def _micros(value: datetime) -> int:
     return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(**time_fields(_micros(value)))
+
+
+def session_to_proto(row: AuthSession, *, current: uuid.UUID) -> session_pb2.Session:
+    return session_pb2.Session(
+        id=str(row.id),
+        user_id=str(row.user_id),
+        create_time=_timestamp(row.created_at),
+        last_use_time=_timestamp(row.last_used_at),
+        expire_time=_timestamp(row.expires_at),
+        user_agent=row.user_agent,
+        ip_address=row.ip_address,
+        current=row.id == current,
+    )
+
+
+def audit_event_to_proto(row: AuthEvent) -> session_pb2.AuditEvent:
+    return session_pb2.AuditEvent(
+        id=str(row.id),
+        type=session_pb2.AuditEventType.Value(f"AUDIT_EVENT_TYPE_{row.type.upper()}"),
+        create_time=_timestamp(row.created_at),
+        user_id=str(row.user_id or ""),
+        actor_id=str(row.actor_id or ""),
+        session_id=str(row.session_id or ""),
+        ip_address=row.ip_address,
+        user_agent=row.user_agent,
+        reason=row.reason,
+    )

@@ -40,12 +40,15 @@ class DomainError(Exception):
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
         violations: Sequence[FieldViolation] = (),
+        retry_after_seconds: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata = dict(metadata or {})
         self.violations = tuple(violations)
+        # Sent as google.rpc.RetryInfo: when a retry can succeed.
+        self.retry_after_seconds = retry_after_seconds
 
 
 class InvalidArgument(DomainError):

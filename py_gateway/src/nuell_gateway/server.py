@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from sqlalchemy.exc import DBAPIError
 
-from nuell_gateway import tracing
+from nuell_gateway import audit, tracing
 from nuell_gateway.bootstrap import bootstrap_admin_from_settings
 from nuell_gateway.config import Settings
 from nuell_gateway.db.engine import create_engine, unreachable_message
@@ -71,7 +71,7 @@ class Gateway:
     resources: Resources
     port: int
     # The analysis backfill (posts written while rust_compute was down), the
-    # pool-use reporter and the mail sender.
+    # pool-use reporter, the mail sender and the audit trail's retention.
     background: tuple[asyncio.Task[None], ...]
 
     @classmethod
@@ -111,6 +111,7 @@ class Gateway:
                 report_pool_use(resources.engine, resources.hot_reads), name="pool-use"
             ),
             asyncio.create_task(resources.mailer.run(), name="mail-sender"),
+            asyncio.create_task(audit.prune_forever(resources), name="audit-retention"),
         )
         return cls(
             server=server, health=health, resources=resources, port=port, background=background

@@ -61,7 +61,7 @@ async def test_schema_check_accepts_the_head(database_url: URL) -> None:
     engine = create_async_engine(database_url)
     await ensure_schema_current(engine)
     await engine.dispose()
-    assert head_revision() == "0007"
+    assert head_revision() == "0008"
 
 
 async def test_schema_check_refuses_an_unknown_newer_revision(database_server: URL) -> None:

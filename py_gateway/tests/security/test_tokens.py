@@ -175,7 +175,7 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
     )
     access = AccessTokens(settings)
     user_id = uuid.uuid4()
-    token = access.issue(user_id=user_id, scopes="profile").token
+    token = access.issue(user_id=user_id, session_id=uuid.uuid4(), scopes="profile").token
     assert access.verify(token).user_id == user_id  # decoded once, remembered
     later = time.time() + settings.access_token_ttl_seconds + 60
     monkeypatch.setattr("nuell_gateway.security.tokens.time.time", lambda: later)

@@ -319,7 +319,7 @@ async def test_admin_promotion_and_demotion_take_effect_on_existing_tokens(
     users: UserServiceStub, resources: Resources, alice: TestUser, admin: TestUser
 ) -> None:
     # A token issued while alice was an admin carries admin scopes...
-    alice_admin = TestUser(alice.id, alice.email, alice.password, Role.ADMIN)
+    alice_admin = TestUser(alice.id, alice.email, alice.password, Role.ADMIN, alice.session_id)
     old_admin_token = _as(resources, alice_admin)
     error = await _rejected(users.ListUsers(pb.ListUsersRequest(), metadata=old_admin_token))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED  # ...but her role is user

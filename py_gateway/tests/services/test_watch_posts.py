@@ -312,7 +312,12 @@ async def test_a_slow_reader_is_cut_off_with_its_token_while_a_fast_one_keeps_pa
     async with running(database_url, watch_buffer_events=5) as gateway:
         log = gateway.resources.post_events
         me = as_user(resources, alice)
-        who = Caller(user_id=alice.id, role=Role.USER, scopes=ROLE_SCOPES[Role.USER])
+        who = Caller(
+            user_id=alice.id,
+            role=Role.USER,
+            session_id=alice.session_id,
+            scopes=ROLE_SCOPES[Role.USER],
+        )
 
         async def still_allowed() -> Caller:
             return who

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import argon2
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uuid_utils.compat import uuid7
 
 from nuell_gateway.authz import Role, scope_string
-from nuell_gateway.db.models import User
+from nuell_gateway.db.models import AuthSession, User
 from nuell_gateway.db.posts import create_post
 from nuell_gateway.security.tokens import AccessTokens
 from tests.utils.samples import STRONG_PASSWORD
@@ -40,6 +41,8 @@ class TestUser:
     email: str
     password: str
     role: Role
+    # A live session made with the account, which `bearer` tokens belong to.
+    session_id: uuid.UUID
 
 
 async def make_user(
@@ -54,6 +57,7 @@ async def make_user(
     locale: str = "en",
 ) -> TestUser:
     user_id = uuid7()
+    session_id = uuid7()
     email = email or f"user-{user_id.hex[-12:]}@example.com"
     async with sessions.begin() as session:
         session.add(
@@ -67,12 +71,20 @@ async def make_user(
                 locale=locale,
             )
         )
-    return TestUser(id=user_id, email=email, password=password, role=role)
+        await session.flush()
+        session.add(
+            AuthSession(
+                id=session_id, user_id=user_id, expires_at=datetime.now(UTC) + timedelta(days=1)
+            )
+        )
+    return TestUser(id=user_id, email=email, password=password, role=role, session_id=session_id)
 
 
 def bearer(tokens: AccessTokens, user: TestUser) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying a fresh, valid access token for `user`."""
-    token = tokens.issue(user_id=user.id, scopes=scope_string(user.role)).token
+    token = tokens.issue(
+        user_id=user.id, session_id=user.session_id, scopes=scope_string(user.role)
+    ).token
     return (("authorization", f"Bearer {token}"),)
 
 

@@ -37,6 +37,9 @@ _POST_COLUMNS = (
 # Posts of deactivated authors are hidden unless the caller moderates.
 _VISIBLE = "(%(include_inactive)s OR u.is_active)"
 
+SESSION_LIVE_SQL = """
+SELECT 1 FROM auth_sessions WHERE id = %(id)s AND user_id = %(user_id)s AND revoked_at IS NULL
+"""
 ACCOUNT_STATE_SQL = "SELECT role, is_active, token_generation FROM users WHERE id = %(id)s"
 # Everything a User reply carries; never the password hash.
 GET_USER_SQL = (
@@ -128,6 +131,17 @@ async def account_state(
         cursor = await connection.execute(ACCOUNT_STATE_SQL, {"id": user_id}, prepare=True)
         row = await cursor.fetchone()
     return None if row is None else (row[0], row[1], row[2])
+
+
+async def session_is_live(
+    pool: AsyncConnectionPool[AsyncConnection[Any]], *, session_id: uuid.UUID, user_id: uuid.UUID
+) -> bool:
+    """Whether the session exists for this account and has not been ended."""
+    async with pool.connection() as connection:
+        cursor = await connection.execute(
+            SESSION_LIVE_SQL, {"id": session_id, "user_id": user_id}, prepare=True
+        )
+        return await cursor.fetchone() is not None
 
 
 async def get_user(

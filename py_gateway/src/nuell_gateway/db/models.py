@@ -54,6 +54,27 @@ MAIL_KINDS = (
 )
 MAIL_STATES = ("pending", "sent", "failed")
 ANALYSIS_STATES = ("pending", "ready")
+# Audit event types (nuell.sessions.v1.AuditEventType without its prefix, lowercased).
+AUTH_EVENT_TYPES = (
+    "sign_in_succeeded",
+    "sign_in_failed",
+    "sign_in_throttled",
+    "mfa_passed",
+    "mfa_failed",
+    "refresh_reuse",
+    "session_revoked",
+    "password_changed",
+    "password_reset",
+    "email_verified",
+    "email_changed",
+    "totp_enrolled",
+    "totp_disabled",
+    "role_changed",
+    "deactivated",
+    "reactivated",
+    "recovery_code_used",
+)
+USER_AGENT_MAX_CHARS = 256
 # MinHash band keys stored per post (docs/compute-spec.md §13).
 BANDS = 42
 
@@ -201,30 +222,176 @@ class MailOutbox(Base):
     )
 
 
+class AuthSession(Base):
+    """A sign-in session: one Login's refresh-token family and its access tokens.
+
+    Access tokens carry the id as `sid`. Ending it (`revoked_at`) stops them
+    all: a trigger (migration 0008) announces the id on the account cache's
+    channel, and every gateway process forgets it at once.
+    """
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = _timestamp()
+    last_used_at: Mapped[datetime] = _timestamp()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    user_agent: Mapped[str] = mapped_column(Text, server_default="")
+    ip_address: Mapped[str] = mapped_column(Text, server_default="")
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoke_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # ListSessions: an account's live sessions, newest first.
+        Index(
+            "ix_auth_sessions_live",
+            "user_id",
+            text("created_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+        CheckConstraint(
+            f"char_length(user_agent) <= {USER_AGENT_MAX_CHARS}", name="user_agent_length"
+        ),
+        CheckConstraint("char_length(ip_address) <= 45", name="ip_address_length"),
+        CheckConstraint(
+            "(revoked_at IS NULL) = (revoke_reason IS NULL)", name="revoked_with_reason"
+        ),
+    )
+
+
 class RefreshToken(Base):
     """A refresh token, stored only as the SHA-256 of its opaque value.
 
-    Tokens issued from one login form a family; rotation spends a token
-    (`used_at`) and issues its successor in the same family, and reuse of a
-    spent token revokes the whole family (`revoked_at`).
+    The tokens of one session form a family; rotation spends a token
+    (`used_at`) and issues its successor in the same family. Reuse of a
+    spent token after the grace ends the session (`auth_sessions`).
     """
 
     __tablename__ = "refresh_tokens"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    family_id: Mapped[uuid.UUID]
+    family_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("auth_sessions.id", ondelete="CASCADE"))
     token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
     created_at: Mapped[datetime] = _timestamp()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_refresh_tokens_family_id", "family_id"),
         Index("ix_refresh_tokens_user_id", "user_id"),
         CheckConstraint("octet_length(token_hash) = 32", name="token_hash_sha256"),
         CheckConstraint("expires_at > created_at", name="expires_after_created"),
+    )
+
+
+class TotpFactor(Base):
+    """An account's TOTP secret, encrypted (AES-GCM under a NUELL_TOTP_KEYS key).
+
+    `confirmed_at` is NULL between EnrollTotp and ConfirmTotp: the factor is
+    asked for at sign-in only once confirmed. `last_step` is the 30-second
+    step of the last accepted code, so no code is accepted twice.
+    """
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[str] = mapped_column(Text)
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _timestamp()
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # 12-byte nonce + the 20-byte secret + 16-byte tag.
+        CheckConstraint("octet_length(secret_ciphertext) >= 28", name="ciphertext_shape"),
+    )
+
+
+class RecoveryCode(Base):
+    """A single-use recovery code, stored only as the SHA-256 of its 80 random bits."""
+
+    __tablename__ = "recovery_codes"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (CheckConstraint("octet_length(code_hash) = 32", name="code_hash_sha256"),)
+
+
+class MfaChallenge(Base):
+    """A password sign-in waiting for its second factor (Login's `mfa_token`)."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    created_at: Mapped[datetime] = _timestamp()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("octet_length(token_hash) = 32", name="token_hash_sha256"),
+        CheckConstraint("failures >= 0", name="failures_non_negative"),
+        CheckConstraint("expires_at > created_at", name="expires_after_created"),
+    )
+
+
+class SignInThrottle(Base):
+    """Recent wrong passwords and codes of one account (or one unknown address).
+
+    `subject` is the account id, or `email:` and the SHA-256 of an address
+    with no account, so unknown addresses are throttled alike without being
+    stored.
+    """
+
+    __tablename__ = "sign_in_throttles"
+
+    subject: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("failures >= 1", name="failures_positive"),
+        CheckConstraint("char_length(subject) <= 80", name="subject_length"),
+    )
+
+
+class AuthEvent(Base):
+    """The audit trail: append-only (a trigger refuses UPDATE), pruned by age."""
+
+    __tablename__ = "auth_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = _timestamp()
+    type: Mapped[str] = mapped_column(Text)
+    # The account concerned; NULL for a failed sign-in with an unknown address.
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    actor_id: Mapped[uuid.UUID | None]
+    session_id: Mapped[uuid.UUID | None]
+    ip_address: Mapped[str] = mapped_column(Text, server_default="")
+    user_agent: Mapped[str] = mapped_column(Text, server_default="")
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+
+    __table_args__ = (
+        Index("ix_auth_events_user", "user_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_auth_events_created_at", "created_at"),
+        CheckConstraint(f"type IN {AUTH_EVENT_TYPES!r}", name="type_known"),
+        CheckConstraint(
+            f"char_length(user_agent) <= {USER_AGENT_MAX_CHARS}", name="user_agent_length"
+        ),
+        CheckConstraint("char_length(ip_address) <= 45", name="ip_address_length"),
+        CheckConstraint("reason ~ '^[a-z_>-]{0,40}$'", name="reason_shape"),
     )
 
 

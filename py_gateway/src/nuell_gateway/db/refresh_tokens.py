@@ -1,4 +1,5 @@
-"""Queries on `refresh_tokens`: issue, spend (rotate), revoke."""
+"""Queries on `refresh_tokens`: issue and spend (rotate). Ending a session
+(db/auth_sessions.py) is what revokes its tokens."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
-from nuell_gateway.db.models import RefreshToken
+from nuell_gateway.db.models import AuthSession, RefreshToken
 
 
 async def store_refresh_token(
@@ -21,7 +22,8 @@ async def store_refresh_token(
     family_id: uuid.UUID,
     digest: bytes,
     ttl: timedelta,
-) -> None:
+) -> datetime:
+    """Store a token's digest; returns when it expires."""
     now = datetime.now(UTC)
     session.add(
         RefreshToken(
@@ -34,12 +36,14 @@ async def store_refresh_token(
         )
     )
     await session.flush()
+    return now + ttl
 
 
 class SpendOutcome(enum.Enum):
     SPENT = "spent"
-    UNKNOWN = "unknown"  # never issued, expired or revoked
-    REUSED = "reused"  # spent before: the family is now revoked
+    UNKNOWN = "unknown"  # never issued, expired, or its session has ended
+    RETRIED = "retried"  # spent within the reuse grace: answer with the same successor
+    REUSED = "reused"  # spent before the grace: the caller ends the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,59 +51,69 @@ class SpendResult:
     outcome: SpendOutcome
     user_id: uuid.UUID | None = None
     family_id: uuid.UUID | None = None
+    # When the token was spent (now, for SPENT).
+    used_at: datetime | None = None
 
 
-async def spend_refresh_token(session: AsyncSession, *, digest: bytes) -> SpendResult:
-    """Mark a usable token spent, atomically, so only one concurrent use wins.
+async def spend_refresh_token(
+    session: AsyncSession, *, digest: bytes, now: datetime, grace: timedelta
+) -> SpendResult:
+    """Mark a usable token spent at `now`, atomically, so only one concurrent use wins.
 
-    Presenting a token that was already spent means it leaked (or a client
-    raced itself): every token of its family is revoked.
+    The losers of a race wait on the winner's row lock and then find it spent
+    within the grace (RETRIED). A spent token presented after the grace means
+    it leaked (REUSED).
     """
     spent = await session.execute(
         update(RefreshToken)
         .where(
             RefreshToken.token_hash == digest,
             RefreshToken.used_at.is_(None),
-            RefreshToken.revoked_at.is_(None),
             RefreshToken.expires_at > func.now(),
+            AuthSession.id == RefreshToken.family_id,
+            AuthSession.revoked_at.is_(None),
         )
-        .values(used_at=func.now())
+        .values(used_at=now)
         .returning(RefreshToken.user_id, RefreshToken.family_id)
     )
     row = spent.first()
     if row is not None:
-        return SpendResult(SpendOutcome.SPENT, user_id=row.user_id, family_id=row.family_id)
+        return SpendResult(SpendOutcome.SPENT, row.user_id, row.family_id, now)
 
     previous = await session.execute(
-        select(RefreshToken.family_id).where(
-            RefreshToken.token_hash == digest, RefreshToken.used_at.is_not(None)
+        select(RefreshToken.user_id, RefreshToken.family_id, RefreshToken.used_at)
+        .join(AuthSession, AuthSession.id == RefreshToken.family_id)
+        .where(
+            RefreshToken.token_hash == digest,
+            RefreshToken.used_at.is_not(None),
+            AuthSession.revoked_at.is_(None),
         )
     )
-    family_id = previous.scalar_one_or_none()
-    if family_id is None:
+    found = previous.first()
+    if found is None:
         return SpendResult(SpendOutcome.UNKNOWN)
-    await revoke_family(session, family_id=family_id)
-    return SpendResult(SpendOutcome.REUSED, family_id=family_id)
+    outcome = SpendOutcome.RETRIED if found.used_at >= now - grace else SpendOutcome.REUSED
+    return SpendResult(outcome, found.user_id, found.family_id, found.used_at)
 
 
-async def find_family(session: AsyncSession, *, digest: bytes) -> uuid.UUID | None:
+async def find_family(
+    session: AsyncSession, *, digest: bytes
+) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(session id, user id) of a refresh token, spent or not."""
     result = await session.execute(
-        select(RefreshToken.family_id).where(RefreshToken.token_hash == digest)
+        select(RefreshToken.family_id, RefreshToken.user_id).where(
+            RefreshToken.token_hash == digest
+        )
+    )
+    row = result.first()
+    return None if row is None else (row.family_id, row.user_id)
+
+
+async def token_exists(session: AsyncSession, *, digests: list[bytes]) -> bytes | None:
+    """Which of `digests` is a stored token of a live session, if any."""
+    result = await session.execute(
+        select(RefreshToken.token_hash)
+        .join(AuthSession, AuthSession.id == RefreshToken.family_id)
+        .where(RefreshToken.token_hash.in_(digests), AuthSession.revoked_at.is_(None))
     )
     return result.scalar_one_or_none()
-
-
-async def revoke_family(session: AsyncSession, *, family_id: uuid.UUID) -> None:
-    await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=func.now())
-    )
-
-
-async def revoke_all_for_user(session: AsyncSession, *, user_id: uuid.UUID) -> None:
-    await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=func.now())
-    )

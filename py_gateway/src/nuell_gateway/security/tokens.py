@@ -1,9 +1,9 @@
 """Access tokens (JWT, HS256) and opaque refresh tokens.
 
 Access tokens carry `sub`, `exp`, `iat`, `nbf`, `jti`, `iss`, `aud`,
-`scope` and `gen` (the account's token generation: a password reset or an
-email change moves it on, and older tokens stop), and name their signing
-key in the `kid` header. Verification pins
+`scope`, `sid` (the session, docs/security.md "Sessions") and `gen` (the
+account's token generation: a password reset or an email change moves it
+on, and older tokens stop), and name their signing key in the `kid` header. Verification pins
 HS256 (so `alg: none` and algorithm switching fail), accepts every
 configured key (so keys can rotate, see docs/security.md) and requires every
 claim. Refresh tokens and the tokens in mail links are random strings; only
@@ -24,7 +24,9 @@ import jwt
 from nuell_gateway.config import Settings
 
 ALGORITHM = "HS256"
-REQUIRED_CLAIMS = ["sub", "exp", "iat", "nbf", "jti", "iss", "aud", "scope"]
+# Tokens issued before sessions existed have no `sid`: refused, so their
+# clients refresh once into a session that can be ended.
+REQUIRED_CLAIMS = ["sub", "exp", "iat", "nbf", "jti", "iss", "aud", "scope", "sid"]
 VERIFIED_TOKEN_CACHE_SIZE = 4096
 # Tolerated clock difference between the issuing and the verifying process.
 LEEWAY_SECONDS = 5
@@ -45,6 +47,8 @@ class AccessClaims:
     not_before: int
     # The account's token generation when issued (`gen`, 0 when absent).
     generation: int
+    # The session the token belongs to (`sid`).
+    session_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +73,30 @@ class AccessTokens:
             self._verify_signature_and_claims
         )
 
-    def issue(self, *, user_id: uuid.UUID, scopes: str, generation: int = 0) -> IssuedAccessToken:
-        now = int(time.time())
+    def issue(
+        self,
+        *,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        scopes: str,
+        generation: int = 0,
+        issued_at: int | None = None,
+        token_id: str | None = None,
+    ) -> IssuedAccessToken:
+        """A signed token; the same `issued_at` and `token_id` give the same
+        token again (Refresh's reuse grace answers a retry with it)."""
+        now = int(time.time()) if issued_at is None else issued_at
         claims = {
             "sub": str(user_id),
             "iat": now,
             "nbf": now,
             "exp": now + self._ttl,
-            "jti": uuid.uuid4().hex,
+            "jti": token_id or uuid.uuid4().hex,
             "iss": self._issuer,
             "aud": self._audience,
             "scope": scopes,
             "gen": generation,
+            "sid": str(session_id),
         }
         token = jwt.encode(
             claims,
@@ -88,7 +104,7 @@ class AccessTokens:
             algorithm=ALGORITHM,
             headers={"kid": self._signing_kid},
         )
-        return IssuedAccessToken(token=token, expires_in=self._ttl)
+        return IssuedAccessToken(token=token, expires_in=self._ttl - (int(time.time()) - now))
 
     def verify(self, token: str) -> AccessClaims:
         """The token's claims, or `InvalidTokenError` for any doubt at all."""
@@ -122,6 +138,7 @@ class AccessTokens:
                 expires_at=int(claims["exp"]),
                 not_before=int(claims["nbf"]),
                 generation=int(claims.get("gen", 0)),
+                session_id=uuid.UUID(str(claims["sid"])),
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidTokenError(type(exc).__name__) from None

@@ -10,6 +10,7 @@ import grpc
 from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from nuell.compute.v1 import compute_service_pb2, compute_service_pb2_grpc
 from nuell.posts.v1 import post_service_pb2, post_service_pb2_grpc
+from nuell.sessions.v1 import session_service_pb2, session_service_pb2_grpc
 from nuell.users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from nuell_gateway.boundary import CallBoundary
@@ -17,6 +18,7 @@ from nuell_gateway.resources import Resources
 from nuell_gateway.services.auth import AuthService
 from nuell_gateway.services.compute import ComputeService
 from nuell_gateway.services.posts import PostService
+from nuell_gateway.services.sessions import SessionService
 from nuell_gateway.services.users import UserService
 
 
@@ -49,6 +51,11 @@ SERVICES: tuple[ServiceEntry, ...] = (
         compute_service_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name,
         ComputeService,
         compute_service_pb2_grpc.add_ComputeServiceServicer_to_server,
+    ),
+    ServiceEntry(
+        session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+        SessionService,
+        session_service_pb2_grpc.add_SessionServiceServicer_to_server,
     ),
 )
 

@@ -1,6 +1,7 @@
 """nuell.auth.v1.AuthService.
 
-Accounts over email in `account_lifecycle`; sign-in and tokens in `credentials`.
+Accounts over email in `account_lifecycle`; sign-in and tokens in
+`credentials`; two-factor enrolment in `second_factor`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import grpc
 from nuell.auth.v1 import auth_service_pb2 as pb
 from nuell.auth.v1 import auth_service_pb2_grpc
 
-from nuell_gateway import account_lifecycle, credentials
+from nuell_gateway import account_lifecycle, credentials, second_factor
 from nuell_gateway.authz import caller
 from nuell_gateway.resources import Resources
 
@@ -32,10 +33,12 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def Login(
         self, request: pb.LoginRequest, context: grpc.aio.ServicerContext
     ) -> pb.LoginResponse:
-        tokens = await credentials.log_in(
+        outcome = await credentials.log_in(
             self._resources, email=request.email, password=request.password
         )
-        return pb.LoginResponse(**tokens)
+        if outcome.tokens is None:
+            return pb.LoginResponse(mfa_required=True, mfa_token=outcome.mfa_token)
+        return pb.LoginResponse(**outcome.tokens)
 
     async def Refresh(
         self, request: pb.RefreshRequest, context: grpc.aio.ServicerContext
@@ -102,3 +105,31 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> pb.ConfirmEmailChangeResponse:
         await account_lifecycle.confirm_email_change(self._resources, token=request.token)
         return pb.ConfirmEmailChangeResponse()
+
+    async def VerifyMfa(
+        self, request: pb.VerifyMfaRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyMfaResponse:
+        tokens = await credentials.verify_mfa(
+            self._resources, mfa_token=request.mfa_token, code=request.code
+        )
+        return pb.VerifyMfaResponse(**tokens)
+
+    async def EnrollTotp(
+        self, request: pb.EnrollTotpRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnrollTotpResponse:
+        secret, uri = await second_factor.enroll(
+            self._resources, account=caller(), current_password=request.current_password
+        )
+        return pb.EnrollTotpResponse(secret=secret, otpauth_uri=uri)
+
+    async def ConfirmTotp(
+        self, request: pb.ConfirmTotpRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConfirmTotpResponse:
+        codes = await second_factor.confirm(self._resources, account=caller(), code=request.code)
+        return pb.ConfirmTotpResponse(recovery_codes=codes)
+
+    async def DisableTotp(
+        self, request: pb.DisableTotpRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DisableTotpResponse:
+        await second_factor.disable(self._resources, account=caller(), code=request.code)
+        return pb.DisableTotpResponse()

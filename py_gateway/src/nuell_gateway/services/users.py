@@ -74,5 +74,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
     async def DeactivateUser(
         self, request: pb.DeactivateUserRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeactivateUserResponse:
-        user = await accounts.deactivate_account(self._resources, user_id=uuid.UUID(request.id))
+        user = await accounts.deactivate_account(
+            self._resources, editor=caller(), user_id=uuid.UUID(request.id)
+        )
         return pb.DeactivateUserResponse(user=user_to_proto(user))
