@@ -226,34 +226,25 @@ class Running:
         return LaunchError(f"{self.name} {how}; last lines of {log}:\n{self.log_tail()}")
 
     def stop(self, say: Callable[[str], None] = print) -> None:
-        """SIGTERM its group, SIGKILL after `stop_timeout`, then clear what it left."""
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-                self.popen.wait(self.service.stop_timeout)
-            except subprocess.TimeoutExpired:
-                say(
-                    f"  {self.name} did not stop within {self.service.stop_timeout:g} s; killing it"
-                )
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.popen.wait()
-        self.clear_group(say)
-
-    def clear_group(self, say: Callable[[str], None] = print) -> None:
-        """Stop what the exited process left in its group (a killed gateway's
-        workers hold its port), so a replacement can bind it."""
+        """SIGTERM its process group, SIGKILL after `stop_timeout`; done once no
+        member is left (a killed gateway's workers hold its port), so a
+        replacement can bind it. Also what a process that exited left behind."""
         for sig, patience in ((signal.SIGTERM, self.service.stop_timeout), (signal.SIGKILL, 5.0)):
+            leader = self.popen.poll() is None
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
             deadline = time.monotonic() + patience
-            while _group_alive(self.pid) and time.monotonic() < deadline:
+            while (
+                self.popen.poll() is None or _group_alive(self.pid)
+            ) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if not _group_alive(self.pid):
+            if self.popen.poll() is not None and not _group_alive(self.pid):
                 return
-            more = "; killing them" if sig == signal.SIGTERM else " that do not go away"
-            say(f"  {self.name} left processes behind (process group {self.pid}){more}")
+            if sig == signal.SIGTERM and leader and self.popen.poll() is None:
+                say(f"  {self.name} did not stop within {patience:g} s; killing it")
+            else:
+                more = "; killing them" if sig == signal.SIGTERM else " that do not go away"
+                say(f"  {self.name} left processes behind (process group {self.pid}){more}")
 
 
 def in_dependency_order(services: Iterable[Service]) -> list[Service]:
@@ -388,7 +379,7 @@ class Launcher:
             return
         elif (code := running.popen.poll()) is not None:
             self._crashed(running, state, policy, ending(code))
-            running.clear_group(self.say)  # before the replacement binds the same port
+            running.stop(self.say)  # its group too, before the replacement binds the same port
         elif state.healthy_by is not None and (service.ready is None or service.ready(running)):
             state.healthy_by = None
             self.say(f"{service.name} is back, healthy at {service.where}")

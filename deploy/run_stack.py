@@ -35,7 +35,7 @@ from deploy.launcher import (
     bind_error,
     shown,
 )
-from deploy.settings import SettingsError, StackSettings
+from deploy.settings import SettingsError, StackSettings, number
 
 
 def check_ports_free(services: list[Service]) -> None:
@@ -164,16 +164,6 @@ def parse_args() -> argparse.Namespace:
         help_text = f"{text} ({variable}, default {default})"
         restarts.add_argument(flag, type=kind, metavar=metavar, help=help_text)
     return parser.parse_args()
-
-
-def number(env: Mapping[str, str], variable: str, default: str, kind: type[float]) -> float:
-    """`variable` as `kind` (int or float), `default` when unset or empty."""
-    text = env.get(variable) or default
-    try:
-        return kind(text)
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise LaunchError(f"{variable}={text!r} is not {what}") from None
 
 
 def restart_policy(args: argparse.Namespace, env: Mapping[str, str]) -> RestartPolicy:

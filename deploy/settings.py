@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from deploy import dev_tls
@@ -224,18 +225,9 @@ class StackSettings:
         ):
             if not low <= value <= high:
                 raise SettingsError(f"{variable}: {value} is not in {low}-{high}")
-        named = {
-            "NUELL_EDGE_HTTP_PORT": self.edge_http.port,
-            "NUELL_EDGE_HTTPS_PORT": self.edge_https.port,
-            "NUELL_EDGE_ADMIN_PORT": self.edge_admin.port,
-            "NUELL_GATEWAY_ADDR": self.gateway.port,
-            "NUELL_COMPUTE_ADDR": self.compute.port,
-            "NUELL_WEB_PORT": self.web.port,
-            "NUELL_MAIL_SMTP_PORT": self.mail_smtp.port,
-            "NUELL_MAIL_WEB_PORT": self.mail_web.port,
-        }
         seen: dict[int, str] = {}
-        for variable, port in named.items():
+        for name, (variable, kind) in FROM_ENV.items():
+            port = getattr(self, name).port if kind in ("port", "address") else 0
             if port == 0:  # "any free port" never collides
                 continue
             if port in seen:
@@ -246,64 +238,83 @@ class StackSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackSettings:
         """Defaults overridden by `environ` (the process environment if None)."""
         env = os.environ if environ is None else environ
-        defaults = cls()
-
-        def port_of(variable: str, default: Address) -> Address:
-            if not (text := env.get(variable, "").strip()):
-                return default
-            return Address(default.host, _port(text, variable=variable, allow_zero=False))
-
-        def address_of(variable: str, default: Address) -> Address:
-            if not (text := env.get(variable, "").strip()):
-                return default
-            return Address.parse(text, variable=variable, allow_port_zero=True)
-
-        def int_of(variable: str, default: int) -> int:
-            if not (text := env.get(variable, "").strip()):
-                return default
-            try:
-                return int(text)
-            except ValueError:
-                raise SettingsError(f"{variable}: {text!r} is not a whole number") from None
-
-        def path_of(variable: str, default: Path) -> Path:
-            text = env.get(variable, "").strip()
-            return Path(text).expanduser().resolve() if text else default
-
-        web = port_of("NUELL_WEB_PORT", defaults.web)
-        origins_text = env.get("NUELL_CORS_ALLOWED_ORIGINS", "").strip()
-        if origins_text:
-            origins = _origins(origins_text)
-        else:  # the browser page is the only default client, wherever it listens
-            origins = (f"http://localhost:{web.port}", f"http://127.0.0.1:{web.port}")
-        data_dir = path_of("NUELL_DATA_DIR", defaults.data_dir)
-        return cls(
-            edge_http=port_of("NUELL_EDGE_HTTP_PORT", defaults.edge_http),
-            edge_plaintext=_flag(env, "NUELL_EDGE_PLAINTEXT", default=defaults.edge_plaintext),
-            edge_https=port_of("NUELL_EDGE_HTTPS_PORT", defaults.edge_https),
-            edge_tls_cert=path_of("NUELL_EDGE_TLS_CERT", data_dir / "tls" / "edge.crt"),
-            edge_tls_key=path_of("NUELL_EDGE_TLS_KEY", data_dir / "tls" / "edge.key"),
-            edge_admin=port_of("NUELL_EDGE_ADMIN_PORT", defaults.edge_admin),
-            gateway=address_of("NUELL_GATEWAY_ADDR", defaults.gateway),
-            compute=address_of("NUELL_COMPUTE_ADDR", defaults.compute),
-            gateway_metrics=address_of("NUELL_METRICS_ADDR", defaults.gateway_metrics),
-            compute_metrics=address_of("NUELL_COMPUTE_METRICS_ADDR", defaults.compute_metrics),
-            web=web,
-            cors_allowed_origins=origins,
-            auth_rate_per_minute=int_of(
-                "NUELL_EDGE_AUTH_RATE_PER_MINUTE", defaults.auth_rate_per_minute
-            ),
-            auth_burst=int_of("NUELL_EDGE_AUTH_BURST", defaults.auth_burst),
-            max_request_bytes=int_of("NUELL_EDGE_MAX_REQUEST_BYTES", defaults.max_request_bytes),
-            trusted_proxy_hops=int_of("NUELL_EDGE_TRUSTED_PROXY_HOPS", defaults.trusted_proxy_hops),
-            edge_workers=int_of("NUELL_EDGE_WORKERS", defaults.edge_workers),
-            data_dir=data_dir,
-            otlp_collector=_otlp_collector(env),
-            mail_smtp=port_of("NUELL_MAIL_SMTP_PORT", defaults.mail_smtp),
-            mail_web=port_of("NUELL_MAIL_WEB_PORT", defaults.mail_web),
+        defaults, values = cls(), {}
+        for name, (variable, kind) in FROM_ENV.items():
+            if text := env.get(variable, "").strip():
+                values[name] = _read(kind, text, variable, getattr(defaults, name))
+        data_dir = values.setdefault("data_dir", defaults.data_dir)
+        for name in ("edge_tls_cert", "edge_tls_key"):  # beside the data, unless named
+            values.setdefault(name, data_dir / "tls" / getattr(defaults, name).name)
+        web = values.get("web", defaults.web).port  # the browser page: the default client
+        values.setdefault(
+            "cors_allowed_origins", (f"http://localhost:{web}", f"http://127.0.0.1:{web}")
         )
+        return cls(**values, otlp_collector=_otlp_collector(env))
 
 
+def number(env: Mapping[str, str], variable: str, default: str, kind: type[float] = int) -> float:
+    """`variable` as `kind` (int, or float: seconds), `default` when unset or empty."""
+    text = env.get(variable, "").strip() or default
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise SettingsError(f"{variable}={text!r} is not {what}") from None
+
+
+def _port(text: str, *, variable: str, allow_zero: bool) -> int:
+    lowest = 0 if allow_zero else 1
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not lowest <= port <= 65535:
+        raise SettingsError(f"{variable}: {text!r} is not a port number ({lowest}-65535)")
+    return port
+
+
+FLAGS = {"1": True, "true": True, "yes": True, "on": True}
+FLAGS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def _read(kind: str, text: str, variable: str, default: Any) -> Any:
+    """A variable's text as the setting it names (`kind` as in FROM_ENV)."""
+    if kind == "port":  # the default's host, this port
+        return Address(default.host, _port(text, variable=variable, allow_zero=False))
+    if kind == "address":
+        return Address.parse(text, variable=variable, allow_port_zero=True)
+    if kind == "path":
+        return Path(text).expanduser().resolve()
+    if kind == "origins":
+        return _origins(text)
+    if kind == "flag" and text.lower() not in FLAGS:
+        raise SettingsError(f"{variable}: {text!r} is not true or false")
+    return FLAGS[text.lower()] if kind == "flag" else int(number({variable: text}, variable, ""))
+
+
+# Each setting a variable names: field -> (variable, how its text is read).
+FROM_ENV: dict[str, tuple[str, str]] = {
+    "edge_http": ("NUELL_EDGE_HTTP_PORT", "port"),
+    "edge_plaintext": ("NUELL_EDGE_PLAINTEXT", "flag"),
+    "edge_https": ("NUELL_EDGE_HTTPS_PORT", "port"),
+    "edge_tls_cert": ("NUELL_EDGE_TLS_CERT", "path"),
+    "edge_tls_key": ("NUELL_EDGE_TLS_KEY", "path"),
+    "edge_admin": ("NUELL_EDGE_ADMIN_PORT", "port"),
+    "gateway": ("NUELL_GATEWAY_ADDR", "address"),
+    "compute": ("NUELL_COMPUTE_ADDR", "address"),
+    "gateway_metrics": ("NUELL_METRICS_ADDR", "address"),
+    "compute_metrics": ("NUELL_COMPUTE_METRICS_ADDR", "address"),
+    "web": ("NUELL_WEB_PORT", "port"),
+    "cors_allowed_origins": ("NUELL_CORS_ALLOWED_ORIGINS", "origins"),
+    "auth_rate_per_minute": ("NUELL_EDGE_AUTH_RATE_PER_MINUTE", "whole"),
+    "auth_burst": ("NUELL_EDGE_AUTH_BURST", "whole"),
+    "max_request_bytes": ("NUELL_EDGE_MAX_REQUEST_BYTES", "whole"),
+    "trusted_proxy_hops": ("NUELL_EDGE_TRUSTED_PROXY_HOPS", "whole"),
+    "edge_workers": ("NUELL_EDGE_WORKERS", "whole"),
+    "data_dir": ("NUELL_DATA_DIR", "path"),
+    "mail_smtp": ("NUELL_MAIL_SMTP_PORT", "port"),
+    "mail_web": ("NUELL_MAIL_WEB_PORT", "port"),
+}
 # The edge's own variable first, then the standard ones the services read,
 # so one setting turns tracing on at every hop.
 OTLP_ENDPOINT_VARIABLES = (
@@ -326,28 +337,6 @@ def _otlp_collector(env: Mapping[str, str]) -> Address | None:
         raise SettingsError(f"{variable}={text!r}: the edge sends spans to an http:// collector")
     address = (rest if sep else text).removesuffix("/")
     return Address.parse(address, variable=variable, allow_port_zero=False)
-
-
-def _flag(env: Mapping[str, str], variable: str, *, default: bool) -> bool:
-    text = env.get(variable, "").strip().lower()
-    if not text:
-        return default
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{variable}: {text!r} is not true or false")
-
-
-def _port(text: str, *, variable: str, allow_zero: bool) -> int:
-    lowest = 0 if allow_zero else 1
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not lowest <= port <= 65535:
-        raise SettingsError(f"{variable}: {text!r} is not a port number ({lowest}-65535)")
-    return port
 
 
 def _origins(text: str) -> tuple[str, ...]:

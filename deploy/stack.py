@@ -34,7 +34,7 @@ from deploy.launcher import (
     shown,
 )
 from deploy.render import write_envoy
-from deploy.settings import REPO, Address, StackSettings
+from deploy.settings import REPO, Address, StackSettings, number
 
 WEB_DIST = REPO / "web" / "dist"
 MAILDEV_BIN = REPO / "web" / "node_modules" / ".bin" / "maildev"
@@ -94,11 +94,7 @@ def with_fixed_ports(settings: StackSettings) -> StackSettings:
 
 def _grace(env: Mapping[str, str], variable: str) -> float:
     """A service's own shutdown grace plus a margin: when to stop waiting for it."""
-    text = env.get(variable) or LOCAL_DEFAULTS[variable]
-    try:
-        return float(text) + 5
-    except ValueError:
-        raise LaunchError(f"{variable}={text!r} is not a number of seconds") from None
+    return number(env, variable, LOCAL_DEFAULTS[variable], float) + 5
 
 
 def _base(env: Mapping[str, str]) -> dict[str, str]:
