@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2
 from nuell.auth.v1 import auth_service_pb2
 from nuell.compute.v1 import compute_service_pb2  # noqa: F401 - registers the service
 from nuell.posts.v1 import post_service_pb2
+from nuell.sessions.v1 import session_service_pb2  # noqa: F401 - registers the service
 from nuell.users.v1 import user_service_pb2
 
 from deploy.settings import EDGE_GRPC_SERVICES, EDGE_SECURITY_HEADERS
