@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from nuell.auth.v1 import auth_service_pb2 as auth
 from nuell.posts.v1 import post_pb2
 from nuell.posts.v1 import post_service_pb2 as posts
+from nuell.sessions.v1 import session_service_pb2 as sessions
 from nuell.users.v1 import user_pb2
 from nuell.users.v1 import user_service_pb2 as users
 from sqlalchemy import update
@@ -34,6 +35,8 @@ OK = grpc.StatusCode.OK
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 BAD = grpc.StatusCode.INVALID_ARGUMENT  # a well-formed token that was never issued
+NOT_NOW = grpc.StatusCode.FAILED_PRECONDITION
+MISSING = grpc.StatusCode.NOT_FOUND
 
 CALLERS = ("anonymous", "self", "other", "deactivated", "admin")
 
@@ -174,6 +177,42 @@ TABLE: dict[str, tuple[Build, tuple[grpc.StatusCode, ...]]] = {
     "nuell.posts.v1.PostService/ListSimilarPosts": (
         lambda w: posts.ListSimilarPostsRequest(id=w.post_id),
         (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    # The mfa_token is the credential; one never issued is refused whoever calls.
+    "nuell.auth.v1.AuthService/VerifyMfa": (_sample_path("VerifyMfa"), (UNAUTH,) * 5),
+    "nuell.auth.v1.AuthService/EnrollTotp": (
+        _sample_path("EnrollTotp"),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    # Allowed, and refused for what the caller's own account is in (nothing enrolled).
+    "nuell.auth.v1.AuthService/ConfirmTotp": (
+        _sample_path("ConfirmTotp"),
+        (UNAUTH, NOT_NOW, NOT_NOW, UNAUTH, NOT_NOW),
+    ),
+    "nuell.auth.v1.AuthService/DisableTotp": (
+        _sample_path("DisableTotp"),
+        (UNAUTH, NOT_NOW, NOT_NOW, UNAUTH, NOT_NOW),
+    ),
+    "nuell.sessions.v1.SessionService/ListSessions": (
+        lambda w: sessions.ListSessionsRequest(user_id=str(w.owner.id)),
+        (UNAUTH, OK, DENIED, UNAUTH, OK),
+    ),
+    "nuell.sessions.v1.SessionService/ListSessions#own": (
+        lambda w: sessions.ListSessionsRequest(),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    # Another account's session is NOT_FOUND, as if it did not exist.
+    "nuell.sessions.v1.SessionService/RevokeSession": (
+        lambda w: sessions.RevokeSessionRequest(id=str(w.owner.session_id)),
+        (UNAUTH, OK, MISSING, UNAUTH, OK),
+    ),
+    "nuell.sessions.v1.SessionService/RevokeOtherSessions": (
+        lambda w: sessions.RevokeOtherSessionsRequest(),
+        (UNAUTH, OK, OK, UNAUTH, OK),
+    ),
+    "nuell.sessions.v1.SessionService/ListAuditEvents": (
+        lambda w: sessions.ListAuditEventsRequest(user_id=str(w.owner.id)),
+        (UNAUTH, OK, DENIED, UNAUTH, OK),
     ),
     **{
         path: (_sample(path), (UNAUTH, OK, OK, UNAUTH, OK))

@@ -12,6 +12,7 @@ from nuell.auth.v1 import auth_service_pb2 as auth
 from nuell.compute.v1 import compute_service_pb2 as compute
 from nuell.posts.v1 import post_pb2
 from nuell.posts.v1 import post_service_pb2 as posts
+from nuell.sessions.v1 import session_service_pb2 as sessions
 from nuell.users.v1 import user_pb2
 from nuell.users.v1 import user_service_pb2 as users
 
@@ -47,6 +48,20 @@ VALID_REQUESTS: dict[str, Message] = {
     ),
     "nuell.auth.v1.AuthService/ConfirmEmailChange": auth.ConfirmEmailChangeRequest(
         token=SOME_TOKEN
+    ),
+    "nuell.auth.v1.AuthService/VerifyMfa": auth.VerifyMfaRequest(
+        mfa_token=SOME_TOKEN, code="123456"
+    ),
+    "nuell.auth.v1.AuthService/EnrollTotp": auth.EnrollTotpRequest(
+        current_password=STRONG_PASSWORD
+    ),
+    "nuell.auth.v1.AuthService/ConfirmTotp": auth.ConfirmTotpRequest(code="123456"),
+    "nuell.auth.v1.AuthService/DisableTotp": auth.DisableTotpRequest(code="123456"),
+    "nuell.sessions.v1.SessionService/ListSessions": sessions.ListSessionsRequest(page_size=10),
+    "nuell.sessions.v1.SessionService/RevokeSession": sessions.RevokeSessionRequest(id=SOME_ID),
+    "nuell.sessions.v1.SessionService/RevokeOtherSessions": sessions.RevokeOtherSessionsRequest(),
+    "nuell.sessions.v1.SessionService/ListAuditEvents": sessions.ListAuditEventsRequest(
+        page_size=10
     ),
     "nuell.users.v1.UserService/GetCurrentUser": users.GetCurrentUserRequest(),
     "nuell.users.v1.UserService/GetUser": users.GetUserRequest(id=SOME_ID),

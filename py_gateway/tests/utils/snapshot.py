@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -9,12 +11,14 @@ from nuell_gateway.db.models import Base
 
 
 async def snapshot(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], *, ignoring: Collection[str] = ()
 ) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table, in a stable order."""
+    """Every row of every table (but those named), in a stable order."""
     rows: dict[str, list[tuple[object, ...]]] = {}
     async with sessions() as session:
         for table in Base.metadata.sorted_tables:
+            if table.name in ignoring:
+                continue
             result = await session.execute(select(table).order_by(*table.primary_key.columns))
             rows[table.name] = [tuple(row) for row in result]
     return rows

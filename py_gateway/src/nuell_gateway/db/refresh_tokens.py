@@ -92,7 +92,8 @@ async def spend_refresh_token(
     found = previous.first()
     if found is None:
         return SpendResult(SpendOutcome.UNKNOWN)
-    outcome = SpendOutcome.RETRIED if found.used_at >= now - grace else SpendOutcome.REUSED
+    retried = grace > timedelta(0) and found.used_at >= now - grace
+    outcome = SpendOutcome.RETRIED if retried else SpendOutcome.REUSED
     return SpendResult(outcome, found.user_id, found.family_id, found.used_at)
 
 
