@@ -33,13 +33,14 @@ class ErrorDetails:
     message: str
     error_info: error_details_pb2.ErrorInfo | None
     violations: list[error_details_pb2.BadRequest.FieldViolation]
+    retry_info: error_details_pb2.RetryInfo | None = None
 
 
 def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
     """Decode `grpc-status-details-bin` of a failed call."""
     trailers = error.trailing_metadata() or ()
     raw = next((v for k, v in trailers if k == "grpc-status-details-bin"), None)
-    info = None
+    info = retry = None
     violations: list[error_details_pb2.BadRequest.FieldViolation] = []
     if raw is not None:
         status = status_pb2.Status.FromString(raw)
@@ -52,7 +53,10 @@ def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
                 bad_request = error_details_pb2.BadRequest()
                 detail.Unpack(bad_request)
                 violations.extend(bad_request.field_violations)
-    return ErrorDetails(error.code(), error.details() or "", info, violations)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+    return ErrorDetails(error.code(), error.details() or "", info, violations, retry)
 
 
 async def call_any(
