@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,40 +46,16 @@ DEFAULT_OUT = REPO / ".data" / "run"
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
 
-@dataclass(frozen=True)
-class Upstream:
-    """An Envoy cluster: a name and where its one endpoint is."""
-
-    name: str
-    address: Address
-
-    @property
-    def discovery(self) -> str:
-        # STATIC needs an IP literal; service names (compose, Kubernetes) need DNS.
-        return "STATIC" if self.address.is_ip else "STRICT_DNS"
-
-
-@dataclass(frozen=True)
-class Route:
-    """One route to the gateway. Exactly one of `path` and `prefix` is set."""
-
-    name: str
-    path: str | None = None
-    prefix: str | None = None
-    streaming: bool = False
-    retry: bool = False
-    rate_limited: bool = False
-
-
-def edge_routes() -> tuple[Route, ...]:
-    """Single methods with a policy of their own first, then each service as a
-    whole: Envoy takes the first route that matches."""
-    return (
-        *(Route(m, path=f"/{m}", rate_limited=True) for m in policy.EDGE_RATE_LIMITED_METHODS),
-        *(Route(m, path=f"/{m}", retry=True) for m in policy.EDGE_RETRYABLE_METHODS),
-        *(Route(m, path=f"/{m}", streaming=True) for m in policy.EDGE_STREAMING_METHODS),
-        *(Route(service, prefix=f"/{service}/") for service in policy.EDGE_GRPC_SERVICES),
-    )
+def edge_routes() -> list[tuple[str, str]]:
+    """(method or service, its kind): single methods with a policy of their own
+    first, then each service as a whole; Envoy takes the first route that matches."""
+    kinds = {
+        "rate_limited": policy.EDGE_RATE_LIMITED_METHODS,
+        "retry": policy.EDGE_RETRYABLE_METHODS,
+        "streaming": policy.EDGE_STREAMING_METHODS,
+        "service": policy.EDGE_GRPC_SERVICES,
+    }
+    return [(name, kind) for kind, names in kinds.items() for name in names]
 
 
 ENVOY_TARGETS = ("local", "compose", "kubernetes")
@@ -108,7 +83,6 @@ def envoy_context(settings: StackSettings, target: str = "local") -> dict[str, A
             plaintext, cert, key = False, KUBERNETES_TLS_CERT, KUBERNETES_TLS_KEY
     else:
         raise SettingsError(f"unknown target {target!r}; known: {', '.join(ENVOY_TARGETS)}")
-    collector = settings.otlp_collector
     # The template reads the rest from the settings (`s`) and the edge policy.
     return {
         "target": target,
@@ -116,9 +90,9 @@ def envoy_context(settings: StackSettings, target: str = "local") -> dict[str, A
         "policy": policy,
         "listener": settings.edge_http if plaintext else None,  # None: TLS only
         "tls": {"cert": cert, "key": key},
-        "gateway": Upstream("py_gateway", gateway),
+        "gateway": gateway,
         "routes": edge_routes(),
-        "otlp_collector": collector and Upstream("otlp_collector", collector),
+        "otlp_collector": settings.otlp_collector,
     }
 
 

@@ -206,18 +206,10 @@ class Edge:
 
     settings: StackSettings
     proc: Running
-
-    @property
-    def http_port(self) -> int:
-        return self.settings.edge_http.port
-
-    @property
-    def https_port(self) -> int:
-        return self.settings.edge_https.port
-
-    @property
-    def admin_port(self) -> int:
-        return self.settings.edge_admin.port
+    # The listeners' ports, as the settings place them.
+    http_port: int
+    https_port: int
+    admin_port: int
 
     @property
     def target(self) -> str:
@@ -267,7 +259,8 @@ def start_envoy(launcher: Launcher, settings: StackSettings, config_dir: Path, n
         settings, base_env(), name=name, config=config_dir / f"{name}.yaml"
     )
     (proc,) = launcher.start(service)
-    return Edge(settings, proc)
+    ports = (settings.edge_http.port, settings.edge_https.port, settings.edge_admin.port)
+    return Edge(settings, proc, *ports)
 
 
 # --- HTTP and gRPC-Web ------------------------------------------------------------

@@ -269,8 +269,7 @@ def analyzes(target: str, token: str) -> bool:
 def test_killed_compute_comes_back_and_the_running_gateway_uses_it(
     running_stack: Running, ports: dict[str, int]
 ) -> None:
-    gateway_at = f"127.0.0.1:{ports['gateway']}"
-    compute_at = f"127.0.0.1:{ports['compute']}"
+    gateway_at, compute_at = (f"127.0.0.1:{ports[name]}" for name in ("gateway", "compute"))
     token = sign_in(gateway_at, ports)
     assert analyzes(gateway_at, token)
     gateway = service(running_stack, "py_gateway")
@@ -316,8 +315,7 @@ def test_killed_edge_and_page_server_that_exits_unasked_come_back(
 def test_killed_gateway_comes_back_behind_the_same_edge(
     running_stack: Running, ports: dict[str, int]
 ) -> None:
-    gateway_at = f"127.0.0.1:{ports['gateway']}"
-    edge_at = f"127.0.0.1:{ports['edge']}"
+    gateway_at, edge_at = (f"127.0.0.1:{ports[name]}" for name in ("gateway", "edge"))
     token = sign_in(gateway_at, ports)
     edge = service(running_stack, "envoy")
     gateway = service(running_stack, "py_gateway")

@@ -58,26 +58,18 @@ HEALTH_WATCH = "grpc.health.v1.Health/Watch"
 
 
 @dataclass(frozen=True)
-class Stack:
-    compute: str  # ip:port
-    gateway: str
-    edge: str
-    edge_port: int
-    protoset: Path  # grpc.health.v1 for grpcurl at the edge, which has no reflection
-    database_url: str
+class Stack(Backend):
+    """The backend and, in front of it, the edge's plaintext listener."""
+
+    edge: str = ""  # ip:port
+    edge_port: int = 0
+    protoset: Path = Path()  # grpc.health.v1 for grpcurl at the edge, which has no reflection
 
 
 @pytest.fixture(scope="module")
 def stack(backend: Backend, edge: Edge, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    scratch = tmp_path_factory.mktemp("stack")
-    return Stack(
-        compute=backend.compute,
-        gateway=backend.gateway,
-        edge=edge.target,
-        edge_port=edge.http_port,
-        protoset=write_health_protoset(scratch / "health.protoset"),
-        database_url=backend.database_url,
-    )
+    protoset = write_health_protoset(tmp_path_factory.mktemp("stack") / "health.protoset")
+    return Stack(**vars(backend), edge=edge.target, edge_port=edge.http_port, protoset=protoset)
 
 
 def listed(target: str) -> set[str]:
@@ -402,14 +394,8 @@ def test_grpc_web_carries_messages_and_credentials(
 
 @pytest.mark.parametrize("text", [False, True], ids=["binary", "text"])
 def test_grpc_web_error_details_are_readable_cross_origin(stack: Stack, text: bool) -> None:
-    request = auth_service_pb2.RegisterRequest(email="x", password="short")
-
-    reply = grpc_web_call(
-        stack.edge_port,
-        "nuell.auth.v1.AuthService/Register",
-        request.SerializeToString(),
-        text=text,
-        origin=ALLOWED_ORIGIN,
+    reply = register_via_grpc_web(
+        stack, auth_service_pb2.RegisterRequest(email="x", password="short"), text, ALLOWED_ORIGIN
     )
 
     # Trailers-only: the status travels in HTTP headers, which a browser hides
@@ -418,6 +404,13 @@ def test_grpc_web_error_details_are_readable_cross_origin(stack: Stack, text: bo
     assert reply.headers["grpc-status-details-bin"]
     exposed = {h.strip() for h in reply.headers["access-control-expose-headers"].split(",")}
     assert {"grpc-status", "grpc-message", "grpc-status-details-bin"} <= exposed
+
+
+def register_via_grpc_web(stack: Stack, request: Any, text: bool, origin: str) -> Reply:
+    method = "nuell.auth.v1.AuthService/Register"
+    return grpc_web_call(
+        stack.edge_port, method, request.SerializeToString(), text=text, origin=origin
+    )
 
 
 # --- CORS ---------------------------------------------------------------------------
@@ -479,14 +472,8 @@ def test_calls_from_other_origins_are_refused_before_the_gateway(
     stack: Stack, origin: str, text: bool
 ) -> None:
     email = f"refused-{uuid.uuid4().hex[:12]}@example.com"
-    request = auth_service_pb2.RegisterRequest(email=email, password=PASSWORD)
-
-    reply = grpc_web_call(
-        stack.edge_port,
-        "nuell.auth.v1.AuthService/Register",
-        request.SerializeToString(),
-        text=text,
-        origin=origin,
+    reply = register_via_grpc_web(
+        stack, auth_service_pb2.RegisterRequest(email=email, password=PASSWORD), text, origin
     )
 
     assert reply.status == 403
