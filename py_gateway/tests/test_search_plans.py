@@ -30,12 +30,12 @@ def test_the_walk_is_chosen_where_it_reads_fewer_rows() -> None:
             matched=round(density * 1000), sampled=1000, posts=1e6, need=need
         )
 
-    # A page of 21 among 1M posts: the walk from a density of sqrt(21 / 1M) = 0.46 %.
-    assert plan(0.005, 21) == "walk"
-    assert plan(0.004, 21) == "bitmap"
-    # The relevance window of 2,000: from sqrt(2000 / 1M) = 4.5 %.
-    assert plan(0.05, 2000) == "walk"
-    assert plan(0.04, 2000) == "bitmap"
+    # A page of 21 among 1M posts: the walk from a density of sqrt(21 / 2M) = 0.32 %.
+    assert plan(0.004, 21) == "walk"
+    assert plan(0.003, 21) == "bitmap"
+    # The relevance window of 2,000: from sqrt(2000 / 2M) = 3.2 %.
+    assert plan(0.033, 2000) == "walk"
+    assert plan(0.031, 2000) == "bitmap"
     assert plan(0, 21) == "bitmap"
     assert search_rows.choose_plan(matched=0, sampled=0, posts=-1, need=21) == "bitmap"
 
