@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nuell_gateway import audit, mail, sessions, throttling
 from nuell_gateway.audit import Event
 from nuell_gateway.authz import Caller
-from nuell_gateway.db import one_time_tokens, outbox, users
+from nuell_gateway.db import one_time_tokens, outbox, throttles, users
 from nuell_gateway.db.models import User
 from nuell_gateway.errors import AlreadyExists, FieldViolation, InvalidArgument
 from nuell_gateway.resources import Resources
@@ -248,6 +248,8 @@ async def reset_password(resources: Resources, *, token: str, new_password: str)
             values={"hashed_password": hashed, "email_verified": True},
             event=Event.PASSWORD_RESET,
         )
+        # The mailbox is proved: whatever a guesser did to the count is void.
+        await throttles.clear(session, subject=throttling.subject_of(user.id, ""))
     resources.accounts.evict(user.id)
 
 

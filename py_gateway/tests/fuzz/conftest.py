@@ -38,7 +38,7 @@ from nuell_gateway.db.models import Base, Post, User
 from nuell_gateway.security.tokens import AccessTokens
 from tests.conftest import TEST_JWT_KEYS, make_settings
 from tests.utils.factories import TestUser, bearer, make_post, make_user
-from tests.utils.snapshot import snapshot
+from tests.utils.snapshot import SECURITY_RECORDS, snapshot
 
 T = TypeVar("T")
 
@@ -79,8 +79,8 @@ class Database:
         return self._loop.run(coro)
 
     def snapshot(self) -> Snapshot:
-        """Every row of every table (tests.utils.snapshot)."""
-        return self.run(snapshot(self.sessions))
+        """Every row of every table but the security records (tests.utils.snapshot)."""
+        return self.run(snapshot(self.sessions, ignoring=SECURITY_RECORDS))
 
     def truncate(self) -> None:
         tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
