@@ -92,13 +92,14 @@ _BY_AUTHOR = " AND p.user_id = %(author_id)s"
 # Candidates of ListSimilarPosts: the posts that share a band key with the
 # given one (GIN on post_band_keys.keys), most shared bands first. At most
 # `scan` rows are read, so a key that thousands of identical short posts
-# share costs a bounded scan.
+# share costs a bounded scan. Key j is band j's (PostBandKey.keys), so the
+# shared bands are the equal positions: 42 comparisons, not 42 x 42.
 SIMILAR_CANDIDATES_SQL = (
     "SELECT c.post_id FROM post_band_keys m CROSS JOIN LATERAL ("
     " SELECT k.post_id, k.keys FROM post_band_keys k"
     " WHERE k.keys && m.keys AND k.post_id <> m.post_id LIMIT %(scan)s) c "
     "WHERE m.post_id = %(id)s "
-    "ORDER BY (SELECT count(*) FROM unnest(c.keys) AS x WHERE x = ANY(m.keys)) DESC,"
+    "ORDER BY (SELECT count(*) FROM unnest(c.keys, m.keys) AS x(a, b) WHERE a = b) DESC,"
     " c.post_id DESC LIMIT %(limit)s"
 )
 
