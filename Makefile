@@ -142,6 +142,15 @@ fmt: $(VENV)/.installed ## Format Python and Rust sources in place
 bench: build ## Benchmarks that print figures (see bench/README.md)
 	$(PY) -m bench
 
+# A PostgreSQL server it may create a database on; the first run loads the
+# posts (about 7 minutes for 1M here), later runs reuse them.
+SEARCH_POSTS ?= 1000000
+SEARCH_DATABASE ?= postgresql://postgres@127.0.0.1:5432/nuell_search_1m
+
+.PHONY: bench-search
+bench-search: gen $(COMPUTE_BIN) ## Search and similar posts at SEARCH_POSTS posts (bench/README.md, "Search")
+	$(PY) -m bench.search --posts $(SEARCH_POSTS) --database $(SEARCH_DATABASE)
+
 # ------------------------------------------------------------------- clean
 
 .PHONY: clean
