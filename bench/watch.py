@@ -4,7 +4,6 @@ delivery latency from the writer's OK to each watcher's receipt, events lost and
 repeated, the gateway's CPU per delivered event and memory per open stream."""
 
 import asyncio
-import math
 import multiprocessing
 import random
 import struct
@@ -17,7 +16,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 from nuell.posts.v1 import post_service_pb2 as pb  # type: ignore[import-untyped]
 
-from bench.driver import CHANNEL_OPTIONS, memory, snapshot
+from bench.driver import CHANNEL_OPTIONS, memory, percentile, snapshot
 from bench.report import codes, ms, say
 from bench.scenarios import _words
 from bench.stack import Stack, sign_up
@@ -178,8 +177,7 @@ def run(stack: Stack) -> dict[str, Any]:
                 if not follows or follows == author:
                     lost += post not in got
                     delays += [1000 * max(0.0, got[post] - ok)] if post in got else []
-        delays.sort()
-        p50, p99 = (delays[int(q * (len(delays) - 1))] if delays else math.nan for q in (0.5, 0.99))
+        p50, p99 = (percentile(sorted(delays), p) for p in (50, 99))
         cost = 1000 * used / max(1, len(delays))
         figures[label] = {"events": len(delays), "p50_ms": p50, "p99_ms": p99, "lost": lost,
                           "duplicates": dup, "gateway_cpu_ms_per_event": cost,
