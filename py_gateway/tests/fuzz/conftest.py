@@ -28,13 +28,13 @@ from deploy.launcher import Launcher, LaunchError, Running, free_port
 from deploy.settings import Address, StackSettings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nuell.users.v1 import user_pb2, user_service_pb2
-from sqlalchemy import text, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from nuell_gateway.authz import Role
 from nuell_gateway.convert import etag, use_etag_keys
-from nuell_gateway.db.models import Base, Post, User
+from nuell_gateway.db.models import AuthSession, Base, Post, SignInThrottle, User
 from nuell_gateway.security.tokens import AccessTokens
 from tests.conftest import TEST_JWT_KEYS, make_settings
 from tests.utils.factories import TestUser, bearer, make_post, make_user
@@ -259,6 +259,14 @@ def restored_world(
                     .where(User.id == account.id)
                     .values(role=str(account.role), is_active=True)
                 )
+                # A hostile but valid call (ChangePassword with the right
+                # password, a deactivation) ends the world's sessions.
+                await session.execute(
+                    update(AuthSession)
+                    .where(AuthSession.id == account.session_id)
+                    .values(revoked_at=None, revoke_reason=None)
+                )
+            await session.execute(delete(SignInThrottle))
             post_id = uuid.UUID(world.post_id)
             if await session.get(Post, post_id) is None:
                 session.add(Post(id=post_id, user_id=world.user.id, content=POST_CONTENT))
