@@ -273,6 +273,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=250, help="timed searches per order")
     parser.add_argument("--similar-sample", type=int, default=20_000)
     parser.add_argument("--writes", type=int, default=200, help="CreatePost calls per variant")
+    parser.add_argument(
+        "--parts", default="search,similar,writes,sizes", help="which measurements to run"
+    )
     args = parser.parse_args()
     ensure_database(args.database)
     sa_url = make_url(args.database).set(drivername="postgresql+psycopg")
@@ -338,10 +341,15 @@ async def measure(args: argparse.Namespace, rust: asyncio.subprocess.Process) ->
     meta = await sign_in(db, gateway)
     posts = PostServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}"))
     try:
-        await searches(args, db, compute, posts, meta, texts, index_of)
-        await similar(args, db, compute, posts, meta, texts, copied, ids, index_of)
-        await writes(args, db, posts, meta)
-        sizes(db)
+        parts = set(args.parts.split(","))
+        if "search" in parts:
+            await searches(args, db, compute, posts, meta, texts, index_of)
+        if "similar" in parts:
+            await similar(args, db, compute, posts, meta, texts, copied, ids, index_of)
+        if "writes" in parts:
+            await writes(args, db, posts, meta)
+        if "sizes" in parts:
+            sizes(db)
     finally:
         await gateway.stop()
 
