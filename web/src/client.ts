@@ -8,14 +8,16 @@
 //   const login = await nuell.auth.login({ email, password });
 //   nuell.session.accessToken = login.accessToken;
 //   const { posts } = await nuell.posts.listPosts({ pageSize: 20 });
+//   const { sessions } = await nuell.sessions.listSessions({});
 
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
-import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { AuthService } from "./gen/nuell/auth/v1/auth_service_pb.js";
 import { ComputeService } from "./gen/nuell/compute/v1/compute_service_pb.js";
 import { PostService } from "./gen/nuell/posts/v1/post_service_pb.js";
+import { SessionService } from "./gen/nuell/sessions/v1/session_service_pb.js";
 import { UserService } from "./gen/nuell/users/v1/user_service_pb.js";
 
 /** Who is signed in. Held in memory only: a token in localStorage is readable by any script
@@ -30,6 +32,7 @@ export interface Nuell {
   users: Client<typeof UserService>;
   posts: Client<typeof PostService>;
   compute: Client<typeof ComputeService>;
+  sessions: Client<typeof SessionService>;
   session: Session;
 }
 
@@ -62,6 +65,7 @@ export function createNuell({ baseUrl, timeoutMs = 10_000 }: NuellOptions): Nuel
     users: createClient(UserService, transport),
     posts: createClient(PostService, transport),
     compute: createClient(ComputeService, transport),
+    sessions: createClient(SessionService, transport),
     session,
   };
 }
@@ -82,6 +86,9 @@ export interface CallError {
   /** ErrorInfo.reason: stable, for code to branch on (e.g. "INVALID_FIELDS"). */
   reason?: string;
   violations: FieldViolation[];
+  /** RetryInfo.retry_delay in seconds: when a refused attempt (TOO_MANY_ATTEMPTS) may be
+   *  made again. Absent when the server did not say (the edge's own rate limit). */
+  retryAfterSeconds?: number;
 }
 
 export function describeError(error: unknown): CallError {
@@ -91,12 +98,14 @@ export function describeError(error: unknown): CallError {
     .findDetails(BadRequestSchema)
     .flatMap((badRequest) => badRequest.fieldViolations)
     .map(({ field, description, reason }) => ({ field, description, reason }));
+  const delay = failure.findDetails(RetryInfoSchema)[0]?.retryDelay;
   return {
     code: failure.code,
     codeName: codeName(failure.code),
     message: failure.rawMessage,
     reason: info?.reason,
     violations,
+    retryAfterSeconds: delay ? Number(delay.seconds) + delay.nanos / 1e9 : undefined,
   };
 }
 

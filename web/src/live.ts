@@ -20,6 +20,8 @@ export interface LiveHandlers {
   /** The token expired while away: what is on screen may be stale; list again. */
   relist(): Promise<void>;
   state(state: LiveState): void;
+  /** The stream was refused for its credentials (the session ended, say). */
+  unauthenticated?(error: unknown): void;
 }
 
 export class LiveFeed {
@@ -70,6 +72,7 @@ export class LiveFeed {
         const failure = ConnectError.from(error);
         if (failure.code === Code.Unauthenticated || failure.code === Code.PermissionDenied) {
           this.on.state("stopped");
+          this.on.unauthenticated?.(error);
           return;
         }
         if (failure.code === Code.OutOfRange) {

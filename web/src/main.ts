@@ -2,53 +2,30 @@
 // delete and search posts and list similar ones, all over gRPC-Web through
 // the edge; the list follows every change live (WatchPosts, live.ts), from
 // this tab or any other. It also answers the links in Nuell's mails
-// (?verify_email=, ?reset_password=, ?confirm_email=). Every string from the
-// server is written with textContent, never as HTML.
+// (?verify_email=, ?reset_password=, ?confirm_email=). Signing in and staying
+// signed in (two-factor sign-in included) is in signin.ts; two-factor setup,
+// sessions and security events in account.ts. Every string from the server is
+// written with textContent, never as HTML.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
-import { createNuell, describeError, type Nuell } from "./client.js";
+import { AccountPanel } from "./account.js";
+import { Code, createNuell, describeError, type Nuell } from "./client.js";
 import { LiveFeed, type LiveState } from "./live.js";
+import { SignIn } from "./signin.js";
+import { TEXT, say, type Locale } from "./text.js";
 import { AnalysisState, type Post } from "./gen/nuell/posts/v1/post_pb.js";
 import { PostEventType, SearchOrder, type PostEvent } from "./gen/nuell/posts/v1/post_service_pb.js";
+
+/** UNAUTHENTICATED reasons that mean this page's session is gone (ended here or
+ *  elsewhere, or the account stopped): the page signs out rather than keep failing. */
+const SESSION_GONE = new Set(["SESSION_ENDED", "TOKEN_REVOKED", "ACCOUNT_INACTIVE", "INVALID_TOKEN", "MISSING_TOKEN"]);
 
 interface PageConfig {
   /** The edge's URL, when it is not this page's host on `edgePort`. */
   edgeUrl?: string;
   edgePort?: number;
 }
-
-type Locale = "en" | "ja";
-
-/** What the page says about accounts, in the languages mails come in. */
-const TEXT: Record<Locale, Record<string, string>> = {
-  en: {
-    registered: "Check your inbox: we sent a link to {email}. Open it, then log in.",
-    resent: "If {email} has an account waiting for verification, a new link is on its way.",
-    resetSent: "If {email} has an account, a link to reset its password is on its way.",
-    verified: "Your email address is verified. Log in to continue.",
-    resetDone: "Your password is changed and every session signed out. Log in with the new password.",
-    changeSent: "We sent a confirmation link to {email}. The address changes once you open it.",
-    changed: "Your email address is changed. Log in with the new address.",
-    TOKEN_INVALID: "This link is used, expired or replaced by a newer one. Ask for a new link.",
-    EMAIL_NOT_VERIFIED: "Verify your email address first: open the link we mailed you (or Resend verification).",
-    QUERY_EMPTY: "Type a word to search for: punctuation and emoji alone are not searched.",
-    QUERY_TOO_LONG: "The search is too long: use fewer words (at most 32 words or character pairs).",
-  },
-  ja: {
-    registered: "{email} に確認用のリンクを送りました。リンクを開いてからログインしてください。",
-    resent: "{email} が確認待ちのアカウントであれば、新しいリンクを送りました。",
-    resetSent: "{email} のアカウントがあれば、パスワード再設定用のリンクを送りました。",
-    verified: "メールアドレスを確認しました。ログインしてください。",
-    resetDone: "パスワードを変更し、すべてのセッションをログアウトしました。新しいパスワードでログインしてください。",
-    changeSent: "{email} に確認用のリンクを送りました。リンクを開くとアドレスが変わります。",
-    changed: "メールアドレスを変更しました。新しいアドレスでログインしてください。",
-    TOKEN_INVALID: "このリンクは使用済み、期限切れ、または新しいリンクに置き換えられています。もう一度リンクを依頼してください。",
-    EMAIL_NOT_VERIFIED: "先にメールアドレスを確認してください（メールのリンクを開くか、確認メールを再送してください）。",
-    QUERY_EMPTY: "検索する言葉を入力してください（記号や絵文字だけでは検索できません）。",
-    QUERY_TOO_LONG: "検索語が長すぎます。語を減らしてください（32 語まで）。",
-  },
-};
 
 function element<T extends HTMLElement>(id: string): T {
   const found = document.getElementById(id);
@@ -68,6 +45,9 @@ class Page {
   /** Each shown post's update time (µs): an older event never redraws a newer state. */
   private readonly shownAt = new Map<string, bigint>();
   private readonly live: LiveFeed;
+  private readonly signIn: SignIn;
+  private readonly account: AccountPanel;
+  private retryTimer?: ReturnType<typeof setInterval>;
   private userId = "";
   private resetToken = "";
   private searchToken = "";
@@ -77,6 +57,21 @@ class Page {
       event: (event) => this.apply(event),
       relist: () => this.reload(),
       state: (state) => this.showLive(state),
+      unauthenticated: (error) => this.sessionGone(error),
+    });
+    // A refresh refused: the session ended elsewhere (or expired) while the page was open.
+    this.signIn = new SignIn(nuell, () => {
+      this.signedOutView();
+      this.say("sessionEnded");
+    });
+    this.account = new AccountPanel(nuell, {
+      run: (action) => this.run(action),
+      say: (key) => this.say(key),
+      endedHere: () => {
+        this.signIn.forget();
+        this.signedOutView();
+        this.say("signedOut");
+      },
     });
   }
 
@@ -92,7 +87,18 @@ class Page {
       const action = (event.submitter as HTMLButtonElement | null)?.value ?? "login";
       void this.run(credentialActions[action] ?? (() => this.login()));
     });
+    element<HTMLFormElement>("mfa").addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.run(() => this.verifyMfa());
+    });
+    element("mfa-back").addEventListener("click", () => {
+      this.signIn.cancel();
+      this.showMfaStep(false);
+      this.showError(undefined);
+      this.notice("");
+    });
     element("logout").addEventListener("click", () => void this.run(() => this.logout()));
+    this.account.start();
     element<HTMLFormElement>("reset-form").addEventListener("submit", (event) => {
       event.preventDefault();
       void this.run(() => this.resetPassword());
@@ -187,7 +193,17 @@ class Page {
       await action();
     } catch (error) {
       this.showError(error);
+      this.sessionGone(error);
     }
+  }
+
+  /** After a failed call: if it says this page's session is gone, sign the page out. */
+  private sessionGone(error: unknown): void {
+    const failure = describeError(error);
+    if (!this.userId || failure.code !== Code.Unauthenticated || !SESSION_GONE.has(failure.reason ?? "")) return;
+    this.signIn.forget();
+    this.signedOutView();
+    this.say("sessionEnded");
   }
 
   private credentials(): { email: string; password: string } {
@@ -202,7 +218,7 @@ class Page {
   }
 
   private say(key: string, email = ""): void {
-    this.notice((TEXT[this.locale()][key] ?? key).replace("{email}", email));
+    this.notice(say(this.locale(), key, { email }));
   }
 
   private async register(): Promise<void> {
@@ -243,10 +259,42 @@ class Page {
   }
 
   private async login(): Promise<void> {
-    const reply = await this.nuell.auth.login(this.credentials());
-    this.nuell.session.accessToken = reply.accessToken;
-    this.nuell.session.refreshToken = reply.refreshToken;
+    const { email, password } = this.credentials();
+    const step = await this.signIn.password(email, password);
     element<HTMLInputElement>("password").value = "";
+    if (step === "mfa") {
+      this.showMfaStep(true);
+      this.say("mfaAsked");
+      return;
+    }
+    await this.signedIn(false);
+  }
+
+  /** The second step: a wrong code leaves it open for another try; a dead mfa token
+   *  (expired, five wrong codes) goes back to the password. */
+  private async verifyMfa(): Promise<void> {
+    const box = element<HTMLInputElement>("mfa-code");
+    try {
+      await this.signIn.code(box.value);
+    } catch (error) {
+      if (this.signIn.awaitingCode) box.select();
+      else this.showMfaStep(false);
+      throw error;
+    }
+    box.value = "";
+    this.showMfaStep(false);
+    await this.signedIn(true);
+  }
+
+  private showMfaStep(shown: boolean): void {
+    element("mfa").hidden = !shown;
+    element("credentials").hidden = shown;
+    element<HTMLInputElement>("mfa-code").value = "";
+    if (shown) element<HTMLInputElement>("mfa-code").focus();
+  }
+
+  /** The page of a signed-in account. `totpOn`: whether the sign-in asked for a code. */
+  private async signedIn(totpOn: boolean): Promise<void> {
     const { user } = await this.nuell.users.getCurrentUser({});
     this.userId = user?.id ?? "";
     element("who").textContent = user?.email ?? "";
@@ -254,19 +302,25 @@ class Page {
     element("signed-in").hidden = false;
     element("posts-section").hidden = false;
     element("search-section").hidden = false;
-    this.notice("Signed in.");
-    await this.reload();
+    this.say("signedIn");
+    await Promise.all([this.reload(), this.account.open(totpOn)]);
     this.live.start(this.userId);
   }
 
   private async logout(): Promise<void> {
-    const { refreshToken } = this.nuell.session;
-    this.nuell.session.accessToken = undefined;
-    this.nuell.session.refreshToken = undefined;
+    this.signedOutView();
+    await this.signIn.signOut();
+    this.say("signedOut");
+  }
+
+  /** Back to the sign-in form, with nothing of the account left on screen. */
+  private signedOutView(): void {
     this.userId = "";
     this.live.stop();
     this.showLive("stopped");
+    this.account.close();
     element("credentials").hidden = false;
+    element("mfa").hidden = true;
     element("signed-in").hidden = true;
     element("posts-section").hidden = true;
     element("search-section").hidden = true;
@@ -275,8 +329,6 @@ class Page {
     element("posts").replaceChildren();
     this.byId.clear();
     this.shownAt.clear();
-    if (refreshToken) await this.nuell.auth.logout({ refreshToken });
-    this.notice("Signed out.");
   }
 
   private async publish(): Promise<void> {
@@ -389,6 +441,7 @@ class Page {
   }
 
   private showError(error: unknown): void {
+    clearInterval(this.retryTimer);
     const box = element("error");
     if (error === undefined) {
       box.hidden = true;
@@ -400,15 +453,31 @@ class Page {
     if (failure.reason) lines.unshift(`reason: ${failure.reason}`);
     const hint = failure.reason ? TEXT[this.locale()][failure.reason] : undefined;
     if (hint) lines.push(hint);
-    element("error-details").replaceChildren(
-      ...lines.map((line) => {
-        const item = document.createElement("li");
-        item.textContent = line;
-        return item;
-      }),
-    );
+    const items = lines.map((line) => {
+      const item = document.createElement("li");
+      item.textContent = line;
+      return item;
+    });
+    if (failure.retryAfterSeconds !== undefined) items.push(this.retryCountdown(failure.retryAfterSeconds));
+    element("error-details").replaceChildren(...items);
     box.hidden = false;
     this.notice("");
+  }
+
+  /** "Try again in N s", counting down from google.rpc.RetryInfo's delay. */
+  private retryCountdown(seconds: number): HTMLLIElement {
+    const item = document.createElement("li");
+    item.dataset.testid = "retry-after";
+    const until = Date.now() + seconds * 1000;
+    const tick = () => {
+      const left = Math.ceil((until - Date.now()) / 1000);
+      item.dataset.seconds = String(Math.max(left, 0));
+      item.textContent = left > 0 ? say(this.locale(), "retryIn", { seconds: left }) : say(this.locale(), "retryNow");
+      if (left <= 0) clearInterval(this.retryTimer);
+    };
+    tick();
+    this.retryTimer = setInterval(tick, 1000);
+    return item;
   }
 }
 
