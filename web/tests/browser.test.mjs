@@ -15,58 +15,44 @@
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { access, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
-import { dirname, extname, join, resolve, sep } from "node:path";
+import { extname, join, resolve, sep } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 
 import { chromium } from "playwright-core";
 
-const DIST = resolve(dirname(fileURLToPath(import.meta.url)), "..", "dist");
-const PAGE_URL = (process.env.NUELL_PAGE_URL ?? "http://localhost:3000").replace(/\/$/, "");
-const CHROMIUM = process.env.NUELL_CHROMIUM ?? "/usr/bin/chromium";
-const ARTIFACTS = process.env.NUELL_BROWSER_ARTIFACTS;
-const PASSWORD = "Correct-Horse-42";
-const STEP_TIMEOUT_MS = 20_000;
-const MAILBOX = (process.env.NUELL_MAILBOX_URL ?? "http://127.0.0.1:1080").replace(/\/$/, "");
-const MAIL_TIMEOUT_MS = 30_000;
+import {
+  CHROMIUM,
+  CHROMIUM_ARGS,
+  DIST,
+  PAGE_URL,
+  PASSWORD,
+  STEP_TIMEOUT_MS,
+  checkTools,
+  follow,
+  mailLink,
+  mailsTo,
+  openPage as openPageIn,
+  outcome,
+  registerAndVerify,
+  submit,
+  text,
+} from "./helpers.mjs";
 
 let context;
 let userDataDir;
 let foreign;
 
 before(async () => {
-  try {
-    await access(CHROMIUM);
-  } catch {
-    throw new Error(
-      `Chromium not found at ${CHROMIUM}. Install Debian's package: ` +
-        "`sudo apt-get install -y chromium` (or set NUELL_CHROMIUM to a Chromium binary). " +
-        "Never `npx playwright install`: the tests use the system browser.",
-    );
-  }
-  try {
-    await access(join(DIST, "index.html"));
-  } catch {
-    throw new Error(`the page is not built (${DIST}/index.html missing): run \`npm run build\` in web/`);
-  }
+  await checkTools();
   // An empty profile of our own, so nothing cached or granted leaks in.
   userDataDir = await mkdtemp(join(tmpdir(), "nuell-chromium-"));
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--disable-quic",
-    ],
+    args: CHROMIUM_ARGS,
   });
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
   foreign = await serveForeignOrigin();
@@ -110,81 +96,7 @@ async function serveForeignOrigin() {
   return { server, url: `http://localhost:${server.address().port}` };
 }
 
-async function openPage(url, t) {
-  const page = await context.newPage();
-  const consoleLines = [];
-  page.on("console", (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
-  t.after(async () => {
-    if (ARTIFACTS && t.passed === false) {
-      await mkdir(ARTIFACTS, { recursive: true });
-      const name = t.name.replace(/\W+/g, "-");
-      await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
-    }
-    await page.close();
-  });
-  await page.goto(url);
-  await page.waitForSelector("body[data-ready=true]");
-  return { page, consoleLines };
-}
-
-const text = (page, testId) => page.getByTestId(testId).innerText();
-
-async function submit(page, email, password, button) {
-  await page.getByLabel("Email", { exact: true }).fill(email);
-  await page.getByLabel("Password", { exact: true }).fill(password);
-  await page.getByRole("button", { name: button, exact: true }).click();
-}
-
-/** Mails to `address` in MailDev, oldest first. */
-async function mailsTo(address) {
-  const reply = await fetch(`${MAILBOX}/api/email`);
-  assert.equal(reply.status, 200, `MailDev at ${MAILBOX} does not answer`);
-  const every = await reply.json();
-  return every.filter((mail) => mail.to.some((to) => to.address.toLowerCase() === address.toLowerCase()));
-}
-
-/** The newest mail to `address` linking to `action`, waited for: the mail and the link's query. */
-async function mailLink(address, action, { after = 0 } = {}) {
-  const pattern = new RegExp(`(\\S+)/\\?${action}=([A-Za-z0-9_-]+)`);
-  const deadline = Date.now() + MAIL_TIMEOUT_MS;
-  for (;;) {
-    for (const mail of (await mailsTo(address)).slice(after).reverse()) {
-      const found = pattern.exec(mail.text ?? "");
-      if (found) return { mail, query: `?${action}=${found[2]}` };
-    }
-    if (Date.now() > deadline) throw new Error(`no ${action} mail to ${address} within ${MAIL_TIMEOUT_MS} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
-
-/** Opens a mail's link on the page under test; the page says how it went. */
-async function follow(page, query) {
-  await page.goto(`${PAGE_URL}/${query}`);
-  await page.waitForSelector("body[data-ready=true]");
-  // The token leaves the address bar (and the history) once read.
-  assert.equal(new URL(page.url()).search, "");
-}
-
-async function registerAndVerify(page, email, password, locale = "en") {
-  await page.getByLabel("Language of mails").selectOption(locale);
-  await submit(page, email, password, "Register");
-  const registered = await outcome(page);
-  assert.match(registered.notice ?? "", locale === "ja" ? /確認用のリンク/ : /Check your inbox/, JSON.stringify(registered));
-  const { mail, query } = await mailLink(email, "verify_email");
-  await follow(page, query);
-  assert.match((await outcome(page)).notice ?? "", /verified|確認しました/);
-  return mail;
-}
-
-/** Waits until the call just made has answered: a notice or an error. */
-async function outcome(page) {
-  await page.waitForFunction(
-    () =>
-      !document.getElementById("error").hidden || document.getElementById("notice").textContent !== "",
-  );
-  const error = await page.getByTestId("error");
-  return (await error.isVisible()) ? { error: await error.innerText() } : { notice: await text(page, "notice") };
-}
+const openPage = (url, t) => openPageIn(context, url, t);
 
 test("the page registers, logs in and manages posts through the edge", async (t) => {
   const { page } = await openPage(PAGE_URL, t);
