@@ -53,8 +53,9 @@ COMPOSE_SECRETS: tuple[str, ...] = (
     "jwt_keys",
     "totp_keys",
     "smtp_url",
+    "edge_tls_cert",
+    "edge_tls_key",
 )
-COMPOSE_SECRETS += ("edge_tls_cert", "edge_tls_key")
 
 
 @dataclass(frozen=True)

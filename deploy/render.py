@@ -139,11 +139,6 @@ def _context(settings: StackSettings, size: manifests.Overlay) -> dict[str, Any]
     }
 
 
-def compose(settings: StackSettings, out_dir: Path) -> manifests.Manifest:
-    """The compose project as `write_compose` writes it into `out_dir`."""
-    return yaml.safe_load(render_compose(settings, out_dir))  # type: ignore[no-any-return]
-
-
 def render_compose(settings: StackSettings, out_dir: Path) -> str:
     context = os.path.relpath(REPO, out_dir.resolve())  # the build context, from the file
     return _render(

@@ -517,7 +517,7 @@ def test_ports_follow_the_settings(tmp_path: Path, tls: tuple[Path, Path]) -> No
     assert pods["compute"]["containers"][0]["livenessProbe"]["grpc"]["port"] == 6052
     assert ("ingress", "compute", "gateway", 6052) in _flows(docs)
     assert '"gateway", port_value: 6051' in _envoy_config(docs)
-    compose = render.compose(settings, tmp_path)
+    compose = yaml.safe_load(render.render_compose(settings, tmp_path))
     assert compose["services"]["gateway"]["environment"]["NUELL_COMPUTE_TARGET"] == "compute:6052"
     result = subprocess.run(
         [*RENDER, "k8s", "--out", str(tmp_path / "zero")],
@@ -563,7 +563,7 @@ def test_trace_export_reaches_every_hop_and_only_the_collector_port(tmp_path: Pa
     result = _run(_tool(KUBERNETES_VALIDATE), "--strict", "--no-warn", *files)
     assert result.returncode == 0, result.stdout + result.stderr
 
-    compose = render.compose(settings, tmp_path)
+    compose = yaml.safe_load(render.render_compose(settings, tmp_path))
     for name in ("gateway", "compute"):
         assert compose["services"][name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == collector
     compose_file = tmp_path / "docker-compose.yaml"
