@@ -251,50 +251,81 @@ test("two-factor sign-in is set up on the page, asked for at sign-in, and sessio
   assert.equal(await laptop.getByTestId("mfa").isVisible(), false);
 });
 
-test("a code step that guesses too often is told when to try again", async (t) => {
-  const email = `guess-${randomUUID().slice(0, 12)}@example.com`;
-  const page = await device(t, { locale: "ja-JP" });
-  await registerAndVerify(page, email, PASSWORD, "ja");
-  await submit(page, email, PASSWORD, "Log in");
-  await signedIn(page, email);
-  await page.getByLabel("Sign-in password").fill(PASSWORD);
-  await page.getByRole("button", { name: "Turn on two-factor sign-in" }).click();
-  await page.getByTestId("totp-secret").filter({ hasText: /\S/ }).waitFor();
-  const secret = (await text(page, "totp-secret")).replace(/\s/g, "");
-  await page.getByLabel("Code shown in the app").fill(totp(secret, stepNow()));
-  await page.getByRole("button", { name: "Confirm and turn on" }).click();
-  await page.getByTestId("recovery-codes").locator("li").first().waitFor();
-  await page.getByRole("button", { name: "Log out", exact: true }).click();
-  await page.getByRole("button", { name: "Log in", exact: true }).waitFor();
-
-  // Wrong codes count against the account like wrong passwords: five, then it must wait.
-  // After five wrong codes the mfa token is dead too: the page goes back to the password.
-  await submit(page, email, PASSWORD, "Log in");
-  await page.getByTestId("mfa").waitFor();
-  let answer;
-  // The delay doubles from 1 s with each failure past the fifth, so within a few tries one
-  // lands inside it, however slow this machine is.
-  for (let attempt = 1; attempt <= 10; attempt++) {
-    if (!(await page.getByTestId("mfa").isVisible())) {
-      await submit(page, email, PASSWORD, "Log in");
-      answer = await outcome(page);
-      if (answer.error) break; // refused before the code step
-      await page.getByTestId("mfa").waitFor();
-    }
-    await page.getByLabel("Authentication code").fill(wrongCode(secret));
-    await page.getByRole("button", { name: "Verify" }).click();
-    answer = await outcome(page);
-    if (/RESOURCE_EXHAUSTED/.test(answer.error ?? "")) break;
-  }
-  assert.match(answer.error ?? "", /RESOURCE_EXHAUSTED/, JSON.stringify(answer));
-  assert.match(answer.error, /reason: TOO_MANY_ATTEMPTS/);
-  // RetryInfo's delay, counting down, in the page's language (Japanese here).
-  const countdown = page.getByTestId("retry-after");
-  assert.match(await countdown.innerText(), /試行回数が多すぎます。\d+ 秒後にもう一度お試しください。/);
-  const seconds = Number(await countdown.getAttribute("data-seconds"));
-  assert.ok(seconds >= 1 && seconds <= 900, `retry after ${seconds} s`);
+/** Waits until the error box's countdown (RetryInfo) reaches zero. */
+async function countdownEnds(page) {
+  const seconds = Number(await page.getByTestId("retry-after").getAttribute("data-seconds"));
   await page.waitForFunction(() => document.querySelector("[data-testid=retry-after]")?.dataset.seconds === "0", null, {
     timeout: (seconds + 5) * 1000,
   });
-  assert.match(await countdown.innerText(), /もう一度お試しいただけます/);
+}
+
+test("guesses from another device slow the account down, and the page says for how long", async (t) => {
+  const email = `guess-${randomUUID().slice(0, 12)}@example.com`;
+  const phone = await device(t, { locale: "ja-JP", userAgent: IPHONE });
+  await registerAndVerify(phone, email, PASSWORD, "ja");
+  await submit(phone, email, PASSWORD, "Log in");
+  await signedIn(phone, email);
+  await phone.getByLabel("Sign-in password").fill(PASSWORD);
+  await phone.getByRole("button", { name: "Turn on two-factor sign-in" }).click();
+  await phone.getByTestId("totp-secret").filter({ hasText: /\S/ }).waitFor();
+  const secret = (await text(phone, "totp-secret")).replace(/\s/g, "");
+  await phone.getByLabel("Code shown in the app").fill(totp(secret, stepNow()));
+  await phone.getByRole("button", { name: "Confirm and turn on" }).click();
+  await phone.getByTestId("recovery-codes").locator("li").first().waitFor();
+  const recovery = await phone.getByTestId("recovery-codes").locator("li").allInnerTexts();
+  assert.equal(recovery.length, 10);
+  await phone.getByRole("button", { name: "Log out", exact: true }).click();
+  await phone.getByRole("button", { name: "Log in", exact: true }).waitFor();
+
+  // The owner has typed the password and is asked for the code...
+  await submit(phone, email, PASSWORD, "Log in");
+  await phone.getByTestId("mfa").waitFor();
+
+  // ...while someone elsewhere guesses the password. After five failures each lock doubles
+  // (1 s, 2 s, 4 s); a refused attempt does not count, so the guesser waits each one out.
+  const guesser = await device(t);
+  let seconds = 0;
+  for (let attempt = 1; seconds < 4; attempt++) {
+    assert.ok(attempt <= 12, `no lock of 4 s after ${attempt} guesses`);
+    await submit(guesser, email, "Wrong-Guess-Pass-1", "Log in");
+    const answer = await outcome(guesser);
+    if (/UNAUTHENTICATED/.test(answer.error ?? "")) continue;
+    assert.match(answer.error ?? "", /RESOURCE_EXHAUSTED/, JSON.stringify(answer));
+    assert.match(answer.error, /reason: TOO_MANY_ATTEMPTS/);
+    assert.match(answer.error, /Too many attempts: try again in \d+ s\./);
+    seconds = Number(await guesser.getByTestId("retry-after").getAttribute("data-seconds"));
+    assert.ok(seconds >= 1 && seconds <= 900, `retry after ${seconds} s`);
+    if (seconds < 4) await countdownEnds(guesser);
+  }
+
+  // The owner's code waits too (the code is not even checked): RetryInfo's delay, counting
+  // down in Japanese, and the code step stays open.
+  await phone.getByLabel("Authentication code").fill(recovery[0]);
+  await phone.getByRole("button", { name: "Verify" }).click();
+  const locked = await outcome(phone);
+  assert.match(locked.error ?? "", /RESOURCE_EXHAUSTED/, JSON.stringify(locked));
+  assert.match(await text(phone, "retry-after"), /試行回数が多すぎます。\d+ 秒後にもう一度お試しください。/);
+  assert.ok(await phone.getByTestId("mfa").isVisible());
+  await countdownEnds(phone);
+  assert.match(await text(phone, "retry-after"), /もう一度お試しいただけます/);
+  // Then the same recovery code works: the refused attempt did not spend it.
+  await phone.getByLabel("Authentication code").fill(recovery[0]);
+  await phone.getByRole("button", { name: "Verify" }).click();
+  await signedIn(phone, email);
+
+  // Five wrong codes end the code step itself: the page goes back to the password.
+  await submit(guesser, email, PASSWORD, "Log in");
+  await guesser.getByTestId("mfa").waitFor();
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    await guesser.getByLabel("Authentication code").fill(wrongCode(secret));
+    await guesser.getByRole("button", { name: "Verify" }).click();
+    assert.match((await outcome(guesser)).error ?? "", /INVALID_MFA_CODE/);
+  }
+  await guesser.getByLabel("Authentication code").fill(recovery[1]);
+  await guesser.getByRole("button", { name: "Verify" }).click();
+  const ended = await outcome(guesser);
+  assert.match(ended.error ?? "", /reason: INVALID_MFA_TOKEN/);
+  assert.match(ended.error, /Log in again/);
+  await guesser.getByRole("button", { name: "Log in", exact: true }).waitFor();
+  assert.equal(await guesser.getByTestId("mfa").isVisible(), false);
 });
