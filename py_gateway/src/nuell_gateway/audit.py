@@ -27,6 +27,7 @@ from nuell_gateway.resources import Resources
 logger = logging.getLogger(__name__)
 
 PRUNE_SECONDS = 3600.0
+FIRST_PRUNE_SECONDS = 60.0
 
 
 class Event(StrEnum):
@@ -72,19 +73,29 @@ async def record(
     )
 
 
-async def prune_forever(resources: Resources) -> None:
+async def prune(resources: Resources) -> None:
     """Drop what is past its time: audit rows, quiet throttles, stale MFA challenges."""
     settings = resources.settings
+    async with resources.sessions.begin() as db:
+        await audit_rows.prune_events(db, older_than=timedelta(days=settings.audit_retention_days))
+        await throttle_rows.prune(
+            db, quiet_for=timedelta(seconds=settings.login_failure_window_seconds)
+        )
+        await factor_rows.prune_challenges(db)
+
+
+async def prune_forever(resources: Resources) -> None:
+    """`prune` every hour in every process (each pass is three DELETEs), the
+    first a minute after start, so a start or a restart storm adds no load."""
+    delay = FIRST_PRUNE_SECONDS
     while True:
+        await asyncio.sleep(delay)
+        delay = PRUNE_SECONDS
         try:
-            async with resources.sessions.begin() as db:
-                await audit_rows.prune_events(
-                    db, older_than=timedelta(days=settings.audit_retention_days)
-                )
-                await throttle_rows.prune(
-                    db, quiet_for=timedelta(seconds=settings.login_failure_window_seconds)
-                )
-                await factor_rows.prune_challenges(db)
+            await prune(resources)
         except (SQLAlchemyError, OSError) as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # psycopg turns a cancelled query into an error: stop as asked.
+                raise asyncio.CancelledError from None
             logger.warning("audit retention: %s", type(exc).__name__)
-        await asyncio.sleep(PRUNE_SECONDS)

@@ -23,7 +23,7 @@ from nuell.users.v1.user_service_pb2_grpc import UserServiceStub
 from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 
-from nuell_gateway import second_factor
+from nuell_gateway import audit, second_factor
 from nuell_gateway.authz import Role
 from nuell_gateway.db.models import AuthEvent, SignInThrottle, TotpFactor
 from nuell_gateway.resources import Resources
@@ -53,7 +53,10 @@ def _bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 async def _login(auth: AuthServiceStub, user: TestUser) -> pb.LoginResponse:
-    return await auth.Login(pb.LoginRequest(email=user.email, password=user.password))
+    reply: pb.LoginResponse = await auth.Login(
+        pb.LoginRequest(email=user.email, password=user.password)
+    )
+    return reply
 
 
 async def _login_as_app(gateway: Gateway, user: TestUser, app: str) -> pb.LoginResponse:
@@ -588,3 +591,27 @@ async def test_audit_rows_cannot_be_rewritten(
     async with resources.sessions() as db:
         with pytest.raises(Exception, match="append-only"):
             await db.execute(text("UPDATE auth_events SET reason = 'x'"))
+
+
+async def test_retention_drops_old_events_and_quiet_failure_counts_only(
+    auth: AuthServiceStub, resources: Resources, alice: TestUser
+) -> None:
+    await _wrong_login(auth, alice.email)
+    await _login(auth, alice)  # resets alice's count
+    await _wrong_login(auth, "nobody-else@example.com")
+    async with resources.sessions.begin() as db:
+        # Rows cannot be rewritten (the trigger), so an old one is written as old.
+        await db.execute(
+            text(
+                "INSERT INTO auth_events (id, created_at, type, user_id) "
+                "VALUES (gen_random_uuid(), now() - interval '366 days', 'password_changed', :u)"
+            ),
+            {"u": alice.id},
+        )
+    await audit.prune(resources)
+    kinds = [e.type for e in await _events(resources, alice)]
+    assert "password_changed" not in kinds
+    assert {"sign_in_failed", "sign_in_succeeded"} <= set(kinds)  # recent: kept
+    async with resources.sessions() as db:
+        counts = (await db.execute(select(SignInThrottle))).scalars().all()
+    assert len(counts) == 1  # the unknown address's count is 15 minutes from quiet
