@@ -4,7 +4,8 @@
 // next sign-in (a wrong code, a recovery code, a code from a later step, a
 // replayed code), sessions on three "devices" (browser contexts of their
 // own) are listed and ended from one of them, and each ended one is signed
-// out on its next call. A guesser gets "try again in N s" from RetryInfo.
+// out on its next call. A guesser and the account's owner get "try again in
+// N s" from RetryInfo. An open page refreshes its token before it expires.
 //
 //   NUELL_PAGE_URL=http://localhost:3000 node --test tests/sessions.test.mjs   # against `make run`
 //
@@ -229,7 +230,6 @@ test("two-factor sign-in is set up on the page, asked for at sign-in, and sessio
   await laptop.waitForFunction(() => document.querySelectorAll("#sessions li").length === 2);
   await nextCall(phone);
   assert.match(await text(phone, "notice"), /このセッションは終了しました/);
-  assert.match(await text(phone, "error"), /UNAUTHENTICATED/);
 
   // Everywhere else: the tablet too; the laptop keeps its own.
   await laptop.getByRole("button", { name: "Sign out everywhere else" }).click();
@@ -338,4 +338,53 @@ test("guesses from another device slow the account down, and the page says for h
   assert.match(ended.error, /Log in again/);
   await guesser.getByRole("button", { name: "Log in", exact: true }).waitFor();
   assert.equal(await guesser.getByTestId("mfa").isVisible(), false);
+});
+
+/** The sessions list again (its Refresh button): the access token the call carried. */
+async function listSessions(page) {
+  await page.locator("#sessions li").evaluateAll((items) => items.forEach((item) => (item.dataset.old = "")));
+  const listed = page.waitForResponse((response) =>
+    response.url().endsWith("/nuell.sessions.v1.SessionService/ListSessions"),
+  );
+  await page.getByRole("button", { name: "Refresh", exact: false }).click();
+  const bearer = (await listed).request().headers().authorization;
+  await page.locator("#sessions li:not([data-old])").first().waitFor();
+  assert.equal(await page.getByTestId("error").isVisible(), false);
+  return bearer;
+}
+
+test("an open page refreshes its access token before it expires", async (t) => {
+  const email = `refresh-${randomUUID().slice(0, 12)}@example.com`;
+  const page = await device(t);
+  await registerAndVerify(page, email, PASSWORD);
+  // The page's timers on a clock the test moves (the server's clock is untouched).
+  await page.clock.install();
+  await page.goto(PAGE_URL);
+  await page.waitForSelector("body[data-ready=true]");
+  let refreshes = 0;
+  page.on("request", (request) => {
+    if (request.url().endsWith("/nuell.auth.v1.AuthService/Refresh")) refreshes += 1;
+  });
+  await submit(page, email, PASSWORD, "Log in");
+  await signedIn(page, email);
+  const first = await listSessions(page);
+
+  // 30-minute access tokens: no Refresh in the first 28 minutes...
+  await page.clock.fastForward("28:00");
+  assert.equal(await listSessions(page), first);
+  assert.equal(refreshes, 0);
+  // ...then one, a minute before expiry, and the calls after it carry the new token, in the
+  // same session (still one, still this device's).
+  const refreshed = page.waitForResponse((response) =>
+    response.url().endsWith("/nuell.auth.v1.AuthService/Refresh"),
+  );
+  await page.clock.fastForward("01:30");
+  await refreshed;
+  const second = await listSessions(page);
+  assert.match(second, /^Bearer /);
+  assert.notEqual(second, first);
+  assert.equal(refreshes, 1);
+  assert.equal(await page.locator("#sessions li").count(), 1);
+  assert.equal(await page.locator("#sessions li[data-current=true]").count(), 1);
+  assert.ok(await page.getByTestId("who").isVisible());
 });
