@@ -20,8 +20,9 @@ export interface LiveHandlers {
   /** The token expired while away: what is on screen may be stale; list again. */
   relist(): Promise<void>;
   state(state: LiveState): void;
-  /** The stream was refused for its credentials (the session ended, say). */
-  unauthenticated?(error: unknown): void;
+  /** The stream was refused for its credentials: true to open it again (they are renewed),
+   *  false to stop (the session ended, say). */
+  unauthenticated?(error: unknown): Promise<boolean>;
 }
 
 export class LiveFeed {
@@ -70,9 +71,11 @@ export class LiveFeed {
       } catch (error) {
         if (signal.aborted) break;
         const failure = ConnectError.from(error);
-        if (failure.code === Code.Unauthenticated || failure.code === Code.PermissionDenied) {
+        const renewed = failure.code === Code.Unauthenticated && (await this.on.unauthenticated?.(error));
+        // Renewed: reopened after the usual wait, so a token refused again and again
+        // cannot turn into a loop of refreshes.
+        if (!renewed && (failure.code === Code.Unauthenticated || failure.code === Code.PermissionDenied)) {
           this.on.state("stopped");
-          this.on.unauthenticated?.(error);
           return;
         }
         if (failure.code === Code.OutOfRange) {

@@ -57,7 +57,11 @@ class Page {
       event: (event) => this.apply(event),
       relist: () => this.reload(),
       state: (state) => this.showLive(state),
-      unauthenticated: (error) => this.sessionGone(error),
+      unauthenticated: async (error) => {
+        if (await this.renewed(error)) return true;
+        this.sessionGone(error);
+        return false;
+      },
     });
     // A refresh refused: the session ended elsewhere (or expired) while the page was open.
     this.signIn = new SignIn(nuell, () => {
@@ -192,9 +196,25 @@ class Page {
     try {
       await action();
     } catch (error) {
+      // Refused before it ran (the access token had expired): safe to make again, once.
+      if (await this.renewed(error)) {
+        try {
+          await action();
+          return;
+        } catch (again) {
+          error = again;
+        }
+      }
       this.showError(error);
       this.sessionGone(error);
     }
+  }
+
+  /** After a failed call: true if only the access token had expired and is renewed now. */
+  private async renewed(error: unknown): Promise<boolean> {
+    const failure = describeError(error);
+    if (!this.userId || failure.code !== Code.Unauthenticated || failure.reason !== "INVALID_TOKEN") return false;
+    return this.signIn.renew();
   }
 
   /** After a failed call: if it says this page's session is gone, sign the page out. */

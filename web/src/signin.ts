@@ -33,8 +33,9 @@ export function normalizeCode(typed: string): string {
 export class SignIn {
   private mfaToken = "";
   private timer?: ReturnType<typeof setTimeout>;
+  private renewing?: Promise<boolean>;
 
-  /** `ended` is told when the session stopped working by itself (ended elsewhere). */
+  /** `ended` is told when the timed Refresh is refused: the session ended elsewhere. */
   constructor(
     private readonly nuell: Nuell,
     private readonly ended: (error: unknown) => void,
@@ -89,29 +90,48 @@ export class SignIn {
     this.nuell.session.refreshToken = undefined;
   }
 
+  /** Refreshes now, for a call refused because the access token expired before its timer
+   *  fired (a computer that slept): true if the page holds new tokens. Calls failing at once
+   *  share one Refresh. */
+  renew(): Promise<boolean> {
+    this.renewing ??= this.refresh().then(
+      (outcome) => outcome === "renewed",
+      () => false,
+    );
+    void this.renewing.finally(() => (this.renewing = undefined));
+    return this.renewing;
+  }
+
   private hold(pair: TokenPair): void {
     this.nuell.session.accessToken = pair.accessToken;
     this.nuell.session.refreshToken = pair.refreshToken;
     clearTimeout(this.timer);
     const seconds = Math.max(pair.expiresIn - REFRESH_EARLY_S, pair.expiresIn / 2, 1);
-    this.timer = setTimeout(() => void this.refresh(), seconds * 1000);
+    this.timer = setTimeout(() => void this.scheduled(), seconds * 1000);
   }
 
-  private async refresh(): Promise<void> {
+  private async scheduled(): Promise<void> {
+    const outcome = await this.refresh();
+    if (outcome === "ended") this.ended(undefined);
+    else if (outcome === "failed") this.timer = setTimeout(() => void this.scheduled(), REFRESH_RETRY_MS);
+  }
+
+  /** "ended": the refresh token was refused (the session ended, or expired), the tokens are
+   *  dropped; "failed": something else (the network), tried again later; "stale": signed
+   *  out or in again meanwhile. */
+  private async refresh(): Promise<"renewed" | "ended" | "failed" | "stale"> {
     const { refreshToken } = this.nuell.session;
-    if (!refreshToken) return;
+    if (!refreshToken) return "stale";
     try {
       const reply = await this.nuell.auth.refresh({ refreshToken });
-      // Signed out (or in again) while the call was out: that answer is stale.
-      if (this.nuell.session.refreshToken === refreshToken) this.hold(reply);
+      if (this.nuell.session.refreshToken !== refreshToken) return "stale";
+      this.hold(reply);
+      return "renewed";
     } catch (error) {
-      if (this.nuell.session.refreshToken !== refreshToken) return;
-      if (ConnectError.from(error).code === Code.Unauthenticated) {
-        this.forget();
-        this.ended(error);
-      } else {
-        this.timer = setTimeout(() => void this.refresh(), REFRESH_RETRY_MS);
-      }
+      if (this.nuell.session.refreshToken !== refreshToken) return "stale";
+      if (ConnectError.from(error).code !== Code.Unauthenticated) return "failed";
+      this.forget();
+      return "ended";
     }
   }
 }
