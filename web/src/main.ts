@@ -11,9 +11,10 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import { AccountPanel } from "./account.js";
 import { Code, createNuell, describeError, type Nuell } from "./client.js";
+import { ErrorBox } from "./errorbox.js";
 import { LiveFeed, type LiveState } from "./live.js";
 import { SignIn } from "./signin.js";
-import { TEXT, say, type Locale } from "./text.js";
+import { say, type Locale } from "./text.js";
 import { AnalysisState, type Post } from "./gen/nuell/posts/v1/post_pb.js";
 import { PostEventType, SearchOrder, type PostEvent } from "./gen/nuell/posts/v1/post_service_pb.js";
 
@@ -47,7 +48,7 @@ class Page {
   private readonly live: LiveFeed;
   private readonly signIn: SignIn;
   private readonly account: AccountPanel;
-  private retryTimer?: ReturnType<typeof setInterval>;
+  private readonly errors = new ErrorBox(element("error"), element("error-title"), element("error-details"));
   private userId = "";
   private resetToken = "";
   private searchToken = "";
@@ -461,43 +462,12 @@ class Page {
   }
 
   private showError(error: unknown): void {
-    clearInterval(this.retryTimer);
-    const box = element("error");
     if (error === undefined) {
-      box.hidden = true;
+      this.errors.hide();
       return;
     }
-    const failure = describeError(error);
-    element("error-title").textContent = `${failure.codeName}: ${failure.message}`;
-    const lines = failure.violations.map((v) => `${v.field}: ${v.description}`);
-    if (failure.reason) lines.unshift(`reason: ${failure.reason}`);
-    const hint = failure.reason ? TEXT[this.locale()][failure.reason] : undefined;
-    if (hint) lines.push(hint);
-    const items = lines.map((line) => {
-      const item = document.createElement("li");
-      item.textContent = line;
-      return item;
-    });
-    if (failure.retryAfterSeconds !== undefined) items.push(this.retryCountdown(failure.retryAfterSeconds));
-    element("error-details").replaceChildren(...items);
-    box.hidden = false;
+    this.errors.show(error, this.locale());
     this.notice("");
-  }
-
-  /** "Try again in N s", counting down from google.rpc.RetryInfo's delay. */
-  private retryCountdown(seconds: number): HTMLLIElement {
-    const item = document.createElement("li");
-    item.dataset.testid = "retry-after";
-    const until = Date.now() + seconds * 1000;
-    const tick = () => {
-      const left = Math.ceil((until - Date.now()) / 1000);
-      item.dataset.seconds = String(Math.max(left, 0));
-      item.textContent = left > 0 ? say(this.locale(), "retryIn", { seconds: left }) : say(this.locale(), "retryNow");
-      if (left <= 0) clearInterval(this.retryTimer);
-    };
-    tick();
-    this.retryTimer = setInterval(tick, 1000);
-    return item;
   }
 }
 
