@@ -99,6 +99,10 @@ class Mailer:
                 while await self.send_due(server):
                     pass
             except Exception:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # psycopg turns a cancelled query into an error: stop as asked.
+                    raise asyncio.CancelledError from None
                 logger.exception("mail sender failed; retrying")
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
             # that stops this loop at shutdown.

@@ -28,10 +28,14 @@ KEY = b"s" * 40  # the signing key of TEST_JWT_KEYS (kid k2026)
 OLD_KEY = b"o" * 40  # the previous key (kid k2025), still accepted
 
 
-def _claims(user_id: uuid.UUID, **overrides: object) -> dict[str, object]:
+def _claims(
+    user_id: uuid.UUID, session_id: uuid.UUID | None = None, **overrides: object
+) -> dict[str, object]:
+    """Claims as the gateway issues them; for a session that exists, pass its id."""
     now = int(time.time())
     claims: dict[str, object] = {
         "sub": str(user_id),
+        "sid": str(session_id or uuid.uuid4()),
         "iat": now,
         "nbf": now,
         "exp": now + 600,
@@ -54,32 +58,37 @@ def _b64(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def _unsigned(user_id: uuid.UUID) -> str:
-    return f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': 'k2026'})}.{_b64(_claims(user_id))}."
+def _unsigned(user_id: uuid.UUID, session_id: uuid.UUID) -> str:
+    header = _b64({"alg": "none", "typ": "JWT", "kid": "k2026"})
+    return f"{header}.{_b64(_claims(user_id, session_id))}."
 
 
-def _tampered(user_id: uuid.UUID) -> str:
-    header, _, signature = _sign(_claims(user_id)).split(".")
-    forged = _b64(_claims(user_id, scope="profile posts compute users:admin"))
+def _tampered(user_id: uuid.UUID, session_id: uuid.UUID) -> str:
+    header, _, signature = _sign(_claims(user_id, session_id)).split(".")
+    forged = _b64(_claims(user_id, session_id, scope="profile posts compute users:admin"))
     return f"{header}.{forged}.{signature}"
 
 
-ATTACKS: dict[str, Callable[[uuid.UUID], str]] = {
+ATTACKS: dict[str, Callable[[uuid.UUID, uuid.UUID], str]] = {
     "alg none": _unsigned,
     "tampered payload": _tampered,
-    "wrong key": lambda u: _sign(_claims(u), key=b"w" * 40),
-    "unknown kid": lambda u: _sign(_claims(u), kid="k1999"),
-    "algorithm switch to HS512": lambda u: _sign(_claims(u), alg="HS512"),
-    "expired": lambda u: _sign(_claims(u, iat=int(time.time()) - 4000, exp=int(time.time()) - 60)),
-    "not yet valid": lambda u: _sign(_claims(u, nbf=int(time.time()) + 600)),
-    "wrong issuer": lambda u: _sign(_claims(u, iss="someone-else")),
-    "wrong audience": lambda u: _sign(_claims(u, aud="another-api")),
-    "audience list": lambda u: _sign(_claims(u, aud=["nuell-api", "another-api"])),
-    "missing jti": lambda u: _sign(_claims(u, jti=None)),
-    "missing exp": lambda u: _sign(_claims(u, exp=None)),
-    "subject not a uuid": lambda u: _sign(_claims(u, sub="admin")),
-    "malformed": lambda u: "not.a.jwt",
-    "garbage": lambda u: "%%%%",
+    "wrong key": lambda u, s: _sign(_claims(u, s), key=b"w" * 40),
+    "unknown kid": lambda u, s: _sign(_claims(u, s), kid="k1999"),
+    "algorithm switch to HS512": lambda u, s: _sign(_claims(u, s), alg="HS512"),
+    "expired": lambda u, s: _sign(
+        _claims(u, s, iat=int(time.time()) - 4000, exp=int(time.time()) - 60)
+    ),
+    "not yet valid": lambda u, s: _sign(_claims(u, s, nbf=int(time.time()) + 600)),
+    "wrong issuer": lambda u, s: _sign(_claims(u, s, iss="someone-else")),
+    "wrong audience": lambda u, s: _sign(_claims(u, s, aud="another-api")),
+    "audience list": lambda u, s: _sign(_claims(u, s, aud=["nuell-api", "another-api"])),
+    "missing jti": lambda u, s: _sign(_claims(u, s, jti=None)),
+    "missing exp": lambda u, s: _sign(_claims(u, s, exp=None)),
+    # Tokens from before sessions: refused, so every token is one a session can end.
+    "missing sid": lambda u, s: _sign(_claims(u, s, sid=None)),
+    "subject not a uuid": lambda u, s: _sign(_claims(u, s, sub="admin")),
+    "malformed": lambda u, s: "not.a.jwt",
+    "garbage": lambda u, s: "%%%%",
 }
 
 
@@ -88,14 +97,16 @@ async def _get_me(users: UserServiceStub, metadata: tuple[tuple[str, str], ...])
 
 
 async def test_a_well_formed_token_is_accepted(users: UserServiceStub, alice: TestUser) -> None:
-    reply = await _get_me(users, (("authorization", f"Bearer {_sign(_claims(alice.id))}"),))
+    reply = await _get_me(
+        users, (("authorization", f"Bearer {_sign(_claims(alice.id, alice.session_id))}"),)
+    )
     assert reply.user.id == str(alice.id)  # type: ignore[attr-defined]
 
 
 async def test_a_token_signed_with_the_previous_key_is_still_accepted(
     users: UserServiceStub, alice: TestUser
 ) -> None:
-    token = _sign(_claims(alice.id), key=OLD_KEY, kid="k2025")
+    token = _sign(_claims(alice.id, alice.session_id), key=OLD_KEY, kid="k2025")
     reply = await _get_me(users, (("authorization", f"Bearer {token}"),))
     assert reply.user.id == str(alice.id)  # type: ignore[attr-defined]
 
@@ -106,7 +117,8 @@ async def test_a_token_signed_with_the_previous_key_is_still_accepted(
 async def test_forged_and_stale_tokens_are_unauthenticated(
     users: UserServiceStub, alice: TestUser, attack: str
 ) -> None:
-    token = ATTACKS[attack](alice.id)
+    # Every claim right (alice's live session included) but what the attack changes.
+    token = ATTACKS[attack](alice.id, alice.session_id)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _get_me(users, (("authorization", f"Bearer {token}"),))
     details = error_details(caught.value)
@@ -132,7 +144,7 @@ async def test_missing_or_misshapen_credentials_are_unauthenticated(
 async def test_a_deactivated_accounts_token_stops_working_at_once(
     users: UserServiceStub, resources: Resources, alice: TestUser
 ) -> None:
-    metadata = (("authorization", f"Bearer {_sign(_claims(alice.id))}"),)
+    metadata = (("authorization", f"Bearer {_sign(_claims(alice.id, alice.session_id))}"),)
     await _get_me(users, metadata)  # the account's state is now cached
     admin = await make_user(resources.sessions, role=Role.ADMIN)
     await users.DeactivateUser(
@@ -158,7 +170,7 @@ async def test_scopes_beyond_the_role_grant_nothing(
 ) -> None:
     # Even correctly signed, a user's token claiming admin scopes is narrowed
     # to what the account's role allows.
-    token = _sign(_claims(alice.id, scope="profile users:admin"))
+    token = _sign(_claims(alice.id, alice.session_id, scope="profile users:admin"))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await users.ListUsers(
             user_service_pb2.ListUsersRequest(), metadata=(("authorization", f"Bearer {token}"),)
