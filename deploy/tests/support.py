@@ -51,6 +51,7 @@ START_TIMEOUT = float(os.environ.get("NUELL_TEST_START_TIMEOUT_SECONDS", "90"))
 
 # Fresh per session: nothing outside the tests can mint a token they accept.
 TEST_JWT_KEYS = f"deploy-tests:{secrets.token_urlsafe(48)}"
+TEST_TOTP_KEYS = f"deploy-tests:{secrets.token_urlsafe(48)}"
 
 
 T = TypeVar("T")
@@ -107,6 +108,8 @@ def base_env(**overrides: str) -> dict[str, str]:
     }
     env["PYTHONUNBUFFERED"] = "1"
     env["NUELL_JWT_KEYS"] = TEST_JWT_KEYS
+    # Two-factor sign-in is on in the stacks under test (the browser tests set it up).
+    env["NUELL_TOTP_KEYS"] = TEST_TOTP_KEYS
     # Services run side by side here (the session's, the runner's): each
     # serves its metrics on a port of its own, not the default.
     env["NUELL_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"

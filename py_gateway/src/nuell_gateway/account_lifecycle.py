@@ -249,7 +249,9 @@ async def reset_password(resources: Resources, *, token: str, new_password: str)
             event=Event.PASSWORD_RESET,
         )
         # The mailbox is proved: whatever a guesser did to the count is void.
-        await throttles.clear(session, subject=throttling.subject_of(user.id, ""))
+        await throttles.clear(
+            session, subject=throttling.Attempts.of_account(resources, user.id).subject
+        )
     resources.accounts.evict(user.id)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nuell_gateway import clients
+from nuell_gateway.authz import Caller
 from nuell_gateway.db import audit as audit_rows
 from nuell_gateway.db import second_factor as factor_rows
 from nuell_gateway.db import throttles as throttle_rows
@@ -69,6 +70,18 @@ async def record(
         actor_id=actor_id,
         session_id=session_id,
         client=clients.current(),
+        reason=reason,
+    )
+
+
+async def record_own(db: AsyncSession, event: Event, *, caller: Caller, reason: str = "") -> None:
+    """Append an event the caller caused on their own account, from their session."""
+    await record(
+        db,
+        event,
+        user_id=caller.user_id,
+        actor_id=caller.user_id,
+        session_id=caller.session_id,
         reason=reason,
     )
 

@@ -82,11 +82,7 @@ async def log_in(resources: Resources, *, email: str, password: str) -> LoginOut
     """A new session for the active account that `password` opens (or its MFA step)."""
     async with resources.sessions() as db:
         user = await users.find_user_by_email(db, email=email)
-    attempts = throttling.Attempts(
-        resources,
-        throttling.subject_of(user.id if user else None, email),
-        user.id if user else None,
-    )
+    attempts = throttling.Attempts.of_sign_in(resources, user.id if user else None, email)
     await attempts.check()
     outcome = await resources.passwords.verify(user.hashed_password if user else None, password)
     if user is None or not outcome.ok or not user.is_active:
@@ -137,7 +133,7 @@ async def verify_mfa(resources: Resources, *, mfa_token: str, code: str) -> Issu
         user_id = pending.user_id if pending else None
     if user_id is None:
         raise _bad_mfa_token()
-    attempts = throttling.Attempts(resources, throttling.subject_of(user_id, ""), user_id)
+    attempts = throttling.Attempts.of_account(resources, user_id)
     await attempts.check()
     async with resources.sessions.begin() as db:
         # Locked for the transaction: two calls with one token cannot both pass.
@@ -189,28 +185,24 @@ async def refresh(resources: Resources, *, refresh_token: str) -> IssuedTokens:
     async with resources.sessions.begin() as db:
         spent = await refresh_tokens.spend_refresh_token(db, digest=digest, now=now, grace=grace)
         user = await users.get_user(db, user_id=spent.user_id) if spent.user_id else None
-        tokens = None
+        successor = None
         if user is not None and user.is_active and spent.family_id and spent.used_at:
             if spent.outcome is refresh_tokens.SpendOutcome.SPENT:
-                tokens = await _rotate(
-                    resources,
-                    db,
-                    user=user,
-                    session_id=spent.family_id,
-                    presented=refresh_token,
-                    now=now,
+                successor = await _rotate(
+                    resources, db, user=user, session_id=spent.family_id, presented=refresh_token
                 )
             elif spent.outcome is refresh_tokens.SpendOutcome.RETRIED:
-                tokens = await _repeat(
-                    resources,
-                    db,
-                    user=user,
-                    session_id=spent.family_id,
-                    presented=refresh_token,
-                    used_at=spent.used_at,
-                )
-        if tokens is not None:
-            return tokens
+                successor = await _stored_successor(resources, db, presented=refresh_token)
+        if user is not None and spent.family_id and spent.used_at and successor is not None:
+            value, token_id = successor
+            return sessions.tokens_for(
+                resources,
+                user=user,
+                session_id=spent.family_id,
+                refresh_token=value,
+                issued_at=int(spent.used_at.timestamp()),
+                token_id=token_id,
+            )
         if (
             spent.outcome is refresh_tokens.SpendOutcome.REUSED
             and spent.user_id
@@ -233,14 +225,8 @@ async def refresh(resources: Resources, *, refresh_token: str) -> IssuedTokens:
 
 
 async def _rotate(
-    resources: Resources,
-    db: AsyncSession,
-    *,
-    user: User,
-    session_id: uuid.UUID,
-    presented: str,
-    now: datetime,
-) -> IssuedTokens | None:
+    resources: Resources, db: AsyncSession, *, user: User, session_id: uuid.UUID, presented: str
+) -> tuple[str, str] | None:
     """Store the successor of a token just spent; None if the session has ended."""
     value, token_id = _successors(resources, presented)[0]
     expires = await refresh_tokens.store_refresh_token(
@@ -250,45 +236,21 @@ async def _rotate(
         digest=opaque_token_digest(value),
         ttl=timedelta(seconds=resources.settings.refresh_token_ttl_seconds),
     )
-    if not await auth_sessions.touch_session(
+    touched = await auth_sessions.touch_session(
         db, session_id=session_id, expires_at=expires, client=clients.current()
-    ):
-        return None
-    return sessions.tokens_for(
-        resources,
-        user=user,
-        session_id=session_id,
-        refresh_token=value,
-        issued_at=int(now.timestamp()),
-        token_id=token_id,
     )
+    return (value, token_id) if touched else None
 
 
-async def _repeat(
-    resources: Resources,
-    db: AsyncSession,
-    *,
-    user: User,
-    session_id: uuid.UUID,
-    presented: str,
-    used_at: datetime,
-) -> IssuedTokens | None:
-    """The pair a token's first use answered (under whichever key made it)."""
+async def _stored_successor(
+    resources: Resources, db: AsyncSession, *, presented: str
+) -> tuple[str, str] | None:
+    """The successor a token's first use stored (under whichever key made it)."""
     candidates = _successors(resources, presented)
     stored = await refresh_tokens.token_exists(
         db, digests=[opaque_token_digest(value) for value, _ in candidates]
     )
-    for value, token_id in candidates:
-        if opaque_token_digest(value) == stored:
-            return sessions.tokens_for(
-                resources,
-                user=user,
-                session_id=session_id,
-                refresh_token=value,
-                issued_at=int(used_at.timestamp()),
-                token_id=token_id,
-            )
-    return None
+    return next((c for c in candidates if opaque_token_digest(c[0]) == stored), None)
 
 
 async def log_out(resources: Resources, *, refresh_token: str) -> None:
@@ -327,13 +289,7 @@ async def change_password(
         await users.update_user(
             db, user_id=user.id, expected_version=None, values={"hashed_password": hashed}
         )
-        await audit.record(
-            db,
-            Event.PASSWORD_CHANGED,
-            user_id=user.id,
-            actor_id=user.id,
-            session_id=account.session_id,
-        )
+        await audit.record_own(db, Event.PASSWORD_CHANGED, caller=account)
         await sessions.end(
             resources, db, user_id=user.id, reason="password_changed", actor_id=user.id
         )

@@ -153,9 +153,7 @@ async def enroll(
 
 async def confirm(resources: Resources, *, account: Caller, code: str) -> list[str]:
     """Turn the enrolled secret on; the recovery codes, shown this once."""
-    attempts = throttling.Attempts(
-        resources, throttling.subject_of(account.user_id, ""), account.user_id
-    )
+    attempts = throttling.Attempts.of_account(resources, account.user_id)
     await attempts.check()
     codes = new_recovery_codes()
     async with resources.sessions.begin() as db:
@@ -174,13 +172,7 @@ async def confirm(resources: Resources, *, account: Caller, code: str) -> list[s
             await factors.replace_recovery_codes(
                 db, user_id=account.user_id, digests=[recovery_digest(c) for c in codes]
             )
-            await audit.record(
-                db,
-                Event.TOTP_ENROLLED,
-                user_id=account.user_id,
-                actor_id=account.user_id,
-                session_id=account.session_id,
-            )
+            await audit.record_own(db, Event.TOTP_ENROLLED, caller=account)
     if not accepted:
         await attempts.failed(Event.MFA_FAILED, reason="wrong_code")
         raise wrong_code()
@@ -190,9 +182,7 @@ async def confirm(resources: Resources, *, account: Caller, code: str) -> list[s
 
 async def disable(resources: Resources, *, account: Caller, code: str) -> None:
     """Turn two-factor sign-in off with a current code or a recovery code."""
-    attempts = throttling.Attempts(
-        resources, throttling.subject_of(account.user_id, ""), account.user_id
-    )
+    attempts = throttling.Attempts.of_account(resources, account.user_id)
     await attempts.check()
     async with resources.sessions.begin() as db:
         factor = await factors.get_factor(db, user_id=account.user_id)
@@ -201,14 +191,7 @@ async def disable(resources: Resources, *, account: Caller, code: str) -> None:
         kind = await accept_code(resources, db, factor=factor, code=code)
         if kind is not None:
             await factors.remove_factor(db, user_id=account.user_id)
-            await audit.record(
-                db,
-                Event.TOTP_DISABLED,
-                user_id=account.user_id,
-                actor_id=account.user_id,
-                session_id=account.session_id,
-                reason=kind.value,
-            )
+            await audit.record_own(db, Event.TOTP_DISABLED, caller=account, reason=kind.value)
     if kind is None:
         await attempts.failed(Event.MFA_FAILED, reason="wrong_code")
         raise wrong_code()

@@ -10,9 +10,9 @@ functions below are keyword-only over the process's `Resources`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypedDict
+from typing import TypedDict, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
@@ -118,15 +118,10 @@ async def end(
     return ended
 
 
+R = TypeVar("R", AuthSession, AuthEvent)
+
 SESSIONS_SCOPE = "sessions.list"
 EVENTS_SCOPE = "audit_events.list"
-
-
-def _whose(viewer: Caller, user_id: str) -> uuid.UUID:
-    owner = uuid.UUID(user_id) if user_id else viewer.user_id
-    # Before any lookup, so a non-admin learns nothing about other ids.
-    viewer.require_self_or(owner, Scope.SESSIONS_ADMIN)
-    return owner
 
 
 async def list_sessions(
@@ -137,15 +132,15 @@ async def list_sessions(
     requested_page_size: int,
     page_token: str,
 ) -> tuple[Sequence[AuthSession], str]:
-    owner = _whose(viewer, user_id)
-    limit = page_size(requested_page_size)
-    scope = f"{SESSIONS_SCOPE}:{owner}"
-    after = resources.page_tokens.position(page_token, scope=scope)
-    async with resources.sessions() as db:
-        rows = await auth_sessions.list_live_sessions(
-            db, user_id=owner, after=after, limit=limit + 1
-        )
-    return resources.page_tokens.next_page(rows, limit, scope=scope)
+    return await _page(
+        resources,
+        viewer,
+        user_id,
+        requested_page_size,
+        page_token,
+        SESSIONS_SCOPE,
+        auth_sessions.list_live_sessions,
+    )
 
 
 async def list_events(
@@ -156,12 +151,36 @@ async def list_events(
     requested_page_size: int,
     page_token: str,
 ) -> tuple[Sequence[AuthEvent], str]:
-    owner = _whose(viewer, user_id)
+    return await _page(
+        resources,
+        viewer,
+        user_id,
+        requested_page_size,
+        page_token,
+        EVENTS_SCOPE,
+        audit_rows.list_events,
+    )
+
+
+async def _page(
+    resources: Resources,
+    viewer: Caller,
+    user_id: str,
+    requested_page_size: int,
+    page_token: str,
+    scope_name: str,
+    fetch: Callable[..., Awaitable[list[R]]],
+) -> tuple[Sequence[R], str]:
+    """One page of the account's rows, newest first: the viewer's own, or
+    anyone's with `sessions:admin`. Page tokens are bound to the account."""
+    owner = uuid.UUID(user_id) if user_id else viewer.user_id
+    # Before any lookup, so a non-admin learns nothing about other ids.
+    viewer.require_self_or(owner, Scope.SESSIONS_ADMIN)
     limit = page_size(requested_page_size)
-    scope = f"{EVENTS_SCOPE}:{owner}"
+    scope = f"{scope_name}:{owner}"
     after = resources.page_tokens.position(page_token, scope=scope)
     async with resources.sessions() as db:
-        rows = await audit_rows.list_events(db, user_id=owner, after=after, limit=limit + 1)
+        rows = await fetch(db, user_id=owner, after=after, limit=limit + 1)
     return resources.page_tokens.next_page(rows, limit, scope=scope)
 
 

@@ -26,13 +26,6 @@ from nuell_gateway.errors import ResourceExhausted, Unauthenticated
 from nuell_gateway.resources import Resources
 
 
-def subject_of(user_id: uuid.UUID | None, email: str) -> str:
-    if user_id is not None:
-        return str(user_id)
-    digest = hashlib.sha256(normalize_email(email).lower().encode()).hexdigest()
-    return f"email:{digest}"
-
-
 @dataclass(frozen=True, slots=True)
 class Attempts:
     """The password and code attempts of one account (or unknown address)."""
@@ -40,6 +33,18 @@ class Attempts:
     resources: Resources
     subject: str
     user_id: uuid.UUID | None
+
+    @classmethod
+    def of_account(cls, resources: Resources, user_id: uuid.UUID) -> Attempts:
+        return cls(resources, str(user_id), user_id)
+
+    @classmethod
+    def of_sign_in(cls, resources: Resources, user_id: uuid.UUID | None, email: str) -> Attempts:
+        """The account's attempts, or those of an address with no account (its digest)."""
+        if user_id is not None:
+            return cls.of_account(resources, user_id)
+        digest = hashlib.sha256(normalize_email(email).lower().encode()).hexdigest()
+        return cls(resources, f"email:{digest}", None)
 
     async def check(self) -> None:
         """RESOURCE_EXHAUSTED (recorded) if the subject is locked now."""
@@ -79,7 +84,7 @@ async def caller_with_password(resources: Resources, *, account: Caller, passwor
     """The caller's account if `password` is its current one; UNAUTHENTICATED
     otherwise. Counted like a sign-in, so a stolen access token cannot be used
     to guess the password at machine speed."""
-    attempts = Attempts(resources, subject_of(account.user_id, ""), account.user_id)
+    attempts = Attempts.of_account(resources, account.user_id)
     await attempts.check()
     async with resources.sessions() as db:
         user = await users.get_user(db, user_id=account.user_id)
