@@ -80,6 +80,7 @@ def user_to_proto(user: User | UserRow) -> user_pb2.User:
         "is_active": row.is_active,
         "email_verified": row.email_verified,
         "locale": row.locale,
+        "totp_enabled": row.totp_enabled,
         "create_time": time_fields(row.created_us),
         "update_time": time_fields(row.updated_us),
         "etag": etag(row.id, row.version),
@@ -100,6 +101,7 @@ def user_row(user: User) -> UserRow:
         version=user.version,
         email_verified=user.email_verified,
         locale=user.locale,
+        totp_enabled=user.totp_enabled,
     )
 
 

@@ -111,7 +111,7 @@ async def log_in(resources: Resources, *, email: str, password: str) -> LoginOut
                 expected_version=None,
                 values={"hashed_password": outcome.rehashed},
             )
-        if await second_factor.is_required(db, user_id=user.id):
+        if user.totp_enabled:
             challenge = new_opaque_token()
             await factors.start_challenge(
                 db,

@@ -32,6 +32,7 @@ from nuell_gateway import audit, throttling
 from nuell_gateway.audit import Event
 from nuell_gateway.authz import Caller
 from nuell_gateway.db import second_factor as factors
+from nuell_gateway.db import users
 from nuell_gateway.db.models import TotpFactor
 from nuell_gateway.errors import FailedPrecondition, Unauthenticated
 from nuell_gateway.resources import Resources
@@ -169,6 +170,7 @@ async def confirm(resources: Resources, *, account: Caller, code: str) -> list[s
         )
         if accepted:
             await factors.confirm_factor(db, user_id=account.user_id)
+            await _set_enabled(db, account.user_id, enabled=True)
             await factors.replace_recovery_codes(
                 db, user_id=account.user_id, digests=[recovery_digest(c) for c in codes]
             )
@@ -191,6 +193,7 @@ async def disable(resources: Resources, *, account: Caller, code: str) -> None:
         kind = await accept_code(resources, db, factor=factor, code=code)
         if kind is not None:
             await factors.remove_factor(db, user_id=account.user_id)
+            await _set_enabled(db, account.user_id, enabled=False)
             await audit.record_own(db, Event.TOTP_DISABLED, caller=account, reason=kind.value)
     if kind is None:
         await attempts.failed(Event.MFA_FAILED, reason="wrong_code")
@@ -198,5 +201,8 @@ async def disable(resources: Resources, *, account: Caller, code: str) -> None:
     await attempts.succeeded()
 
 
-async def is_required(db: AsyncSession, *, user_id: uuid.UUID) -> bool:
-    return await factors.has_confirmed_factor(db, user_id=user_id)
+async def _set_enabled(db: AsyncSession, user_id: uuid.UUID, *, enabled: bool) -> None:
+    """The account's `totp_enabled`, which Login reads (and the version, so etags move)."""
+    await users.update_user(
+        db, user_id=user_id, expected_version=None, values={"totp_enabled": enabled}
+    )

@@ -400,10 +400,22 @@ async def test_recovery_codes_work_once_and_five_wrong_codes_end_the_mfa_token(
 
 
 async def test_disable_totp_needs_a_code_and_turns_the_second_step_off(
-    auth: AuthServiceStub, alice: TestUser, frozen_clock: list[float]
+    auth: AuthServiceStub, users: UserServiceStub, alice: TestUser, frozen_clock: list[float]
 ) -> None:
     login = await _login(auth, alice)
+
+    async def me() -> user_pb2.User:
+        reply: upb.GetCurrentUserResponse = await users.GetCurrentUser(
+            upb.GetCurrentUserRequest(), metadata=_bearer(login.access_token)
+        )
+        return reply.user
+
+    before = await me()
+    assert not before.totp_enabled
     totp, _ = await _enroll(auth, login.access_token, alice)
+    enabled = await me()
+    assert enabled.totp_enabled
+    assert enabled.etag != before.etag
     wrong = await _code(
         auth.DisableTotp(pb.DisableTotpRequest(code="000000"), metadata=_bearer(login.access_token))
     )
@@ -413,6 +425,7 @@ async def test_disable_totp_needs_a_code_and_turns_the_second_step_off(
         pb.DisableTotpRequest(code=totp.at(NOW + 30)), metadata=_bearer(login.access_token)
     )
     assert not (await _login(auth, alice)).mfa_required
+    assert not (await me()).totp_enabled
     twice = await _code(
         auth.DisableTotp(
             pb.DisableTotpRequest(code=totp.at(NOW + 30)), metadata=_bearer(login.access_token)

@@ -45,8 +45,8 @@ ACCOUNT_STATE_SQL = "SELECT role, is_active, token_generation FROM users WHERE i
 GET_USER_SQL = (
     "SELECT id::text, email, display_name, role, is_active, "
     "(extract(epoch FROM created_at) * 1000000)::int8, "
-    "(extract(epoch FROM updated_at) * 1000000)::int8, version, email_verified, locale "
-    "FROM users WHERE id = %(id)s"
+    "(extract(epoch FROM updated_at) * 1000000)::int8, version, email_verified, locale, "
+    "totp_enabled FROM users WHERE id = %(id)s"
 )
 # Composed from the constant fragments above only; every value is a bound
 # parameter.
@@ -102,6 +102,7 @@ class UserRow(NamedTuple):
     version: int
     email_verified: bool
     locale: str
+    totp_enabled: bool
 
 
 def conninfo(settings: Settings) -> str:

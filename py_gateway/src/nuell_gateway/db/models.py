@@ -112,6 +112,8 @@ class User(Base):
     # Access tokens carry the generation they were issued under; a password
     # reset or an email change bumps it, so every older token stops at once.
     token_generation: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Two-factor sign-in is on (the secret is in `totp_factors`).
+    totp_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
 
     __table_args__ = (
         # Case-insensitive uniqueness without the citext extension.

@@ -17,15 +17,6 @@ async def get_factor(session: AsyncSession, *, user_id: uuid.UUID) -> TotpFactor
     return await session.get(TotpFactor, user_id)
 
 
-async def has_confirmed_factor(session: AsyncSession, *, user_id: uuid.UUID) -> bool:
-    result = await session.execute(
-        select(TotpFactor.user_id).where(
-            TotpFactor.user_id == user_id, TotpFactor.confirmed_at.is_not(None)
-        )
-    )
-    return result.first() is not None
-
-
 async def put_pending_factor(
     session: AsyncSession, *, user_id: uuid.UUID, key_id: str, ciphertext: bytes
 ) -> bool:

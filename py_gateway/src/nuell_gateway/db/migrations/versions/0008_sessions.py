@@ -49,6 +49,9 @@ def _timestamp(name: str) -> sa.Column[object]:
 
 
 def upgrade() -> None:
+    op.add_column(
+        "users", sa.Column("totp_enabled", sa.Boolean(), nullable=False, server_default="false")
+    )
     op.create_table(
         "auth_sessions",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -245,3 +248,4 @@ def downgrade() -> None:
         "WHERE s.id = t.family_id"
     )
     op.drop_table("auth_sessions")
+    op.drop_column("users", "totp_enabled")
