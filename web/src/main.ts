@@ -288,7 +288,7 @@ class Page {
       this.say("mfaAsked");
       return;
     }
-    await this.signedIn(false);
+    await this.signedIn();
   }
 
   /** The second step: a wrong code leaves it open for another try; a dead mfa token
@@ -304,7 +304,7 @@ class Page {
     }
     box.value = "";
     this.showMfaStep(false);
-    await this.signedIn(true);
+    await this.signedIn();
   }
 
   private showMfaStep(shown: boolean): void {
@@ -314,8 +314,8 @@ class Page {
     if (shown) element<HTMLInputElement>("mfa-code").focus();
   }
 
-  /** The page of a signed-in account. `totpOn`: whether the sign-in asked for a code. */
-  private async signedIn(totpOn: boolean): Promise<void> {
+  /** The page of a signed-in account. */
+  private async signedIn(): Promise<void> {
     const { user } = await this.nuell.users.getCurrentUser({});
     this.userId = user?.id ?? "";
     element("who").textContent = user?.email ?? "";
@@ -324,7 +324,7 @@ class Page {
     element("posts-section").hidden = false;
     element("search-section").hidden = false;
     this.say("signedIn");
-    await Promise.all([this.reload(), this.account.open(totpOn)]);
+    await Promise.all([this.reload(), this.account.open(user?.totpEnabled ?? false)]);
     this.live.start(this.userId);
   }
 
