@@ -35,9 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nuell_gateway import audit, clients, second_factor, sessions, throttling
 from nuell_gateway.audit import Event
 from nuell_gateway.authz import Caller
-from nuell_gateway.db import auth_sessions, refresh_tokens, users
+from nuell_gateway.db import refresh_tokens, users
 from nuell_gateway.db import second_factor as factors
-from nuell_gateway.db.models import User
 from nuell_gateway.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -189,7 +188,7 @@ async def refresh(resources: Resources, *, refresh_token: str) -> IssuedTokens:
         if user is not None and user.is_active and spent.family_id and spent.used_at:
             if spent.outcome is refresh_tokens.SpendOutcome.SPENT:
                 successor = await _rotate(
-                    resources, db, user=user, session_id=spent.family_id, presented=refresh_token
+                    resources, db, session_id=spent.family_id, presented=refresh_token
                 )
             elif spent.outcome is refresh_tokens.SpendOutcome.RETRIED:
                 successor = await _stored_successor(resources, db, presented=refresh_token)
@@ -225,21 +224,18 @@ async def refresh(resources: Resources, *, refresh_token: str) -> IssuedTokens:
 
 
 async def _rotate(
-    resources: Resources, db: AsyncSession, *, user: User, session_id: uuid.UUID, presented: str
+    resources: Resources, db: AsyncSession, *, session_id: uuid.UUID, presented: str
 ) -> tuple[str, str] | None:
     """Store the successor of a token just spent; None if the session has ended."""
     value, token_id = _successors(resources, presented)[0]
-    expires = await refresh_tokens.store_refresh_token(
+    stored = await refresh_tokens.store_successor(
         db,
-        user_id=user.id,
-        family_id=session_id,
+        session_id=session_id,
         digest=opaque_token_digest(value),
         ttl=timedelta(seconds=resources.settings.refresh_token_ttl_seconds),
+        client=clients.current(),
     )
-    touched = await auth_sessions.touch_session(
-        db, session_id=session_id, expires_at=expires, client=clients.current()
-    )
-    return (value, token_id) if touched else None
+    return (value, token_id) if stored else None
 
 
 async def _stored_successor(

@@ -1,4 +1,4 @@
-"""Queries on `auth_sessions`: start, touch on refresh, end, list."""
+"""Queries on `auth_sessions`: start, end, list (a refresh touches it in db/refresh_tokens.py)."""
 
 from __future__ import annotations
 
@@ -30,24 +30,6 @@ async def start_session(
         )
     )
     await session.flush()
-
-
-async def touch_session(
-    session: AsyncSession, *, session_id: uuid.UUID, expires_at: datetime, client: Client
-) -> bool:
-    """Record a refresh; False if the session has ended (then nothing changes)."""
-    result = await session.execute(
-        update(AuthSession)
-        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
-        .values(
-            last_used_at=func.now(),
-            expires_at=expires_at,
-            user_agent=client.user_agent,
-            ip_address=client.ip_address,
-        )
-        .returning(AuthSession.id)
-    )
-    return result.first() is not None
 
 
 async def end_sessions(

@@ -8,10 +8,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
+from nuell_gateway.clients import Client
 from nuell_gateway.db.models import AuthSession, RefreshToken
 
 
@@ -37,6 +38,47 @@ async def store_refresh_token(
     )
     await session.flush()
     return now + ttl
+
+
+# One statement: the session is touched (last use, new expiry, the client)
+# and the successor stored only if the session is still live.
+ROTATE_SQL = text(
+    """
+    WITH live AS (
+        UPDATE auth_sessions
+        SET last_used_at = now(), expires_at = now() + make_interval(secs => :ttl),
+            user_agent = :user_agent, ip_address = :ip_address
+        WHERE id = :session_id AND revoked_at IS NULL
+        RETURNING id, user_id, expires_at
+    )
+    INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, expires_at)
+    SELECT :id, user_id, id, :digest, now(), expires_at FROM live
+    RETURNING id
+    """
+)
+
+
+async def store_successor(
+    session: AsyncSession,
+    *,
+    session_id: uuid.UUID,
+    digest: bytes,
+    ttl: timedelta,
+    client: Client,
+) -> bool:
+    """Store a rotated token's successor and touch its session; False if the session has ended."""
+    result = await session.execute(
+        ROTATE_SQL,
+        {
+            "session_id": session_id,
+            "id": uuid7(),
+            "digest": digest,
+            "ttl": ttl.total_seconds(),
+            "user_agent": client.user_agent,
+            "ip_address": client.ip_address,
+        },
+    )
+    return result.first() is not None
 
 
 class SpendOutcome(enum.Enum):
