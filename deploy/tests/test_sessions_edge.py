@@ -6,22 +6,34 @@ many addresses is slowed per account, whatever address each guess comes from."""
 from __future__ import annotations
 
 import base64
+import dataclasses
+import time
 import uuid
+from typing import Any
 
+import grpc
 import psycopg
 import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from nuell.auth.v1 import auth_service_pb2 as auth_pb
+from nuell.auth.v1.auth_service_pb2_grpc import AuthServiceStub
 from nuell.sessions.v1 import session_service_pb2 as sessions_pb
+from nuell.sessions.v1.session_service_pb2_grpc import SessionServiceStub
+from nuell.users.v1 import user_service_pb2 as users_pb
+from nuell.users.v1.user_service_pb2_grpc import UserServiceStub
 
+from deploy import stack
 from deploy.dev_tls import DevCertificate
 from deploy.launcher import Launcher
+from deploy.settings import Address
 from deploy.tests.support import (
     ALLOWED_ORIGIN,
     Backend,
     Edge,
     Reply,
+    backend_settings,
+    base_env,
     edge_settings,
     grpc_web_call,
     mark_verified,
@@ -145,3 +157,42 @@ def test_guesses_from_many_addresses_are_slowed_per_account(
         ).fetchall()
     assert [ip for kind, ip in rows if kind == "sign_in_failed"] == guessers[:5]
     assert rows[-1] == ("sign_in_throttled", guessers[5])
+
+
+def test_a_session_ended_on_one_gateway_process_is_refused_by_another_within_a_second(
+    edge: Edge, backend: Backend, processes: Launcher
+) -> None:
+    """Two gateway processes on one database: the second learns of the end by NOTIFY."""
+    settings = dataclasses.replace(
+        backend_settings(),
+        compute=Address.parse(backend.compute, variable="compute", allow_port_zero=False),
+    )
+    env = base_env() | {"NUELL_WORKERS": "1"}
+    processes.start(stack.gateway_service(settings, env, backend.database_url))
+    email = account(edge, backend)
+    with (
+        grpc.insecure_channel(backend.gateway) as first,
+        grpc.insecure_channel(settings.gateway.connect_target) as second,
+    ):
+        login = AuthServiceStub(first).Login(auth_pb.LoginRequest(email=email, password=PASSWORD))
+        bearer = (("authorization", f"Bearer {login.access_token}"),)
+        me = UserServiceStub(second).GetCurrentUser
+        me(users_pb.GetCurrentUserRequest(), metadata=bearer)  # the second process caches it
+        sessions = SessionServiceStub(first)
+        (session,) = sessions.ListSessions(
+            sessions_pb.ListSessionsRequest(), metadata=bearer
+        ).sessions
+        sessions.RevokeSession(sessions_pb.RevokeSessionRequest(id=session.id), metadata=bearer)
+        ended = time.monotonic()
+        while (code := _code_of(me, bearer)) == grpc.StatusCode.OK:
+            assert time.monotonic() - ended < 1.0, "the second process still accepts the token"
+            time.sleep(0.02)
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _code_of(call: Any, metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
+    try:
+        call(users_pb.GetCurrentUserRequest(), metadata=metadata)
+    except grpc.RpcError as error:
+        return error.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
