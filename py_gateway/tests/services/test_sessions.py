@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import grpc
 import pyotp
@@ -25,8 +26,10 @@ from sqlalchemy.engine import URL
 
 from nuell_gateway import audit, second_factor
 from nuell_gateway.authz import Role
-from nuell_gateway.db.models import AuthEvent, SignInThrottle, TotpFactor
+from nuell_gateway.db import one_time_tokens
+from nuell_gateway.db.models import AUTH_EVENT_TYPES, AuthEvent, SignInThrottle, TotpFactor
 from nuell_gateway.resources import Resources
+from nuell_gateway.security.tokens import new_opaque_token
 from nuell_gateway.server import Gateway
 from tests.conftest import make_settings
 from tests.utils.factories import TestUser, bearer, make_user
@@ -628,3 +631,116 @@ async def test_retention_drops_old_events_and_quiet_failure_counts_only(
     async with resources.sessions() as db:
         counts = (await db.execute(select(SignInThrottle))).scalars().all()
     assert len(counts) == 1  # the unknown address's count is 15 minutes from quiet
+
+
+async def _mailed_token(resources: Resources, user: TestUser, purpose: str, email: str) -> str:
+    """A link token as the mail would carry it (the mail path has tests of its own)."""
+    token = new_opaque_token()
+    async with resources.sessions.begin() as db:
+        await one_time_tokens.store_token(
+            db,
+            user_id=user.id,
+            purpose=purpose,
+            email=email,
+            digest=token.digest,
+            ttl=timedelta(hours=1),
+        )
+    return token.value
+
+
+async def test_every_kind_of_event_is_recorded(
+    database_url: URL, empty_tables: None, frozen_clock: list[float]
+) -> None:
+    gateway = await Gateway.start(make_settings(database_url, refresh_reuse_grace_seconds=0))
+    resources = gateway.resources
+    try:
+        alice = await make_user(resources.sessions, email_verified=False)
+        admin = await make_user(resources.sessions, role=Role.ADMIN)
+        as_admin = bearer(resources.access_tokens, admin)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            auth, users = AuthServiceStub(channel), UserServiceStub(channel)
+
+            async def update(**fields: object) -> None:
+                await users.UpdateUser(
+                    upb.UpdateUserRequest(
+                        user=user_pb2.User(id=str(alice.id), **fields),  # type: ignore[arg-type]
+                        update_mask=field_mask_pb2.FieldMask(paths=list(fields)),
+                    ),
+                    metadata=as_admin,
+                )
+
+            await auth.VerifyEmail(
+                pb.VerifyEmailRequest(
+                    token=await _mailed_token(resources, alice, "verify_email", alice.email)
+                )
+            )
+            await _wrong_login(auth, alice.email)
+            login = await _login(auth, alice)
+            await auth.Refresh(pb.RefreshRequest(refresh_token=login.refresh_token))
+            await _code(auth.Refresh(pb.RefreshRequest(refresh_token=login.refresh_token)))
+            await update(role=user_pb2.ROLE_ADMIN)
+            await update(role=user_pb2.ROLE_USER)
+            await update(is_active=False)
+            await update(is_active=True)
+            login = await _login(auth, alice)
+            totp, codes = await _enroll(auth, login.access_token, alice)
+            frozen_clock[0] = NOW + 30
+            step = (await _login(auth, alice)).mfa_token
+            await _code(auth.VerifyMfa(pb.VerifyMfaRequest(mfa_token=step, code="000000")))
+            await auth.VerifyMfa(pb.VerifyMfaRequest(mfa_token=step, code=totp.at(NOW + 30)))
+            step = (await _login(auth, alice)).mfa_token
+            login2 = await auth.VerifyMfa(pb.VerifyMfaRequest(mfa_token=step, code=codes[0]))
+            await auth.DisableTotp(
+                pb.DisableTotpRequest(code=codes[1]), metadata=_bearer(login2.access_token)
+            )
+            await auth.ChangePassword(
+                pb.ChangePasswordRequest(
+                    current_password=alice.password, new_password="Brand-New-Pass-9"
+                ),
+                metadata=_bearer(login2.access_token),
+            )
+            await auth.ResetPassword(
+                pb.ResetPasswordRequest(
+                    token=await _mailed_token(resources, alice, "reset_password", alice.email),
+                    new_password="Second-New-Pass-8",
+                )
+            )
+            moved = f"moved-{alice.id.hex[:8]}@example.com"
+            await auth.ConfirmEmailChange(
+                pb.ConfirmEmailChangeRequest(
+                    token=await _mailed_token(resources, alice, "change_email", moved)
+                )
+            )
+            for _ in range(6):
+                await _wrong_login(auth, moved)
+        recorded = {e.type for e in await _events(resources, alice)}
+        assert recorded == set(AUTH_EVENT_TYPES)
+    finally:
+        await gateway.stop()
+
+
+async def test_totp_keys_rotate_like_the_signing_keys(
+    database_url: URL, auth: AuthServiceStub, alice: TestUser, frozen_clock: list[float]
+) -> None:
+    login = await _login(auth, alice)
+    totp, _ = await _enroll(auth, login.access_token, alice)  # under t2026, the first key
+
+    async def second_step(totp_keys: str, at: float) -> grpc.StatusCode:
+        gateway = await Gateway.start(make_settings(database_url, totp_keys=totp_keys))
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+                there = AuthServiceStub(channel)
+                frozen_clock[0] = at
+                step = (await _login(there, alice)).mfa_token
+                return await _code(
+                    there.VerifyMfa(pb.VerifyMfaRequest(mfa_token=step, code=totp.at(at)))
+                )
+        finally:
+            await gateway.stop()
+
+    # A new key in front, the old one still listed: the stored secret still opens.
+    assert await second_step("t2027:" + "n" * 40 + ",t2026:" + "t" * 40, NOW + 60) == (
+        grpc.StatusCode.OK
+    )
+    # The old key removed too soon: a clear refusal, not a crash or a silent pass.
+    assert await second_step("t2027:" + "n" * 40, NOW + 90) == grpc.StatusCode.FAILED_PRECONDITION
