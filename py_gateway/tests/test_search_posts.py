@@ -16,6 +16,7 @@ from nuell.posts.v1.post_service_pb2_grpc import PostServiceStub
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import URL
 
+from nuell_gateway import search
 from nuell_gateway.authz import Role
 from nuell_gateway.db import search as search_rows
 from nuell_gateway.db.models import Post, PostBandKey, User
@@ -353,6 +354,63 @@ async def test_similar_posts_across_authors_verified_exactly(
         pb.ListSimilarPostsRequest(id=target.id, page_size=1), metadata=_as(resources, bob)
     )
     assert [r.post.id for r in one.results] == [ids["nearer"]]
+
+
+async def test_a_crowded_post_still_gets_its_most_similar_posts(
+    posts: PostServiceStub,
+    resources: Resources,
+    alice: TestUser,
+    bob: TestUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A post whose band keys many others share (stop bands): the same page as when it is not.
+
+    With SIMILAR_PROBE at 2 every band of the target is a stop band (each is in
+    the copies read first), so the candidates come back through pairs of stop
+    bands only; the page must still be the exact, most similar first one.
+    """
+    target = await _create(posts, _as(resources, alice), SIMILAR_BASE)
+    texts = {
+        "nearer": SIMILAR_BASE + "楽しかった",
+        "near": SIMILAR_BASE.replace("本を読んで", "映画を見て"),
+        "half": SIMILAR_BASE[:30] + "夜は友達と駅前の居酒屋で焼き鳥を食べて帰りました。",
+        "far": "全然違う話題です。明日の会議の資料を準備しなければならない。",
+    }
+
+    async def by_someone(text: str) -> post_pb2.Post:
+        # One author each: an author's near repeats are refused by CreatePost.
+        return await _create(posts, _as(resources, await make_user(resources.sessions)), text)
+
+    written = {name: await by_someone(text) for name, text in texts.items()}
+    copies = [(await by_someone(SIMILAR_BASE)).id for _ in range(5)]
+    base = reference.shingles(SIMILAR_BASE)
+    scored = [(post_id, 1.0) for post_id in reversed(copies)]  # equal Jaccard: newest first
+    scored += sorted(
+        (
+            (written[name].id, reference.jaccard(base, reference.shingles(text)))
+            for name, text in texts.items()
+        ),
+        key=lambda pair: -pair[1],
+    )
+    want = [pair for pair in scored if pair[1] >= 0.5]
+    assert [post_id for post_id, _ in want[5:]] == [written["nearer"].id, written["near"].id]
+    me = _as(resources, bob)
+    for probe in (search.SIMILAR_PROBE, 2, 6):
+        monkeypatch.setattr(search, "SIMILAR_PROBE", probe)
+        reply = await posts.ListSimilarPosts(pb.ListSimilarPostsRequest(id=target.id), metadata=me)
+        assert [r.post.id for r in reply.results] == [post_id for post_id, _ in want], probe
+        assert [r.jaccard for r in reply.results] == pytest.approx([j for _, j in want]), probe
+        three = await posts.ListSimilarPosts(
+            pb.ListSimilarPostsRequest(id=target.id, page_size=3), metadata=me
+        )
+        assert [r.post.id for r in three.results] == [post_id for post_id, _ in want[:3]], probe
+
+
+def test_stop_bands_are_paired_all_when_few_and_in_sequence_when_many() -> None:
+    assert search_rows.stop_pairs([3]) == []
+    assert search_rows.stop_pairs([3, 8, 20]) == [(3, 8), (3, 20), (8, 20)]
+    many = list(range(0, 42, 2))
+    assert search_rows.stop_pairs(many) == [(a, a + 2) for a in range(0, 40, 2)]
 
 
 async def test_similar_posts_not_found_and_hidden(

@@ -35,11 +35,13 @@ from nuell_gateway.resources import Resources
 from nuell_gateway.search_terms import QUERY_MAX_TOKENS, chunks, tsquery_literal
 
 DEFAULT_PAGE_SIZE = 20
-# ListSimilarPosts verifies at most this many candidates (CompareMany's
-# batch limit), the ones sharing the most bands among at most
-# SIMILAR_SCAN_MAX that share any.
-SIMILAR_CANDIDATES_MAX = 1000
-SIMILAR_SCAN_MAX = 5000
+# ListSimilarPosts reads every candidate of a post with fewer than
+# SIMILAR_PROBE; a crowded post's are read again without its stop bands, at
+# most SIMILAR_SCAN_MAX rows (db/search.py). The SIMILAR_VERIFY_MAX sharing
+# the most bands are compared exactly.
+SIMILAR_PROBE = 300
+SIMILAR_SCAN_MAX = 1000
+SIMILAR_VERIFY_MAX = 300
 
 
 def _bad_query(reason: str, description: str) -> InvalidArgument:
@@ -163,8 +165,9 @@ async def list_similar_posts(
     candidates = await search_rows.similar_candidates(
         resources.hot_reads,
         post_id=post_id,
+        probe=SIMILAR_PROBE,
         scan=SIMILAR_SCAN_MAX,
-        limit=SIMILAR_CANDIDATES_MAX,
+        limit=SIMILAR_VERIFY_MAX,
         timeout_ms=_timeout_ms(resources, via),
     )
     if not candidates:
