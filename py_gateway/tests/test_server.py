@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from nuell.users.v1 import user_pb2, user_service_pb2
 from sqlalchemy.engine import URL
 
+from nuell_gateway.cancellation import reraise_if_cancelled
 from nuell_gateway.server import Gateway
 from nuell_gateway.services import SERVICES
 from nuell_gateway.services.users import UserService
@@ -105,3 +107,36 @@ async def test_shutdown_goes_not_serving_then_drains_in_flight_calls(
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         watch.cancel()
         await stopping
+
+
+async def test_a_loop_cancelled_mid_query_stops_even_if_the_driver_raises_its_own_error() -> None:
+    """What psycopg may do with a cancellation that lands in a query, and what
+    every background loop of the gateway does about it (cancellation.py)."""
+
+    async def background_loop() -> None:
+        while True:
+            try:
+                try:
+                    await asyncio.sleep(10)  # a query
+                except asyncio.CancelledError:
+                    raise psycopg.errors.QueryCanceled("canceling statement") from None
+            except psycopg.Error:
+                reraise_if_cancelled()
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(background_loop())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    async with asyncio.timeout(2):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_gateway_stopped_right_after_it_started_stops_promptly(
+    database_url: URL, empty_tables: None
+) -> None:
+    """Its background loops are in their first queries: each must still stop."""
+    for _ in range(5):
+        gateway = await Gateway.start(make_settings(database_url))
+        async with asyncio.timeout(10):
+            await gateway.stop()

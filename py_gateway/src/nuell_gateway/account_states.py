@@ -34,6 +34,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from nuell_gateway.cancellation import reraise_if_cancelled
 from nuell_gateway.db import hot_reads
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class AccountStates:
                 try:
                     await self._connect()
                 except psycopg.Error as exc:
+                    reraise_if_cancelled()
                     logger.warning("account listener cannot connect: %s", type(exc).__name__)
             await asyncio.sleep(RECONNECT_SECONDS)
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nuell_gateway import clients
 from nuell_gateway.authz import Caller
+from nuell_gateway.cancellation import reraise_if_cancelled
 from nuell_gateway.db import audit as audit_rows
 from nuell_gateway.db import second_factor as factor_rows
 from nuell_gateway.db import throttles as throttle_rows
@@ -107,8 +108,5 @@ async def prune_forever(resources: Resources) -> None:
         try:
             await prune(resources)
         except (SQLAlchemyError, OSError) as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # psycopg turns a cancelled query into an error: stop as asked.
-                raise asyncio.CancelledError from None
+            reraise_if_cancelled()
             logger.warning("audit retention: %s", type(exc).__name__)

@@ -36,6 +36,7 @@ import aiosmtplib
 import jinja2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nuell_gateway.cancellation import reraise_if_cancelled
 from nuell_gateway.config import Settings, SmtpServer
 from nuell_gateway.db import outbox
 from nuell_gateway.metrics import MAIL_FAILED, MAIL_OUTBOX_DEPTH, MAIL_RETRIED, MAIL_SENT
@@ -99,10 +100,7 @@ class Mailer:
                 while await self.send_due(server):
                     pass
             except Exception:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # psycopg turns a cancelled query into an error: stop as asked.
-                    raise asyncio.CancelledError from None
+                reraise_if_cancelled()
                 logger.exception("mail sender failed; retrying")
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
             # that stops this loop at shutdown.

@@ -24,6 +24,7 @@ from typing import Any
 
 from nuell.compute.v1 import compute_service_pb2 as compute_pb
 
+from nuell_gateway.cancellation import reraise_if_cancelled
 from nuell_gateway.compute_client import ComputeClient, Forwarding
 from nuell_gateway.config import Settings
 from nuell_gateway.db import posts
@@ -212,7 +213,8 @@ async def run_backfill(resources: Resources) -> None:
             if filled:
                 logger.info("analysis backfilled", extra={"posts": filled})
         except _COMPUTE_DOWN:
-            pass  # still down; the next round tries again
+            reraise_if_cancelled()  # else still down; the next round tries again
         except Exception:
+            reraise_if_cancelled()
             logger.exception("analysis backfill failed")
         await asyncio.sleep(interval)

@@ -44,6 +44,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from nuell_gateway.authz import Caller, Scope
+from nuell_gateway.cancellation import reraise_if_cancelled
 from nuell_gateway.config import Settings
 from nuell_gateway.convert import post_fields, time_fields
 from nuell_gateway.db.hot_reads import PostRow
@@ -371,6 +372,7 @@ class PostEventLog:
                     async for _ in connection.notifies():
                         self._wake.set()
             except psycopg.Error as exc:
+                reraise_if_cancelled()
                 logger.warning("post event listener: %s", type(exc).__name__)
             await asyncio.sleep(RECONNECT_SECONDS)
 
@@ -397,6 +399,7 @@ class PostEventLog:
                         break
                 self.read_at = began
             except (psycopg.Error, PoolTimeout) as exc:
+                reraise_if_cancelled()
                 logger.warning("post event reader: %s", type(exc).__name__)
 
     async def _prune_forever(self) -> None:
@@ -407,5 +410,6 @@ class PostEventLog:
                 async with self.pool.connection() as connection:
                     await connection.execute(PRUNE_SQL, {"secs": secs})
             except (psycopg.Error, PoolTimeout) as exc:
+                reraise_if_cancelled()
                 logger.warning("post event retention: %s", type(exc).__name__)
             await asyncio.sleep(PRUNE_SECONDS)

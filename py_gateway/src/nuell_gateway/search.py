@@ -42,7 +42,7 @@ DEFAULT_PAGE_SIZE = 20
 # (1M posts: verifying 150 or 300 found the same pairs, 100 four fewer; a
 # page of 20 verifies 70, the bench's recall pages of 100 verify 150).
 SIMILAR_PROBE = 200
-SIMILAR_SCAN_MAX = 500
+SIMILAR_SCAN_MAX = 250
 SIMILAR_VERIFY_MARGIN = 50
 
 
