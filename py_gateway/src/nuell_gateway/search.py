@@ -37,12 +37,14 @@ from nuell_gateway.search_terms import QUERY_MAX_TOKENS, chunks, tsquery_literal
 DEFAULT_PAGE_SIZE = 20
 # ListSimilarPosts reads every candidate of a post with fewer than
 # SIMILAR_PROBE; a crowded post's are read again without its stop bands, at
-# most SIMILAR_SCAN_MAX rows (db/search.py). The page size plus
+# most SIMILAR_SCAN_MAX rows sharing another band and SIMILAR_PAIR_SCAN_MAX
+# sharing two stop bands (db/search.py). The page size plus
 # SIMILAR_VERIFY_MARGIN sharing the most bands are compared exactly
 # (1M posts: verifying 150 or 300 found the same pairs, 100 four fewer; a
 # page of 20 verifies 70, the bench's recall pages of 100 verify 150).
 SIMILAR_PROBE = 200
-SIMILAR_SCAN_MAX = 250
+SIMILAR_SCAN_MAX = 300
+SIMILAR_PAIR_SCAN_MAX = 100
 SIMILAR_VERIFY_MARGIN = 50
 
 
@@ -169,6 +171,7 @@ async def list_similar_posts(
         post_id=post_id,
         probe=SIMILAR_PROBE,
         scan=SIMILAR_SCAN_MAX,
+        pair_scan=SIMILAR_PAIR_SCAN_MAX,
         limit=limit + SIMILAR_VERIFY_MARGIN,
         timeout_ms=_timeout_ms(resources, via),
     )

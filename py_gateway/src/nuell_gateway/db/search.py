@@ -100,9 +100,9 @@ _BY_AUTHOR = " AND p.user_id = %(author_id)s"
 # key) that are not similar, and reading those rows was the whole p99. So
 # the first read stops at `probe` rows; a post with fewer candidates has them
 # all. Otherwise a band whose key is in at least 1/STOP_SHARE of the rows read
-# is a stop band, and the second read takes the posts sharing any other band
-# plus those sharing two stop bands (`@>` a pair of them), at most `scan`
-# rows. What it gives up is a post that shares exactly one band, a stop band:
+# is a stop band, and two more reads take the posts sharing any other band
+# (at most `scan` rows) and those sharing two stop bands (`@>` a pair of
+# them, at most `pair_scan`). What it gives up is a post that shares exactly one band, a stop band:
 # a pair at Jaccard 0.5 shares exactly one of the 42 bands with probability
 # 0.022 (0.0004 at 0.6; spec §13 layout, 3 rows a band), and only stop bands
 # count.
@@ -261,7 +261,14 @@ async def _masks(
 
 
 async def similar_candidates(
-    pool: Pool, *, post_id: uuid.UUID, probe: int, scan: int, limit: int, timeout_ms: int
+    pool: Pool,
+    *,
+    post_id: uuid.UUID,
+    probe: int,
+    scan: int,
+    pair_scan: int,
+    limit: int,
+    timeout_ms: int,
 ) -> list[uuid.UUID]:
     """Ids of posts sharing a band with `post_id`, most shared bands first (see above)."""
     async with _bounded(pool, timeout_ms) as connection:
@@ -283,9 +290,14 @@ async def similar_candidates(
             masks = {other: mask for other, mask in masks.items() if mask.bit_count() >= 2}
             pairs = stop_pairs(stop)
             params |= {"rare": [key for band, key in enumerate(keys) if band not in stop]}
-            params |= {"scan": scan}
+            if params["rare"]:
+                masks |= await _masks(connection, params | {"scan": scan}, 0, rare=True)
+            # Apart, so that a thousand posts sharing two common keys do not
+            # crowd out the ones sharing a rarer band.
             params |= {f"pair{i}": [keys[a], keys[b]] for i, (a, b) in enumerate(pairs)}
-            if params["rare"] or pairs:
-                masks |= await _masks(connection, params, len(pairs), rare=bool(params["rare"]))
+            if pairs:
+                masks |= await _masks(
+                    connection, params | {"scan": pair_scan}, len(pairs), rare=False
+                )
     ranked = sorted(masks.items(), key=lambda item: (item[1].bit_count(), item[0]), reverse=True)
     return [other for other, _ in ranked[:limit]]
