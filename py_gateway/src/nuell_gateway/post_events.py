@@ -212,9 +212,8 @@ class PostEventLog:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Bounded, like the gateway's own background tasks.
+        await asyncio.wait(self._tasks, timeout=5.0)
 
     async def watch(
         self,

@@ -12,7 +12,6 @@ so each worker has its own exporter).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -37,6 +36,7 @@ from nuell_gateway.services import mount_services
 
 logger = logging.getLogger(__name__)
 
+STOP_TASKS_SECONDS = 5.0
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
@@ -124,9 +124,10 @@ class Gateway:
         for task in self.background:
             task.cancel()
         await self.server.stop(self.resources.settings.shutdown_grace_seconds)
-        for task in self.background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Bounded: a task that swallowed its cancellation must not hold the stop forever.
+        _, stuck = await asyncio.wait(self.background, timeout=STOP_TASKS_SECONDS)
+        for task in stuck:
+            logger.error("background task %s did not stop", task.get_name())
         await self.resources.close()
         await tracing.stop()
 
