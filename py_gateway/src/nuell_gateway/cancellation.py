@@ -11,6 +11,11 @@ in a gateway's `stop`). Every such `except` in a loop calls
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Collection
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def reraise_if_cancelled() -> None:
@@ -18,3 +23,21 @@ def reraise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+STOP_TASKS_SECONDS = 5.0
+
+
+async def cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait for them, at most STOP_TASKS_SECONDS.
+
+    Bounded: a task that swallowed its cancellation must not hold a stop
+    forever; it is logged instead.
+    """
+    for task in tasks:
+        task.cancel()
+    if not tasks:  # asyncio.wait refuses an empty collection
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=STOP_TASKS_SECONDS)
+    for task in stuck:
+        logger.error("background task %s did not stop", task.get_name())

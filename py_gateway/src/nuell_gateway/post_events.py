@@ -44,7 +44,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from nuell_gateway.authz import Caller, Scope
-from nuell_gateway.cancellation import reraise_if_cancelled
+from nuell_gateway.cancellation import cancel_and_wait, reraise_if_cancelled
 from nuell_gateway.config import Settings
 from nuell_gateway.convert import post_fields, time_fields
 from nuell_gateway.db.hot_reads import PostRow
@@ -210,10 +210,7 @@ class PostEventLog:
             watcher.end(SHUTTING_DOWN)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        # Bounded, like the gateway's own background tasks.
-        await asyncio.wait(self._tasks, timeout=5.0)
+        await cancel_and_wait(self._tasks)
 
     async def watch(
         self,

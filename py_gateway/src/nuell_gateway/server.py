@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from nuell_gateway import audit, tracing
 from nuell_gateway.bootstrap import bootstrap_admin_from_settings
+from nuell_gateway.cancellation import cancel_and_wait
 from nuell_gateway.config import Settings
 from nuell_gateway.db.engine import create_engine, unreachable_message
 from nuell_gateway.db.schema import ensure_schema_current
@@ -36,7 +37,6 @@ from nuell_gateway.services import mount_services
 
 logger = logging.getLogger(__name__)
 
-STOP_TASKS_SECONDS = 5.0
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
@@ -124,10 +124,7 @@ class Gateway:
         for task in self.background:
             task.cancel()
         await self.server.stop(self.resources.settings.shutdown_grace_seconds)
-        # Bounded: a task that swallowed its cancellation must not hold the stop forever.
-        _, stuck = await asyncio.wait(self.background, timeout=STOP_TASKS_SECONDS)
-        for task in stuck:
-            logger.error("background task %s did not stop", task.get_name())
+        await cancel_and_wait(self.background)
         await self.resources.close()
         await tracing.stop()
 
