@@ -20,9 +20,11 @@ PROTO_FILES := $(shell find proto/nuell proto/third_party -name '*.proto' 2>/dev
 RUST_SOURCES := $(shell find rust_compute/src rust_compute/build.rs rust_compute/Cargo.toml rust_compute/Cargo.lock 2>/dev/null)
 PY_GEN_DIR := py_gateway/src
 PY_GEN_STAMP := $(PY_GEN_DIR)/nuell/.generated
+# The whole contract as one descriptor set, comments included: the edge's
+# REST transcoding and the OpenAPI document are made from it.
+CONTRACT := build/contract.binpb
 WEB_SOURCES := $(shell find web/src -path web/src/gen -prune -o -type f -print 2>/dev/null) \
-	$(wildcard web/index.html web/build.mjs web/buf.gen.yaml web/tsconfig.json) \
-	$(shell find web/proto -type f 2>/dev/null)
+	$(wildcard web/index.html web/build.mjs web/buf.gen.yaml web/tsconfig.json)
 WEB_PAGE := web/dist/index.html
 
 .PHONY: help
@@ -61,8 +63,18 @@ $(PY_GEN_STAMP): $(PROTO_FILES) $(VENV)/.installed
 		$(patsubst proto/%,%,$(filter proto/nuell/%,$(PROTO_FILES))) buf/validate/validate.proto
 	touch $@
 
+# With google.rpc's error details, so the edge can write them out as JSON;
+# and a copy without the comments, which the edge's config carries inline.
+CONTRACT_FILES = $(patsubst proto/%,%,$(filter proto/nuell/%,$(PROTO_FILES))) google/rpc/error_details.proto
+$(CONTRACT): $(PROTO_FILES) $(VENV)/.installed
+	mkdir -p $(dir $@)
+	$(PY) -m grpc_tools.protoc -Iproto -Iproto/third_party --include_imports \
+		--descriptor_set_out=$(CONTRACT:.binpb=-bare.binpb) $(CONTRACT_FILES)
+	$(PY) -m grpc_tools.protoc -Iproto -Iproto/third_party --include_imports --include_source_info \
+		--descriptor_set_out=$@ $(CONTRACT_FILES)
+
 .PHONY: gen
-gen: $(PY_GEN_STAMP) ## Generate the Python stubs (and type stubs) from proto/
+gen: $(PY_GEN_STAMP) $(CONTRACT) ## Generate the Python stubs (and type stubs) and build/contract.binpb from proto/
 
 $(COMPUTE_BIN): $(RUST_SOURCES) $(PROTO_FILES)
 	@command -v $(CARGO) >/dev/null || { echo "make: cargo not found: install Rust (rustup) 1.95 or newer" >&2; exit 1; }

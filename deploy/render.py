@@ -14,6 +14,7 @@ settings and each overlay built by kustomize (`kubectl kustomize`).
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import hashlib
 import os
@@ -27,6 +28,8 @@ from typing import Any
 
 import jinja2
 import yaml  # type: ignore[import-untyped, unused-ignore]
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
 
 from deploy import manifests
 from deploy import settings as policy
@@ -56,6 +59,25 @@ def edge_routes() -> list[tuple[str, str]]:
         "service": policy.EDGE_GRPC_SERVICES,
     }
     return [(name, kind) for kind, names in kinds.items() for name in names]
+
+
+def rest_transcoding(contract: Path = policy.BARE_CONTRACT) -> dict[str, Any]:
+    """What the edge's REST/JSON transcoder needs: the contract (base64,
+    inline, so the config stays one file; the bytes as protoc wrote them, so
+    every render is identical) and the routed services that declare
+    `google.api.http` paths."""
+    try:
+        raw = contract.read_bytes()
+    except FileNotFoundError:
+        raise SettingsError(f"{contract} is missing: run `make gen`") from None
+    services = [
+        f"{file.package}.{service.name}"
+        for file in descriptor_pb2.FileDescriptorSet.FromString(raw).file
+        for service in file.service
+        if f"{file.package}.{service.name}" in policy.EDGE_GRPC_SERVICES
+        and any(method.options.HasExtension(annotations_pb2.http) for method in service.method)
+    ]
+    return {"descriptor": base64.b64encode(raw).decode(), "services": sorted(services)}
 
 
 ENVOY_TARGETS = ("local", "compose", "kubernetes")
@@ -92,6 +114,7 @@ def envoy_context(settings: StackSettings, target: str = "local") -> dict[str, A
         "tls": {"cert": cert, "key": key},
         "gateway": gateway,
         "routes": edge_routes(),
+        "rest": rest_transcoding(),
         "otlp_collector": settings.otlp_collector,
     }
 

@@ -22,6 +22,11 @@ from deploy import dev_tls
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO / ".data"
+# The contract as one descriptor set with comments (`make gen` writes it),
+# which the OpenAPI document is made from, and without them, which the edge
+# transcodes REST/JSON with.
+CONTRACT = REPO / "build" / "contract.binpb"
+BARE_CONTRACT = REPO / "build" / "contract-bare.binpb"
 
 # The edge's whole gRPC surface. Everything else (server reflection in
 # particular) is answered by Envoy itself and never reaches a backend.
@@ -34,14 +39,17 @@ EDGE_GRPC_SERVICES: tuple[str, ...] = (
     "grpc.health.v1.Health",
 )
 
-CORS_ALLOW_METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
-# What gRPC-Web clients send: the bearer token, the framing headers and the deadline.
+CORS_ALLOW_METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# What gRPC-Web and Connect clients send: the bearer token, the framing
+# headers and the deadline.
 CORS_ALLOW_HEADERS: tuple[str, ...] = (
     "authorization",
     "content-type",
     "x-grpc-web",
     "x-user-agent",
     "grpc-timeout",
+    "connect-protocol-version",
+    "connect-timeout-ms",
 )
 # Without these a browser hides the status from the client library.
 CORS_EXPOSE_HEADERS: tuple[str, ...] = ("grpc-status", "grpc-message", "grpc-status-details-bin")

@@ -472,13 +472,15 @@ def test_cors_allowlist_is_exact(config_dump: dict[str, Any]) -> None:
         {"exact": "https://nue-japan.com"},
         {"exact": "https://app.nue-japan.com"},
     ]
-    assert policy["allow_methods"] == "GET,POST,PUT,DELETE,OPTIONS"
+    assert policy["allow_methods"] == "GET,POST,PUT,PATCH,DELETE,OPTIONS"
     assert set(policy["allow_headers"].split(",")) == {
         "authorization",
         "content-type",
         "x-grpc-web",
         "x-user-agent",
         "grpc-timeout",
+        "connect-protocol-version",
+        "connect-timeout-ms",
     }
     assert set(policy["expose_headers"].split(",")) == {
         "grpc-status",
@@ -497,7 +499,10 @@ def test_filters_and_proxy_headers(config_dump: dict[str, Any]) -> None:
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.rbac",
         "envoy.filters.http.cors",
+        "envoy.filters.http.lua",
+        "envoy.filters.http.connect_grpc_bridge",
         "envoy.filters.http.grpc_web",
+        "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.buffer",
         "envoy.filters.http.router",
@@ -506,6 +511,25 @@ def test_filters_and_proxy_headers(config_dump: dict[str, Any]) -> None:
     assert hcm["xff_num_trusted_hops"] == 1
     assert hcm["server_header_transformation"] == "PASS_THROUGH"
     assert hcm["http_filters"][-1]["typed_config"]["suppress_envoy_headers"] is True
+
+
+def test_rest_transcoding_covers_every_routed_service_with_http_paths(
+    config_dump: dict[str, Any],
+) -> None:
+    (transcoder,) = [
+        f["typed_config"]
+        for f in _connection_manager(config_dump)["http_filters"]
+        if f["name"] == "envoy.filters.http.grpc_json_transcoder"
+    ]
+
+    assert transcoder["services"] == [
+        "nuell.auth.v1.AuthService",
+        "nuell.posts.v1.PostService",
+        "nuell.sessions.v1.SessionService",
+        "nuell.users.v1.UserService",
+    ]
+    assert transcoder["convert_grpc_status"] is True
+    assert transcoder["request_validation_options"]["reject_unknown_query_parameters"] is True
 
 
 def test_gateway_is_reached_over_http2(config_dump: dict[str, Any]) -> None:

@@ -435,7 +435,7 @@ def test_preflight_from_allowed_origin(stack: Stack) -> None:
     assert response.status == 200
     assert response.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
     methods = set(response.headers["access-control-allow-methods"].split(","))
-    assert methods == {"GET", "POST", "PUT", "DELETE", "OPTIONS"}
+    assert methods == {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
     allowed = set(response.headers["access-control-allow-headers"].split(","))
     assert {
         "authorization",
@@ -443,6 +443,7 @@ def test_preflight_from_allowed_origin(stack: Stack) -> None:
         "x-grpc-web",
         "x-user-agent",
         "grpc-timeout",
+        "connect-protocol-version",
     } <= allowed
     assert 0 < int(response.headers["access-control-max-age"]) <= 7200
 

@@ -36,8 +36,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from sqlalchemy import exc as sa_exc
 
-from nuell_gateway import clients, request_id, tracing
+from nuell_gateway import clients, codecs, request_id, tracing
 from nuell_gateway.authz import POLICIES, authenticate, bearer_token, set_caller
+from nuell_gateway.codecs import Body, Codec
 from nuell_gateway.db import integrity
 from nuell_gateway.errors import (
     DomainError,
@@ -49,7 +50,7 @@ from nuell_gateway.errors import (
 )
 from nuell_gateway.metrics import RPC_DURATION, RPC_REQUESTS
 from nuell_gateway.resources import Resources
-from nuell_gateway.validation import tolerant, validate_request
+from nuell_gateway.validation import validate_request
 
 logger = logging.getLogger(__name__)
 
@@ -177,18 +178,19 @@ class _Observer:
         )
 
 
-async def _validated(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
-    """The stream's messages, each validated; the first bad one ends it, named."""
+async def _validated(requests: AsyncIterator[Body], codec: Codec) -> AsyncIterator[Message]:
+    """The stream's messages, each decoded and validated; the first bad one ends it, named."""
     index = 0
-    async for request in requests:
+    async for body in requests:
+        request = codec.decode(body)
         try:
-            validate_request(request)
+            message = validate_request(request)
         except InvalidArgument as exc:
             exc.metadata["message_index"] = str(index)
             if request_id := getattr(request, "id", ""):
                 exc.metadata["id"] = str(request_id)[:128]
             raise
-        yield request
+        yield message
         index += 1
 
 
@@ -242,29 +244,29 @@ class CallBoundary:
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """`handler` of `method` (`/package.Service/Method`) inside the boundary."""
-        serializers = {
-            "request_deserializer": tolerant(handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
-        }
+        # grpcio hands over bytes; the codec, chosen per call, decodes them.
+        serializers = {"request_deserializer": codecs.receive, "response_serializer": codecs.send}
+        # Generated stubs pass `RequestType.FromString`, a bound classmethod.
+        request_type: type[Message] = handler.request_deserializer.__self__
         admit = self._admission(method)
         observer = _Observer(method)
         trusted = self._resources.settings.trusted_proxy_networks
 
-        def identify(context: grpc.aio.ServicerContext) -> Any:
+        def identify(context: grpc.aio.ServicerContext) -> tuple[Any, Codec]:
             metadata = context.invocation_metadata()
             request_id.identify(metadata)
             clients.identify(metadata, context.peer(), trusted)
-            return metadata
+            return metadata, codecs.codec_for(metadata, request_type)
 
         if handler.unary_unary:
             inner_uu: Callable[..., Awaitable[Message]] = handler.unary_unary
 
-            async def unary_unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
+            async def unary_unary(body: Body, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
-                metadata = identify(context)
+                metadata, codec = identify(context)
                 try:
                     await admit(metadata)
-                    validate_request(request)
+                    request = validate_request(codec.decode(body))
                     response: Message = await _resolve(inner_uu(request, context))
                 except grpc.aio.AbortError:
                     raise
@@ -272,7 +274,7 @@ class CallBoundary:
                     await observer.abort(exc, context, started)
                     raise  # unreachable: abort raises
                 observer.succeeded(started, context)
-                return response
+                return codec.encode(response)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
 
@@ -280,37 +282,39 @@ class CallBoundary:
             inner_su: Callable[..., Awaitable[Message]] = handler.stream_unary
 
             async def stream_unary(
-                requests: AsyncIterator[Message], context: grpc.aio.ServicerContext
-            ) -> Message:
+                requests: AsyncIterator[Body], context: grpc.aio.ServicerContext
+            ) -> Any:
                 started = time.perf_counter()
-                metadata = identify(context)
+                metadata, codec = identify(context)
                 try:
                     await admit(metadata)
-                    response: Message = await _resolve(inner_su(_validated(requests), context))
+                    response: Message = await _resolve(
+                        inner_su(_validated(requests, codec), context)
+                    )
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
                     await observer.abort(exc, context, started)
                     raise
                 observer.succeeded(started, context)
-                return response
+                return codec.encode(response)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
 
         def streaming(
-            call: Callable[[Any, grpc.aio.ServicerContext], Any],
-        ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Message]]:
+            call: Callable[[Any, Codec, grpc.aio.ServicerContext], Any],
+        ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
             # grpc.aio picks the streaming mode by asking whether the handler
             # is an async generator function, so the wrapper must be one.
             async def handler(
                 request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Message]:
+            ) -> AsyncIterator[Any]:
                 started = time.perf_counter()
-                metadata = identify(context)
+                metadata, codec = identify(context)
                 try:
                     await admit(metadata)
-                    async for response in await _resolve(call(request, context)):
-                        yield response
+                    async for response in await _resolve(call(request, codec, context)):
+                        yield codec.encode(response)
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
@@ -322,18 +326,17 @@ class CallBoundary:
         if handler.unary_stream:
             inner_us = handler.unary_stream
 
-            def unary_stream(request: Message, context: grpc.aio.ServicerContext) -> Any:
-                validate_request(request)
-                return inner_us(request, context)
+            def unary_stream(body: Body, codec: Codec, context: grpc.aio.ServicerContext) -> Any:
+                return inner_us(validate_request(codec.decode(body)), context)
 
             return grpc.unary_stream_rpc_method_handler(streaming(unary_stream), **serializers)
 
         inner_ss = handler.stream_stream
 
         def stream_stream(
-            requests: AsyncIterator[Message], context: grpc.aio.ServicerContext
+            requests: AsyncIterator[Body], codec: Codec, context: grpc.aio.ServicerContext
         ) -> Any:
-            return inner_ss(_validated(requests), context)
+            return inner_ss(_validated(requests, codec), context)
 
         return grpc.stream_stream_rpc_method_handler(streaming(stream_stream), **serializers)
 

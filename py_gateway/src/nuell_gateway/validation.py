@@ -7,39 +7,15 @@ and reports every violation at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import protovalidate
 from google.protobuf.message import Message
 
+from nuell_gateway.codecs import Undecodable
 from nuell_gateway.errors import FieldViolation, InvalidArgument
 
 _validator = protovalidate.Validator()
-
-
-class _Undecodable:
-    """Stands in for a request body that does not parse as its message type."""
-
-
-UNDECODABLE = _Undecodable()
-
-
-def tolerant(deserialize: Callable[[bytes], Message]) -> Callable[[bytes], Any]:
-    """A deserializer that hands UNDECODABLE on instead of raising.
-
-    grpc answers a raising deserializer with UNKNOWN and its own text, before
-    the handler runs; this way the call reaches the boundary, which
-    authenticates first and then answers INVALID_ARGUMENT with details.
-    """
-
-    def parse(body: bytes) -> Any:
-        try:
-            return deserialize(body)
-        except Exception:  # DecodeError, and whatever a hostile body provokes
-            return UNDECODABLE
-
-    return parse
 
 
 def _field_path(violation: protovalidate.Violation) -> str:
@@ -58,9 +34,9 @@ def _field_path(violation: protovalidate.Violation) -> str:
     return ".".join(parts)
 
 
-def validate_request(message: Message | _Undecodable) -> None:
-    """Raise `InvalidArgument` listing every rule `message` breaks."""
-    if isinstance(message, _Undecodable):
+def validate_request(message: Message | Undecodable) -> Message:
+    """`message` if it keeps every rule; else `InvalidArgument` listing each it breaks."""
+    if isinstance(message, Undecodable):
         raise InvalidArgument(
             "the request body is not a valid message of the request type",
             reason="MALFORMED_REQUEST",
@@ -74,7 +50,7 @@ def validate_request(message: Message | _Undecodable) -> None:
             "the request is too large to validate", reason="REQUEST_TOO_COMPLEX"
         ) from None
     if not violations:
-        return
+        return message
     raise InvalidArgument(
         "the request breaks the rules of its fields",
         reason="INVALID_FIELDS",
