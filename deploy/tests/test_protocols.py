@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import subprocess
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from nuell.posts.v1 import post_service_pb2 as posts_pb
 
 from deploy.dev_tls import DevCertificate
 from deploy.launcher import Launcher
+from deploy.settings import CONTRACT, REPO
 from deploy.tests.support import (
     ALLOWED_ORIGIN,
     Backend,
@@ -56,10 +58,11 @@ def parsed(reply: Reply) -> Any:
 
 
 def connect_detail(error: dict[str, Any], message: Any) -> Any:
-    """The first detail of `message`'s type in a Connect JSON error, decoded."""
+    """The first detail of `message`'s type in a Connect JSON error, decoded.
+    Connect names the type bare (`google.rpc.ErrorInfo`), not as a type URL."""
     name = message.DESCRIPTOR.full_name
     for detail in error.get("details", []):
-        if detail["type"].removeprefix("type.googleapis.com/") == name:
+        if detail["type"] == name:
             value = detail["value"]
             return message.FromString(base64.b64decode(value + "=" * (-len(value) % 4)))
     raise AssertionError(f"no {name} in {error}")
@@ -191,6 +194,45 @@ def test_connect_get_is_only_for_reads(edge: Edge, member: dict[str, str], metho
     )
 
     assert reply.status == 404  # Connect reads 404 as UNIMPLEMENTED
+
+
+# --- buf curl: a client nobody here wrote, in each of its protocols --------------
+
+BUF = REPO / "proto" / "node_modules" / ".bin" / "buf"
+
+
+def buf_curl(edge: Edge, protocol: str, method: str, body: dict[str, Any], *headers: str):
+    command = [str(BUF), "curl", "--schema", str(CONTRACT), "--protocol", protocol]
+    if protocol == "grpc":
+        command.append("--http2-prior-knowledge")  # gRPC needs HTTP/2; plaintext here
+    for header in headers:
+        command += ["-H", header]
+    command += ["-d", json.dumps(body), f"http://127.0.0.1:{edge.http_port}/{method}"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "grpcweb", "connect"])
+def test_buf_curl_in_every_protocol(edge: Edge, member: dict[str, str], protocol: str) -> None:
+    me = buf_curl(
+        edge,
+        protocol,
+        "nuell.users.v1.UserService/GetCurrentUser",
+        {},
+        f"Authorization: {member['authorization']}",
+    )
+    assert me.returncode == 0, me.stderr
+    assert json.loads(me.stdout)["user"]["email"] == member["email"]
+
+    refused = buf_curl(
+        edge,
+        protocol,
+        "nuell.auth.v1.AuthService/Login",
+        {"email": "誰か@example.jp", "password": "Wrong-Pass-123!"},
+    )
+    assert refused.returncode != 0
+    error = json.loads(refused.stderr)  # buf curl prints a failed call's error there
+    assert error["code"] == "unauthenticated"
+    assert connect_detail(error, error_details_pb2.ErrorInfo()).reason == "INVALID_CREDENTIALS"
 
 
 # --- REST/JSON --------------------------------------------------------------------
