@@ -124,3 +124,12 @@ async def test_a_json_call_that_does_not_parse_is_invalid_argument(
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.error_info is not None
     assert details.error_info.reason == "MALFORMED_REQUEST"
+
+
+async def test_health_checks_take_json_too(channel: grpc.aio.Channel) -> None:
+    check = channel.unary_unary("/grpc.health.v1.Health/Check")
+
+    assert json.loads(await check(b"{}", metadata=(JSON_CALL,))) == {"status": "SERVING"}
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await check(b"{", metadata=(JSON_CALL,))
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT

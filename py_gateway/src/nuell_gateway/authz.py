@@ -68,6 +68,9 @@ class Policy:
 PUBLIC = Policy(scope=None)
 
 POLICIES: dict[str, Policy] = {
+    # Load balancers and orchestrators ask without a token.
+    "/grpc.health.v1.Health/Check": PUBLIC,
+    "/grpc.health.v1.Health/Watch": PUBLIC,
     "/nuell.auth.v1.AuthService/Register": PUBLIC,
     "/nuell.auth.v1.AuthService/Login": PUBLIC,
     "/nuell.auth.v1.AuthService/Refresh": PUBLIC,

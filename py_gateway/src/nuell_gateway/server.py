@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 from sqlalchemy.exc import DBAPIError
 
@@ -93,9 +93,8 @@ class Gateway:
                 # workers should, so a busy port otherwise fails loudly.
                 options=[("grpc.so_reuseport", int(worker_of is not None))],
             )
-            service_names = mount_services(server, resources)
             health = HealthServicer()
-            health_pb2_grpc.add_HealthServicer_to_server(health, server)
+            service_names = mount_services(server, resources, health)
             enable_reflection(server, [*service_names, HEALTH_SERVICE])
             port = server.add_insecure_port(worker_of or settings.gateway_addr)
         except BaseException:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from nuell.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from nuell.compute.v1 import compute_service_pb2, compute_service_pb2_grpc
 from nuell.posts.v1 import post_service_pb2, post_service_pb2_grpc
@@ -60,10 +62,14 @@ SERVICES: tuple[ServiceEntry, ...] = (
 )
 
 
-def mount_services(server: grpc.aio.Server, resources: Resources) -> list[str]:
-    """Add every servicer to `server`, inside the call boundary; return the
-    full service names."""
+def mount_services(
+    server: grpc.aio.Server, resources: Resources, health: HealthServicer
+) -> list[str]:
+    """Add every servicer and `health` to `server`, inside the call boundary
+    (so a health check in Connect's JSON, say, is decoded like any call);
+    return the full names of the services other than health."""
     boundary = CallBoundary(resources)
     for entry in SERVICES:
         boundary.mount(server, entry.add_to_server, entry.build(resources))
+    boundary.mount(server, health_pb2_grpc.add_HealthServicer_to_server, health)
     return [entry.name for entry in SERVICES]
