@@ -283,7 +283,17 @@ def test_admin_must_be_loopback() -> None:
 
 
 def test_only_nuell_services_and_health_reach_the_gateway(config_dump: dict[str, Any]) -> None:
-    routes = [r for r in _routes(config_dump) if r.get("route", {}).get("cluster") == "py_gateway"]
+    forwarding = [r for r in _routes(config_dump) if r.get("route", {}).get("cluster")]
+    # Browsers' preflights, answered by the CORS filter, which only acts on a
+    # forwarding route: OPTIONS from a page with Access-Control-Request-Method.
+    preflight = forwarding[0]
+    assert preflight["name"] == "preflight"
+    assert {h["name"] for h in preflight["match"]["headers"]} == {
+        ":method",
+        "origin",
+        "access-control-request-method",
+    }
+    routes = [r for r in forwarding[1:] if r["route"]["cluster"] == "py_gateway"]
     prefixes = {r["match"]["prefix"] for r in routes if "prefix" in r["match"]}
     paths = {r["match"]["path"] for r in routes if "path" in r["match"]}
 
@@ -498,11 +508,11 @@ def test_filters_and_proxy_headers(config_dump: dict[str, Any]) -> None:
     assert filters == [
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.rbac",
-        "envoy.filters.http.cors",
         "envoy.filters.http.lua",
         "envoy.filters.http.connect_grpc_bridge",
         "envoy.filters.http.grpc_web",
         "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.cors",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.buffer",
         "envoy.filters.http.router",

@@ -402,3 +402,84 @@ def test_no_protocol_or_spelling_gets_past_the_login_limit(strict_edge: Edge) ->
     assert refused, attempts
     # Every other answer is a refusal or a 4xx of the edge's own: never a 5xx.
     assert all(reply.status < 500 for _, reply in attempts), attempts
+
+
+# --- the same protection on every path ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/posts", JSON),
+        ("/nuell.posts.v1.PostService/CreatePost", JSON),
+        ("/nuell.posts.v1.PostService/CreatePost", {"content-type": "application/proto"}),
+    ],
+    ids=["rest", "connect-json", "connect-proto"],
+)
+def test_bodies_over_the_limit_are_refused_on_every_path(
+    edge: Edge, member: dict[str, str], path: str, headers: dict[str, str]
+) -> None:
+    too_big = edge.settings.max_request_bytes + 1024
+    body = json.dumps({"content": "あ" * (too_big // 3)}).encode()
+
+    try:
+        reply = http_request(
+            edge.http_port, "POST", path, headers | {"authorization": member["authorization"]}, body
+        )
+    except ConnectionResetError:
+        return  # refused and closed before the client had finished sending: also a refusal
+
+    # The edge's refusal in each protocol's own shape: RESOURCE_EXHAUSTED.
+    assert reply.status == 429, reply
+    assert parsed(reply)["code"] in (8, "resource_exhausted")
+    assert parsed(reply)["message"] == "request too large"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/posts",
+        "/v1/auth:login",
+        "/nuell.posts.v1.PostService/GetPost",
+        "/nuell.auth.v1.AuthService/Login",
+    ],
+)
+def test_cors_is_the_same_allowlist_on_every_path(edge: Edge, path: str) -> None:
+    def preflight(origin: str) -> Reply:
+        return http_request(
+            edge.http_port,
+            "OPTIONS",
+            path,
+            {
+                "origin": origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization,content-type",
+            },
+        )
+
+    allowed = preflight(ALLOWED_ORIGIN)
+    assert allowed.status == 200
+    assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    refused = preflight("https://evil.example")
+    assert refused.status == 403
+    assert "access-control-allow-origin" not in refused.headers
+
+
+@pytest.mark.parametrize(
+    ("verb", "path", "headers"),
+    [
+        ("POST", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", JSON),
+        ("POST", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", JSON),
+        (
+            "GET",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo?connect=v1&encoding=json&message=%7B%7D",
+            {},
+        ),
+    ],
+)
+def test_no_reflection_over_connect(
+    edge: Edge, verb: str, path: str, headers: dict[str, str]
+) -> None:
+    reply = http_request(edge.http_port, verb, path, headers, b'{"listServices": ""}')
+
+    assert reply.status == 404
