@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from google.protobuf import descriptor_pb2
 from nuell.auth.v1 import auth_service_pb2 as auth_pb
 from nuell.auth.v1.auth_service_pb2_grpc import AuthServiceStub
 from nuell.compute.v1 import compute_service_pb2 as compute_pb
@@ -23,6 +24,7 @@ from deploy.dev_tls import DevCertificate
 from deploy.launcher import Launcher, free_port, http_get
 from deploy.render import render_envoy, write_envoy
 from deploy.settings import (
+    BARE_CONTRACT,
     EDGE_GRPC_SERVICES,
     EDGE_RATE_LIMITED_METHODS,
     EDGE_RETRYABLE_METHODS,
@@ -767,3 +769,19 @@ def test_envoys_span_is_the_parent_of_the_gateways(
     request_id = server.attributes["nuell.request_id"]
     assert envoy.attributes.get("guid:x-request-id") == request_id
     assert compute_span.attributes["nuell.request_id"] == request_id
+
+
+def test_the_reads_the_edge_retries_are_the_contracts_side_effect_free_unary_methods() -> None:
+    # One list for both: a Connect GET and an edge retry are safe for the same
+    # reason, and a method marked in the proto but missing here would be
+    # refused as a GET (its route would require POST).
+    contract = descriptor_pb2.FileDescriptorSet.FromString(BARE_CONTRACT.read_bytes())
+    reads = {
+        f"{file.package}.{service.name}/{method.name}"
+        for file in contract.file
+        for service in file.service
+        for method in service.method
+        if method.options.idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
+        and not (method.client_streaming or method.server_streaming)
+    }
+    assert reads == set(EDGE_RETRYABLE_METHODS) - {"grpc.health.v1.Health/Check"}
