@@ -17,6 +17,7 @@ import argparse
 import base64
 import dataclasses
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -31,7 +32,7 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from deploy import manifests
+from deploy import manifests, openapi
 from deploy import settings as policy
 from deploy.dev_tls import ensure_dev_certificate
 from deploy.manifests import (
@@ -80,6 +81,16 @@ def rest_transcoding(contract: Path = policy.BARE_CONTRACT) -> dict[str, Any]:
     return {"descriptor": base64.b64encode(raw).decode(), "services": sorted(services)}
 
 
+def openapi_document(contract: Path = policy.CONTRACT) -> str:
+    """The REST API's OpenAPI document, compact, for the edge to serve at
+    /openapi.json; its server is wherever it was fetched from."""
+    try:
+        doc = openapi.document(contract.read_bytes())
+    except FileNotFoundError:
+        raise SettingsError(f"{contract} is missing: run `make gen`") from None
+    return json.dumps(doc | {"servers": [{"url": "/"}]}, ensure_ascii=False, separators=(",", ":"))
+
+
 ENVOY_TARGETS = ("local", "compose", "kubernetes")
 
 
@@ -115,6 +126,7 @@ def envoy_context(settings: StackSettings, target: str = "local") -> dict[str, A
         "gateway": gateway,
         "routes": edge_routes(),
         "rest": rest_transcoding(),
+        "openapi": openapi_document(),
         "otlp_collector": settings.otlp_collector,
     }
 

@@ -391,7 +391,7 @@ def test_connection_limits_and_timeouts(config_dump: dict[str, Any]) -> None:
     assert 0 < _seconds(hcm["stream_idle_timeout"]) <= 300
     assert 0 < _seconds(hcm["common_http_protocol_options"]["idle_timeout"]) <= 3600
     assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == (
-        "REJECT_REQUEST"
+        "DROP_HEADER"
     )
     assert hcm["max_request_headers_kb"] <= 60
     assert hcm["http2_protocol_options"]["max_concurrent_streams"] == 100

@@ -483,3 +483,25 @@ def test_no_reflection_over_connect(
     reply = http_request(edge.http_port, verb, path, headers, b'{"listServices": ""}')
 
     assert reply.status == 404
+
+
+def test_the_edge_serves_the_openapi_document_only_to_get(edge: Edge) -> None:
+    document = http_request(edge.http_port, "GET", "/openapi.json", {})
+    assert document.status == 200
+    assert json.loads(document.body)["openapi"].startswith("3.1")
+    assert document.headers["x-content-type-options"] == "nosniff"
+
+    assert http_request(edge.http_port, "POST", "/openapi.json", JSON, b"{}").status == 404
+
+
+@pytest.mark.parametrize("path", ["/v1/users/me", "/nuell.users.v1.UserService/GetCurrentUser"])
+def test_a_header_name_grpc_cannot_carry_is_a_client_error(
+    edge: Edge, member: dict[str, str], path: str
+) -> None:
+    headers = {"authorization": member["authorization"], "x-odd!name": "1"}
+    verb = "GET" if path.startswith("/v1/") else "POST"
+    reply = http_request(
+        edge.http_port, verb, path, JSON | headers, b"" if verb == "GET" else b"{}"
+    )
+
+    assert reply.status == 400, reply

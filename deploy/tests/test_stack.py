@@ -516,7 +516,7 @@ def calls(stack: Stack, edge: Edge) -> dict[str, Any]:
         "reflection": lambda: grpc_web_call(
             port, "grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
         ),
-        "malformed request": lambda: http_request(port, "GET", "/", {"x_underscore": "1"}),
+        "malformed request": lambda: http_request(port, "GET", "/", {"content-length": "x"}),
         "tls success": lambda: grpc_web_call(
             edge.https_port, "grpc.health.v1.Health/Check", tls=tls, host="localhost"
         ),
