@@ -390,9 +390,7 @@ def test_connection_limits_and_timeouts(config_dump: dict[str, Any]) -> None:
     assert _seconds(hcm["request_headers_timeout"]) == 10
     assert 0 < _seconds(hcm["stream_idle_timeout"]) <= 300
     assert 0 < _seconds(hcm["common_http_protocol_options"]["idle_timeout"]) <= 3600
-    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == (
-        "DROP_HEADER"
-    )
+    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == ("DROP_HEADER")
     assert hcm["max_request_headers_kb"] <= 60
     assert hcm["http2_protocol_options"]["max_concurrent_streams"] == 100
     assert _filter(hcm, "envoy.filters.http.buffer")["max_request_bytes"] == 65536
