@@ -33,9 +33,10 @@ WORD = compute_pb.TOKEN_KIND_WORD
 BIGRAM = compute_pb.TOKEN_KIND_CJK_BIGRAM
 SINGLE = compute_pb.TOKEN_KIND_CJK_SINGLE
 
-# PostgreSQL's limits: a lexeme is at most 2047 bytes; positions above
-# 16383 are stored as 16383.
-LEXEME_MAX_BYTES = 2047
+# PostgreSQL's limits: a lexeme is shorter than 2 KiB (PostgreSQL 16 refuses
+# 2047 bytes, "max 2046", where 15 took them); positions above 16383 are
+# stored as 16383.
+LEXEME_MAX_BYTES = 2046
 POSITION_MAX = 16383
 
 QUERY_MAX_TOKENS = 32
