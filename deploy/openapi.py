@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buf.validate import validate_pb2
-from google.api import annotations_pb2, http_pb2
+from buf.validate import validate_pb2  # type: ignore[import-untyped, unused-ignore]
+from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import descriptor_pb2
 
 from deploy.settings import CONTRACT
@@ -439,7 +439,7 @@ def _scalar_rules(field_type: int, rules: validate_pb2.FieldRules) -> Schema:
             constraints["format"] = _STRING_FORMATS[well_known]
     elif field_type == _T.TYPE_BOOL and rules.HasField("bool") and rules.bool.HasField("const"):
         constraints["const"] = rules.bool.const
-    elif kind is not None and rules.HasField(kind):
+    elif kind is not None and kind == str(rules.WhichOneof("type")):
         number = getattr(rules, kind)
         lower = number.WhichOneof("greater_than")
         upper = number.WhichOneof("less_than")

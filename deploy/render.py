@@ -29,7 +29,7 @@ from typing import Any
 
 import jinja2
 import yaml  # type: ignore[import-untyped, unused-ignore]
-from google.api import annotations_pb2
+from google.api import annotations_pb2  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import descriptor_pb2
 
 from deploy import manifests, openapi

@@ -1,6 +1,6 @@
 """The browser page, served as `make run` serves it, driven by a real headless
-Chromium (web/tests/browser.test.mjs) through the session's Envoy edge to
-the real gateway and database."""
+Chromium (web/tests/*.test.mjs, over gRPC-Web and over Connect) through the
+session's Envoy edge to the real gateway and database."""
 
 from __future__ import annotations
 

@@ -505,3 +505,20 @@ def test_a_header_name_grpc_cannot_carry_is_a_client_error(
     )
 
     assert reply.status == 400, reply
+
+
+def test_a_preflight_of_a_connect_get_is_answered_by_cors(edge: Edge) -> None:
+    # The browser sends the GET's whole URL, `?connect=v1…` included.
+    reply = http_request(
+        edge.http_port,
+        "OPTIONS",
+        "/nuell.users.v1.UserService/GetCurrentUser?connect=v1&encoding=proto&base64=1&message=",
+        {
+            "origin": ALLOWED_ORIGIN,
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "authorization,connect-timeout-ms",
+        },
+    )
+
+    assert reply.status == 200, reply
+    assert reply.headers["access-control-allow-origin"] == ALLOWED_ORIGIN

@@ -1,8 +1,8 @@
-// Nuell from a browser: typed clients for every service over gRPC-Web,
-// through the Envoy edge. Copy this file (and `npm run generate`'s output)
-// to start; the page in main.ts is one user of it.
+// Nuell from a browser: typed clients for every service over gRPC-Web or
+// Connect, through the Envoy edge. Copy this file (and `npm run generate`'s
+// output) to start; the page in main.ts is one user of it.
 //
-//   const nuell = createNuell({ baseUrl: "http://localhost:8080" });
+//   const nuell = createNuell({ baseUrl: "http://localhost:8080" });   // or protocol: "connect"
 //   await nuell.auth.register({ email, password });     // mails a verification link
 //   await nuell.auth.verifyEmail({ token });             // its ?verify_email= token
 //   const login = await nuell.auth.login({ email, password });
@@ -11,7 +11,7 @@
 //   const { sessions } = await nuell.sessions.listSessions({});
 
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
-import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { AuthService } from "./gen/nuell/auth/v1/auth_service_pb.js";
@@ -34,17 +34,36 @@ export interface Nuell {
   compute: Client<typeof ComputeService>;
   sessions: Client<typeof SessionService>;
   session: Session;
+  protocol: Protocol;
 }
+
+/** How calls travel to the edge, which speaks both:
+ *  - "grpc-web": binary gRPC-Web (application/grpc-web+proto), every call a POST;
+ *  - "connect": the Connect protocol in binary (application/proto); calls marked
+ *    `idempotency_level = NO_SIDE_EFFECTS` in the protos (GetPost, ListPosts,
+ *    GetCurrentUser, …) go as GET requests, which caches and CDNs understand. */
+export type Protocol = "grpc-web" | "connect";
+export const PROTOCOLS: readonly Protocol[] = ["grpc-web", "connect"];
 
 export interface NuellOptions {
   /** The edge, e.g. "https://api.nue-japan.com"; the page's origin must be on its CORS allowlist. */
   baseUrl: string;
-  /** A call that has not finished by then fails with DEADLINE_EXCEEDED (sent as grpc-timeout). */
+  /** A call that has not finished by then fails with DEADLINE_EXCEEDED (sent as grpc-timeout,
+   *  or connect-timeout-ms over Connect). */
   timeoutMs?: number;
+  /** "grpc-web" (the default) or "connect". */
+  protocol?: Protocol;
+  /** Who is signed in: pass an existing client's `session` to keep it when rebuilding the
+   *  client (say, to change protocol). A new, signed-out one by default. */
+  session?: Session;
 }
 
-export function createNuell({ baseUrl, timeoutMs = 10_000 }: NuellOptions): Nuell {
-  const session: Session = {};
+export function createNuell({
+  baseUrl,
+  timeoutMs = 10_000,
+  protocol = "grpc-web",
+  session = {},
+}: NuellOptions): Nuell {
   // Every call carries the access token, if there is one; the gateway decides
   // which calls need it (UNAUTHENTICATED otherwise).
   const bearer: Interceptor = (next) => async (request) => {
@@ -53,13 +72,24 @@ export function createNuell({ baseUrl, timeoutMs = 10_000 }: NuellOptions): Nuel
     }
     return next(request);
   };
-  const transport = createGrpcWebTransport({
-    baseUrl,
-    // application/grpc-web+proto: the compact encoding every gRPC-Web server speaks.
-    useBinaryFormat: true,
-    interceptors: [bearer],
-    defaultTimeoutMs: timeoutMs,
-  });
+  const transport =
+    protocol === "connect"
+      ? createConnectTransport({
+          baseUrl,
+          // application/proto (application/connect+proto for streams): the compact encoding.
+          useBinaryFormat: true,
+          // Calls without side effects as GET: cacheable, and safe to repeat.
+          useHttpGet: true,
+          interceptors: [bearer, bareDetailTypes],
+          defaultTimeoutMs: timeoutMs,
+        })
+      : createGrpcWebTransport({
+          baseUrl,
+          // application/grpc-web+proto: the compact encoding every gRPC-Web server speaks.
+          useBinaryFormat: true,
+          interceptors: [bearer],
+          defaultTimeoutMs: timeoutMs,
+        });
   return {
     auth: createClient(AuthService, transport),
     users: createClient(UserService, transport),
@@ -67,7 +97,49 @@ export function createNuell({ baseUrl, timeoutMs = 10_000 }: NuellOptions): Nuel
     compute: createClient(ComputeService, transport),
     sessions: createClient(SessionService, transport),
     session,
+    protocol,
   };
+}
+
+/** A type URL's prefix, which a Connect error detail's `type` should not carry. */
+const TYPE_URL_PREFIX = "type.googleapis.com/";
+
+/** The edge (Envoy's connect_grpc_bridge) writes each detail of a Connect error with its
+ *  full type URL, "type.googleapis.com/google.rpc.ErrorInfo", where the Connect protocol
+ *  has the bare name "google.rpc.ErrorInfo", which is all findDetails() matches. Without
+ *  this, describeError() would find no reason, field violations or retry delay over
+ *  Connect. Unary errors are thrown by the call, a stream's while it is read: both are
+ *  caught here. */
+const bareDetailTypes: Interceptor = (next) => async (request) => {
+  let response: Awaited<ReturnType<typeof next>>;
+  try {
+    response = await next(request);
+  } catch (error) {
+    throw withBareDetailTypes(error);
+  }
+  if (!response.stream) return response;
+  const messages = response.message;
+  return {
+    ...response,
+    message: (async function* () {
+      try {
+        yield* messages;
+      } catch (error) {
+        throw withBareDetailTypes(error);
+      }
+    })(),
+  };
+};
+
+function withBareDetailTypes(error: unknown): unknown {
+  if (error instanceof ConnectError) {
+    for (const detail of error.details) {
+      if ("type" in detail && detail.type.startsWith(TYPE_URL_PREFIX)) {
+        detail.type = detail.type.slice(TYPE_URL_PREFIX.length);
+      }
+    }
+  }
+  return error;
 }
 
 /** One broken field rule, as the gateway's google.rpc.BadRequest names it. */
@@ -78,7 +150,8 @@ export interface FieldViolation {
 }
 
 /** What a failed call says, in a shape a page can show: the gRPC code and message plus the
- *  google.rpc details the gateway attaches (grpc-status-details-bin, exposed by the edge). */
+ *  google.rpc details the gateway attaches (gRPC-Web: grpc-status-details-bin, exposed by
+ *  the edge; Connect: the error's JSON `details`). The same over both protocols. */
 export interface CallError {
   code: Code;
   codeName: string;

@@ -27,6 +27,7 @@ export interface LiveHandlers {
 
 export class LiveFeed {
   private abort?: AbortController;
+  private authorId = "";
   private resumeToken = "";
 
   constructor(
@@ -37,15 +38,28 @@ export class LiveFeed {
   /** Follows `authorId`'s posts (everyone's when empty) from now on. */
   start(authorId: string): void {
     this.stop();
-    const abort = new AbortController();
-    this.abort = abort;
+    this.authorId = authorId;
     this.resumeToken = "";
-    void this.follow(authorId, abort.signal);
+    this.open();
+  }
+
+  /** If following, opens the stream again from its last token (the client changed, say):
+   *  nothing is missed or repeated. */
+  reopen(): void {
+    if (!this.abort) return;
+    this.stop();
+    this.open();
   }
 
   stop(): void {
     this.abort?.abort();
     this.abort = undefined;
+  }
+
+  private open(): void {
+    const abort = new AbortController();
+    this.abort = abort;
+    void this.follow(this.authorId, abort.signal);
   }
 
   private async follow(authorId: string, signal: AbortSignal): Promise<void> {

@@ -1,7 +1,7 @@
 // The page: register, verify the address, log in, then create, list, edit,
-// delete and search posts and list similar ones, all over gRPC-Web through
-// the edge; the list follows every change live (WatchPosts, live.ts), from
-// this tab or any other. It also answers the links in Nuell's mails
+// delete and search posts and list similar ones, all through the edge over
+// gRPC-Web or Connect (the Protocol select, or ?protocol=connect); the list
+// follows every change live (WatchPosts, live.ts), from this tab or any other. It also answers the links in Nuell's mails
 // (?verify_email=, ?reset_password=, ?confirm_email=). Signing in and staying
 // signed in (two-factor sign-in included) is in signin.ts; two-factor setup,
 // sessions and security events in account.ts. Every string from the server is
@@ -10,7 +10,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import { AccountPanel } from "./account.js";
-import { Code, createNuell, describeError, type Nuell } from "./client.js";
+import { Code, PROTOCOLS, createNuell, describeError, type Nuell, type Protocol } from "./client.js";
 import { ErrorBox } from "./errorbox.js";
 import { LiveFeed, type LiveState } from "./live.js";
 import { SignIn } from "./signin.js";
@@ -166,13 +166,21 @@ class Page {
     element("search-results").append(item);
   }
 
-  /** Answers a mail's link, then takes the token out of the address bar and history. */
+    /** The page's client now speaks another protocol: the live list moves to it too. */
+  protocolChanged(): void {
+    this.live.reopen();
+  }
+
+  /** Answers a mail's link, then takes the token out of the address bar and history
+   *  (anything else, such as ?protocol=, stays). */
   async followLink(): Promise<void> {
     const query = new URLSearchParams(location.search);
-    const action = ["verify_email", "reset_password", "confirm_email"].find((name) => query.get(name));
+    const links = ["verify_email", "reset_password", "confirm_email"];
+    const action = links.find((name) => query.get(name));
     if (!action) return;
     const token = query.get(action) ?? "";
-    history.replaceState(null, "", location.pathname);
+    for (const name of links) query.delete(name);
+    history.replaceState(null, "", addressWith(query));
     if (action === "reset_password") {
       this.resetToken = token;
       element("reset").hidden = false;
@@ -471,10 +479,35 @@ class Page {
   }
 }
 
+/** ?protocol=connect or ?protocol=grpc-web; gRPC-Web otherwise. */
+function protocolAsked(): Protocol {
+  const asked = new URLSearchParams(location.search).get("protocol");
+  return PROTOCOLS.find((protocol) => protocol === asked) ?? "grpc-web";
+}
+
+/** This page's address with `query` (none when empty). */
+function addressWith(query: URLSearchParams): string {
+  const rest = query.toString();
+  return rest ? `${location.pathname}?${rest}` : location.pathname;
+}
+
 async function main(): Promise<void> {
   const baseUrl = await edgeUrl();
   element("edge").textContent = `Edge: ${baseUrl}`;
-  const page = new Page(createNuell({ baseUrl }));
+  const protocolSelect = element<HTMLSelectElement>("protocol");
+  protocolSelect.value = protocolAsked();
+  const nuell = createNuell({ baseUrl, protocol: protocolAsked() });
+  const page = new Page(nuell);
+  protocolSelect.addEventListener("change", () => {
+    const protocol = PROTOCOLS.find((known) => known === protocolSelect.value) ?? "grpc-web";
+    // Rebuilt in place: every part of the page holds this object and uses the new
+    // transport from its next call; the same session, so nobody is signed out.
+    Object.assign(nuell, createNuell({ baseUrl, protocol, session: nuell.session }));
+    const query = new URLSearchParams(location.search);
+    query.set("protocol", protocol);
+    history.replaceState(null, "", addressWith(query)); // a reload keeps it
+    page.protocolChanged();
+  });
   if (navigator.language.toLowerCase().startsWith("ja")) element<HTMLSelectElement>("locale").value = "ja";
   page.start();
   await page.followLink();

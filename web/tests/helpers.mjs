@@ -1,6 +1,7 @@
 // What the Chromium tests share: where the page, Chromium and MailDev are,
-// opening a page, the account steps every test starts with, and reading the
-// outcome of a call from the page.
+// opening a page (over either protocol), the account steps every test starts
+// with, reading the outcome of a call from the page, and recording the calls
+// the page makes to the edge.
 //
 // Variables: NUELL_PAGE_URL (the page on an allowed origin), NUELL_CHROMIUM
 // (default /usr/bin/chromium), NUELL_BROWSER_ARTIFACTS (a folder for
@@ -21,6 +22,12 @@ export const STEP_TIMEOUT_MS = 20_000;
 const MAILBOX = (process.env.NUELL_MAILBOX_URL ?? "http://127.0.0.1:1080").replace(/\/$/, "");
 const MAIL_TIMEOUT_MS = 30_000;
 let pagesOpened = 0;
+
+/** What the page can speak to the edge (its Protocol select, or ?protocol=). */
+export const PROTOCOLS = ["grpc-web", "connect"];
+
+/** The page on the allowed origin, speaking `protocol`. */
+export const pageUrl = (protocol) => `${PAGE_URL}/?protocol=${protocol}`;
 
 /** Chromium's flags for every test: headless, and nothing running of its own accord. */
 export const CHROMIUM_ARGS = [
@@ -101,12 +108,16 @@ export async function mailLink(address, action, { after = 0 } = {}) {
   }
 }
 
-/** Opens a mail's link on the page under test; the page says how it went. */
+/** Opens a mail's link on the page under test, in the protocol the page was speaking; the
+ *  page says how it went. */
 export async function follow(page, query) {
-  await page.goto(`${PAGE_URL}/${query}`);
+  const protocol = new URL(page.url()).searchParams.get("protocol");
+  const link = new URLSearchParams(query);
+  if (protocol) link.set("protocol", protocol);
+  await page.goto(`${PAGE_URL}/?${link}`);
   await page.waitForSelector("body[data-ready=true]");
-  // The token leaves the address bar (and the history) once read.
-  assert.equal(new URL(page.url()).search, "");
+  // The token leaves the address bar (and the history) once read; the protocol stays.
+  assert.equal(new URL(page.url()).search, protocol ? `?protocol=${protocol}` : "");
 }
 
 export async function registerAndVerify(page, email, password, locale = "en") {
@@ -128,4 +139,29 @@ export async function outcome(page) {
   );
   const error = await page.getByTestId("error");
   return (await error.isVisible()) ? { error: await error.innerText() } : { notice: await text(page, "notice") };
+}
+
+/** Every call `page` makes to the edge from now on, as the browser sent it: the method,
+ *  the RPC (`Service/Method`), the query, the headers, and the answer's status and
+ *  content type. CORS preflights (OPTIONS) are left out. */
+export function recordCalls(page, edge) {
+  const calls = [];
+  page.on("request", (request) => {
+    if (!request.url().startsWith(`${edge}/`) || request.method() === "OPTIONS") return;
+    calls.push(
+      (async () => {
+        const url = new URL(request.url());
+        const response = await request.response(); // its headers: a stream is still open
+        return {
+          method: request.method(),
+          rpc: url.pathname.split("/").slice(-2).join("/").replace(/^nuell\.\w+\.v1\./, ""),
+          query: url.searchParams,
+          headers: await request.allHeaders(),
+          status: response?.status(),
+          responseType: (await response?.allHeaders())?.["content-type"],
+        };
+      })(),
+    );
+  });
+  return { all: () => Promise.all(calls) };
 }
