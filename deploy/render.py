@@ -62,15 +62,19 @@ def edge_routes() -> list[tuple[str, str]]:
     return [(name, kind) for kind, names in kinds.items() for name in names]
 
 
+def _read_contract(contract: Path) -> bytes:
+    try:
+        return contract.read_bytes()
+    except FileNotFoundError:
+        raise SettingsError(f"{contract} is missing: run `make gen`") from None
+
+
 def rest_transcoding(contract: Path = policy.BARE_CONTRACT) -> dict[str, Any]:
     """What the edge's REST/JSON transcoder needs: the contract (base64,
     inline, so the config stays one file; the bytes as protoc wrote them, so
     every render is identical) and the routed services that declare
     `google.api.http` paths."""
-    try:
-        raw = contract.read_bytes()
-    except FileNotFoundError:
-        raise SettingsError(f"{contract} is missing: run `make gen`") from None
+    raw = _read_contract(contract)
     services = [
         f"{file.package}.{service.name}"
         for file in descriptor_pb2.FileDescriptorSet.FromString(raw).file
@@ -84,10 +88,7 @@ def rest_transcoding(contract: Path = policy.BARE_CONTRACT) -> dict[str, Any]:
 def openapi_document(contract: Path = policy.CONTRACT) -> str:
     """The REST API's OpenAPI document, compact, for the edge to serve at
     /openapi.json; its server is wherever it was fetched from."""
-    try:
-        doc = openapi.document(contract.read_bytes())
-    except FileNotFoundError:
-        raise SettingsError(f"{contract} is missing: run `make gen`") from None
+    doc = openapi.document(_read_contract(contract))
     return json.dumps(doc | {"servers": [{"url": "/"}]}, ensure_ascii=False, separators=(",", ":"))
 
 
