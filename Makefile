@@ -23,6 +23,7 @@ PY_GEN_STAMP := $(PY_GEN_DIR)/nuell/.generated
 # The whole contract as one descriptor set, comments included: the edge's
 # REST transcoding and the OpenAPI document are made from it.
 CONTRACT := build/contract.binpb
+OPENAPI := build/openapi.json
 WEB_SOURCES := $(shell find web/src -path web/src/gen -prune -o -type f -print 2>/dev/null) \
 	$(wildcard web/index.html web/build.mjs web/buf.gen.yaml web/tsconfig.json)
 WEB_PAGE := web/dist/index.html
@@ -73,8 +74,12 @@ $(CONTRACT): $(PROTO_FILES) $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -Iproto -Iproto/third_party --include_imports --include_source_info \
 		--descriptor_set_out=$@ $(CONTRACT_FILES)
 
+# The REST API's OpenAPI document: the edge serves it, and the page at /api/.
+$(OPENAPI): $(CONTRACT) $(PY_GEN_STAMP) py_gateway/src/nuell_gateway/openapi.py py_gateway/src/nuell_gateway/authz.py
+	$(PY) -m nuell_gateway.openapi $(CONTRACT) --out $@
+
 .PHONY: gen
-gen: $(PY_GEN_STAMP) $(CONTRACT) ## Generate the Python stubs (and type stubs) and build/contract.binpb from proto/
+gen: $(PY_GEN_STAMP) $(CONTRACT) $(OPENAPI) ## Generate the Python stubs (and type stubs), build/contract.binpb and build/openapi.json from proto/
 
 $(COMPUTE_BIN): $(RUST_SOURCES) $(PROTO_FILES)
 	@command -v $(CARGO) >/dev/null || { echo "make: cargo not found: install Rust (rustup) 1.95 or newer" >&2; exit 1; }

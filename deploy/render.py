@@ -32,7 +32,7 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 from google.api import annotations_pb2  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import descriptor_pb2
 
-from deploy import manifests, openapi
+from deploy import manifests
 from deploy import settings as policy
 from deploy.dev_tls import ensure_dev_certificate
 from deploy.manifests import (
@@ -62,11 +62,12 @@ def edge_routes() -> list[tuple[str, str]]:
     return [(name, kind) for kind, names in kinds.items() for name in names]
 
 
-def _read_contract(contract: Path) -> bytes:
+def _read_built(path: Path) -> bytes:
+    """A file `make gen` writes from the contract."""
     try:
-        return contract.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        raise SettingsError(f"{contract} is missing: run `make gen`") from None
+        raise SettingsError(f"{path} is missing: run `make gen`") from None
 
 
 def rest_transcoding(contract: Path = policy.BARE_CONTRACT) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def rest_transcoding(contract: Path = policy.BARE_CONTRACT) -> dict[str, Any]:
     inline, so the config stays one file; the bytes as protoc wrote them, so
     every render is identical) and the routed services that declare
     `google.api.http` paths."""
-    raw = _read_contract(contract)
+    raw = _read_built(contract)
     services = [
         f"{file.package}.{service.name}"
         for file in descriptor_pb2.FileDescriptorSet.FromString(raw).file
@@ -85,10 +86,10 @@ def rest_transcoding(contract: Path = policy.BARE_CONTRACT) -> dict[str, Any]:
     return {"descriptor": base64.b64encode(raw).decode(), "services": sorted(services)}
 
 
-def openapi_document(contract: Path = policy.CONTRACT) -> str:
+def openapi_document(path: Path = policy.OPENAPI) -> str:
     """The REST API's OpenAPI document, compact, for the edge to serve at
     /openapi.json; its server is wherever it was fetched from."""
-    doc = openapi.document(_read_contract(contract))
+    doc = json.loads(_read_built(path))
     return json.dumps(doc | {"servers": [{"url": "/"}]}, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -7,8 +7,8 @@ the files under --root, nothing else (no directory listings, no paths out
 of the root), every answer with the security headers below, and
 `/config.json` telling the page where the edge is. Under `/api/` it serves
 a reader (Swagger UI, from --api-assets) for the REST/JSON API's OpenAPI
-document, which it makes from --contract at start and serves as
-`/api/openapi.json`, its `servers` naming the edge. It prints
+document (--openapi, which `make gen` writes), served as
+`/api/openapi.json` with its `servers` naming the edge. It prints
 `nuell_web listening on HOST:PORT` once bound (port 0: any free port) and
 stops on SIGTERM or SIGINT.
 """
@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from deploy import openapi
-from deploy.settings import CONTRACT, REPO
+from deploy.settings import OPENAPI, REPO
 
 API_PAGE_DIR = Path(__file__).resolve().parent / "api_page"
 # swagger-ui-dist, an npm dependency of web/.
@@ -76,7 +75,7 @@ class PageHandler(SimpleHTTPRequestHandler):
     config: ClassVar[bytes]
     headers_to_send: ClassVar[dict[str, str]]
     api_headers: ClassVar[dict[str, str]]
-    # The OpenAPI document without `servers`; None when the contract is missing.
+    # The OpenAPI document without `servers`; None when it is missing.
     api_document: ClassVar[dict[str, Any] | None] = None
     api_paths: ClassVar[dict[str, Path]] = {}
     edge_origins: ClassVar[list[str]] = []
@@ -113,11 +112,9 @@ class PageHandler(SimpleHTTPRequestHandler):
             return None
         if path == "/api/openapi.json" and self.api_document is not None:
             document = self.api_document
-            body = openapi.dumps(
-                {"openapi": document["openapi"], "info": document["info"]}
-                | {"servers": self.servers()}
-                | document
-            )
+            served = {"openapi": document["openapi"], "info": document["info"]}
+            served |= {"servers": self.servers()} | document
+            body = json.dumps(served, ensure_ascii=False, indent=2).encode() + b"\n"
             return self.send_bytes(body, "application/json; charset=utf-8")
         file = self.api_paths.get(path)
         if file is None or not file.is_file():
@@ -175,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-tls-port", type=int, help="the edge's TLS port, if any")
     parser.add_argument("--edge-url", help="the edge's URL when it is not this host")
     parser.add_argument(
-        "--contract", type=Path, default=CONTRACT, help="the descriptor set for /api/"
+        "--openapi", type=Path, default=OPENAPI, help="the OpenAPI document for /api/"
     )
     parser.add_argument(
         "--api-assets", type=Path, default=SWAGGER_UI_DIR, help="swagger-ui-dist, for /api/"
@@ -203,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     PageHandler.api_paths = api_files(args.api_assets.resolve())
     # The page works without the API reader: say what is missing and go on.
     try:
-        PageHandler.api_document = openapi.document(args.contract.read_bytes())
+        PageHandler.api_document = json.loads(args.openapi.read_bytes())
     except FileNotFoundError:
-        print(f"serve_web: {args.contract} is missing, no /api/: run `make gen`", file=sys.stderr)
-    except openapi.ContractError as exc:
-        print(f"serve_web: no /api/: {exc}", file=sys.stderr)
+        print(f"serve_web: {args.openapi} is missing, no /api/: run `make gen`", file=sys.stderr)
+    except ValueError as exc:
+        print(f"serve_web: {args.openapi} is not JSON, no /api/: {exc}", file=sys.stderr)
     if not (args.api_assets / "swagger-ui-bundle.js").is_file():
         print(
             f"serve_web: {args.api_assets} is missing, /api/ cannot render: "

@@ -27,6 +27,8 @@ DEFAULT_DATA_DIR = REPO / ".data"
 # transcodes REST/JSON with.
 CONTRACT = REPO / "build" / "contract.binpb"
 BARE_CONTRACT = REPO / "build" / "contract-bare.binpb"
+# The REST API's OpenAPI document (`make gen`: py_gateway's nuell_gateway.openapi).
+OPENAPI = REPO / "build" / "openapi.json"
 
 # The edge's whole gRPC surface. Everything else (server reflection in
 # particular) is answered by Envoy itself and never reaches a backend.

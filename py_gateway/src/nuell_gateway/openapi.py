@@ -1,6 +1,9 @@
 """The OpenAPI 3.1 document of the edge's REST/JSON API, made from the contract.
 
-    python -m deploy.openapi [--out FILE] [--contract build/contract.binpb]
+    python -m nuell_gateway.openapi build/contract.binpb [--out FILE]
+
+`make gen` writes it to build/openapi.json, which the edge serves at
+/openapi.json and the page server at /api/openapi.json.
 
 The edge transcodes the paths that the contract's RPCs declare with
 `google.api.http` to gRPC, with the proto3 JSON mapping: lowerCamelCase
@@ -9,7 +12,8 @@ enums by name, Timestamp as RFC 3339 and FieldMask as a comma-separated
 string. `document()` describes exactly that from the descriptor set
 (`make gen` writes it, comments included): one operation per HTTP rule,
 the proto comments as descriptions, and the protovalidate rules that JSON
-Schema can state as constraints. The output depends on the contract alone.
+Schema can state as constraints, and which calls need a token from
+`authz.POLICIES`. The output depends on the contract and that table alone.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from buf.validate import validate_pb2  # type: ignore[import-untyped, unused-ign
 from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import descriptor_pb2
 
-from deploy.settings import CONTRACT
+from nuell_gateway.authz import POLICIES
 
 Schema = dict[str, Any]
 FieldProto = descriptor_pb2.FieldDescriptorProto
@@ -40,24 +44,9 @@ STATUS_SCHEMA = "Status"
 # Messages a `Status` may carry in `details`.
 ERROR_DETAILS_FILE = "google/rpc/error_details.proto"
 
-# RPCs callable without an access token: the entries of py_gateway's
-# `nuell_gateway.authz.POLICIES` whose scope is None. Importing that table
-# here would load the gateway and its database layer for a static document;
-# deploy/tests/test_openapi.py checks that the two agree.
+# RPCs callable without an access token, as `package.Service/Method`.
 PUBLIC_METHODS: frozenset[str] = frozenset(
-    f"nuell.auth.v1.AuthService/{method}"
-    for method in (
-        "Register",
-        "Login",
-        "Refresh",
-        "Logout",
-        "VerifyEmail",
-        "ResendVerification",
-        "RequestPasswordReset",
-        "ResetPassword",
-        "ConfirmEmailChange",
-        "VerifyMfa",
-    )
+    name.lstrip("/") for name, policy in POLICIES.items() if policy.public
 )
 
 # Field numbers in descriptor.proto, for source_code_info paths.
@@ -813,7 +802,7 @@ def dumps(doc: dict[str, Any]) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--contract", type=Path, default=CONTRACT, help="the descriptor set")
+    parser.add_argument("contract", type=Path, help="the descriptor set, comments included")
     parser.add_argument("--out", type=Path, help="write here instead of to stdout")
     args = parser.parse_args(argv)
     try:
