@@ -10,15 +10,18 @@ import argparse
 import asyncio
 import itertools
 import math
+import os
 import random
 import secrets
 import statistics
+import tempfile
 import time
 import unicodedata
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -36,6 +39,10 @@ from nuell_gateway.db.schema import upgrade_to_head
 from nuell_gateway.search_terms import chunks, tsquery_literal, tsvector_literal
 from nuell_gateway.server import Gateway
 from sqlalchemy.engine import make_url
+
+from deploy import stack
+from deploy.launcher import Launcher, free_port
+from deploy.settings import Address, StackSettings
 
 CJK = "東京都大阪府市区町村人日本語学生先話電車駅春夏秋冬山川海空雨雪花猫犬朝昼夜店料理茶酒"
 CJK += "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモラリルレロン"
@@ -266,7 +273,7 @@ def similar_sample(copied: list[int], size: int, rng: random.Random) -> list[int
     return sorted(sample)
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--posts", type=int, default=100_000)
     parser.add_argument("--database", required=True)
@@ -280,14 +287,15 @@ async def main() -> None:
     ensure_database(args.database)
     sa_url = make_url(args.database).set(drivername="postgresql+psycopg")
     upgrade_to_head(sa_url)
-    argv = "rust_compute/target/release/rust_compute --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0"
-    rust = await asyncio.create_subprocess_exec(
-        *argv.split(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    # rust_compute as the stack declares it, started by its launcher; the
+    # gateway runs in this process, so the measurements can reach inside it.
+    settings = StackSettings(
+        compute=Address("127.0.0.1", free_port()),
+        compute_metrics=Address("127.0.0.1", free_port()),
     )
-    try:
-        await measure(args, rust)
-    finally:
-        rust.terminate()
+    with Launcher(Path(tempfile.mkdtemp(prefix="nuell-bench-search-"))) as launcher:
+        launcher.start(stack.compute_service(settings, os.environ))
+        asyncio.run(measure(args, settings.compute.connect_target))
 
 
 def ensure_database(url: str) -> None:
@@ -320,10 +328,8 @@ async def sign_in(
     return (("authorization", f"Bearer {reply.access_token}"),)
 
 
-async def measure(args: argparse.Namespace, rust: asyncio.subprocess.Process) -> None:
+async def measure(args: argparse.Namespace, compute_addr: str) -> None:
     sa_url = make_url(args.database).set(drivername="postgresql+psycopg")
-    assert rust.stdout is not None
-    compute_addr = (await rust.stdout.readline()).decode().split()[-1]
     texts, copied = corpus(args.posts, random.Random(18))  # noqa: S311
     compute = ComputeServiceStub(grpc.aio.insecure_channel(compute_addr))
     began = time.perf_counter()
@@ -504,4 +510,4 @@ def sizes(db: psycopg.Connection[tuple[Any, ...]]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
