@@ -194,3 +194,27 @@ def edge(
     }
     settings = edge_settings(backend, dev_certificate, environ)
     return start_envoy(session_processes, settings, tmp_path_factory.mktemp("edge"), "envoy")
+
+
+@pytest.fixture(scope="module")
+def strict_edge_factory(
+    backend: Backend,
+    dev_certificate: DevCertificate,
+    module_processes: Launcher,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[int, int], Edge]:
+    """Starts an edge with a small credentials bucket (`rate_per_minute`, `burst`),
+    in front of the session's gateway, for one module's tests of the limit."""
+
+    def start(rate_per_minute: int, burst: int) -> Edge:
+        environ = {
+            "NUELL_CORS_ALLOWED_ORIGINS": ALLOWED_ORIGIN,
+            "NUELL_EDGE_AUTH_RATE_PER_MINUTE": str(rate_per_minute),
+            "NUELL_EDGE_AUTH_BURST": str(burst),
+        }
+        settings = edge_settings(backend, dev_certificate, environ)
+        return start_envoy(
+            module_processes, settings, tmp_path_factory.mktemp("strict"), "strict-envoy"
+        )
+
+    return start

@@ -7,24 +7,20 @@ from __future__ import annotations
 import itertools
 import ssl
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
 from nuell.auth.v1 import auth_service_pb2
 from nuell.compute.v1 import compute_service_pb2
 
-from deploy.dev_tls import DevCertificate
-from deploy.launcher import Launcher
 from deploy.settings import EDGE_RATE_LIMITED_METHODS
 from deploy.tests.support import (
     ALLOWED_ORIGIN,
-    Backend,
     Edge,
     Reply,
-    edge_settings,
     grpc_web_call,
     http_request,
-    start_envoy,
     tls_client_context,
 )
 
@@ -43,22 +39,9 @@ def new_client() -> str:
 
 
 @pytest.fixture(scope="module")
-def strict_edge(
-    backend: Backend,
-    dev_certificate: DevCertificate,
-    module_processes: Launcher,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Edge:
+def strict_edge(strict_edge_factory: Callable[[int, int], Edge]) -> Edge:
     """An edge with a tiny credentials bucket, in front of the session's gateway."""
-    environ = {
-        "NUELL_CORS_ALLOWED_ORIGINS": ALLOWED_ORIGIN,
-        "NUELL_EDGE_AUTH_RATE_PER_MINUTE": str(RATE_PER_MINUTE),
-        "NUELL_EDGE_AUTH_BURST": str(BURST),
-    }
-    settings = edge_settings(backend, dev_certificate, environ)
-    return start_envoy(
-        module_processes, settings, tmp_path_factory.mktemp("strict"), "strict-envoy"
-    )
+    return strict_edge_factory(RATE_PER_MINUTE, BURST)
 
 
 # An empty login: the gateway refuses it at once (INVALID_ARGUMENT, no password

@@ -7,10 +7,14 @@ method."""
 from __future__ import annotations
 
 import base64
+import http.client
 import itertools
 import json
+import struct
 import subprocess
 import uuid
+from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 from urllib.parse import quote
 
@@ -19,19 +23,15 @@ from google.rpc import error_details_pb2
 from nuell.auth.v1 import auth_service_pb2 as auth_pb
 from nuell.posts.v1 import post_service_pb2 as posts_pb
 
-from deploy.dev_tls import DevCertificate
-from deploy.launcher import Launcher
 from deploy.settings import CONTRACT, REPO
 from deploy.tests.support import (
     ALLOWED_ORIGIN,
     Backend,
     Edge,
     Reply,
-    edge_settings,
     grpc_web_call,
     http_request,
     mark_verified,
-    start_envoy,
 )
 
 PASSWORD = "Protocol-Pass-7!"
@@ -196,6 +196,82 @@ def test_connect_get_is_only_for_reads(edge: Edge, member: dict[str, str], metho
     assert reply.status == 404  # Connect reads 404 as UNIMPLEMENTED
 
 
+# --- Connect streaming -------------------------------------------------------------
+
+WATCH = "/nuell.posts.v1.PostService/WatchPosts"
+CONNECT_JSON_STREAM = {"content-type": "application/connect+json", "connect-protocol-version": "1"}
+END_STREAM = 0x02
+
+
+def envelope(message: dict[str, Any]) -> bytes:
+    data = json.dumps(message).encode()
+    return struct.pack(">BI", 0, len(data)) + data
+
+
+def read_envelope(response: http.client.HTTPResponse) -> tuple[int, bytes]:
+    """(flags, payload) of the next Connect envelope, as soon as it arrives."""
+    head = response.read(5)
+    assert len(head) == 5, f"the stream ended: {head!r}"
+    flags, length = struct.unpack(">BI", head)
+    payload = response.read(length)
+    assert len(payload) == length, "truncated envelope"
+    return flags, payload
+
+
+def test_connect_json_stream_delivers_events_with_japanese_text(
+    edge: Edge, member: dict[str, str]
+) -> None:
+    auth = {"authorization": member["authorization"]}
+    content = "ライブ配信のテスト🎌"
+    with closing(http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=15)) as stream:
+        stream.request("POST", WATCH, envelope({}), CONNECT_JSON_STREAM | auth)
+        # The headers come as soon as the stream is open, before any event.
+        response = stream.getresponse()
+        assert response.status == 200
+        assert response.getheader("content-type") == "application/connect+json"
+
+        created = connect(
+            edge, "nuell.posts.v1.PostService/CreatePost", {"content": content}, **auth
+        )
+        assert created.status == 200, created
+        post = parsed(created)["post"]
+        while True:  # events of other tests' posts may come first
+            flags, payload = read_envelope(response)
+            assert flags == 0, payload
+            event = json.loads(payload)
+            if event.get("postId") == post["id"]:
+                break
+
+    assert event["type"] == "POST_EVENT_TYPE_CREATED"
+    assert event["post"]["content"] == content
+    assert content.encode() in payload  # UTF-8 as it is, not \\u escapes
+    assert event["resumeToken"]
+
+
+def test_connect_json_stream_without_a_token_ends_unauthenticated(edge: Edge) -> None:
+    with closing(http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=15)) as stream:
+        stream.request("POST", WATCH, envelope({}), CONNECT_JSON_STREAM)
+        response = stream.getresponse()
+        assert response.status == 200  # a stream's error is in its end-stream message
+        assert response.getheader("content-type") == "application/connect+json"
+        flags, payload = read_envelope(response)
+        assert response.read() == b""  # nothing after the end of the stream
+
+    assert flags == END_STREAM, payload
+    error = json.loads(payload)["error"]
+    assert error["code"] == "unauthenticated"
+    assert error["message"] == "this call needs an access token"
+    # Not Connect's bare type name, as unary errors have it: the edge rewrites
+    # only unary JSON error bodies, so a stream's end message keeps the
+    # bridge's type URL. Connect clients look details up by the bare name.
+    (detail,) = error["details"]
+    assert detail["type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    info = error_details_pb2.ErrorInfo.FromString(
+        base64.b64decode(detail["value"] + "=" * (-len(detail["value"]) % 4))
+    )
+    assert info.reason == "MISSING_TOKEN"
+
+
 # --- buf curl: a client nobody here wrote, in each of its protocols --------------
 
 BUF = REPO / "proto" / "node_modules" / ".bin" / "buf"
@@ -315,21 +391,8 @@ RATE_PER_MINUTE, BURST = 1, 3
 
 
 @pytest.fixture(scope="module")
-def strict_edge(
-    backend: Backend,
-    dev_certificate: DevCertificate,
-    module_processes: Launcher,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Edge:
-    environ = {
-        "NUELL_CORS_ALLOWED_ORIGINS": ALLOWED_ORIGIN,
-        "NUELL_EDGE_AUTH_RATE_PER_MINUTE": str(RATE_PER_MINUTE),
-        "NUELL_EDGE_AUTH_BURST": str(BURST),
-    }
-    settings = edge_settings(backend, dev_certificate, environ)
-    return start_envoy(
-        module_processes, settings, tmp_path_factory.mktemp("protocols"), "protocols-envoy"
-    )
+def strict_edge(strict_edge_factory: Callable[[int, int], Edge]) -> Edge:
+    return strict_edge_factory(RATE_PER_MINUTE, BURST)
 
 
 LOGIN = {"email": "", "password": ""}  # refused at once by the gateway: no hashing
