@@ -248,12 +248,16 @@ def test_connect_json_stream_delivers_events_with_japanese_text(
     assert event["resumeToken"]
 
 
-def test_connect_json_stream_without_a_token_ends_unauthenticated(edge: Edge) -> None:
+@pytest.mark.parametrize("codec", ["json", "proto"])
+def test_connect_stream_without_a_token_ends_unauthenticated(edge: Edge, codec: str) -> None:
+    # An empty request: `{}` in JSON, no bytes in proto.
+    body = envelope({}) if codec == "json" else struct.pack(">BI", 0, 0)
+    headers = CONNECT_JSON_STREAM | {"content-type": f"application/connect+{codec}"}
     with closing(http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=15)) as stream:
-        stream.request("POST", WATCH, envelope({}), CONNECT_JSON_STREAM)
+        stream.request("POST", WATCH, body, headers)
         response = stream.getresponse()
         assert response.status == 200  # a stream's error is in its end-stream message
-        assert response.getheader("content-type") == "application/connect+json"
+        assert response.getheader("content-type") == f"application/connect+{codec}"
         flags, payload = read_envelope(response)
         assert response.read() == b""  # nothing after the end of the stream
 
@@ -261,11 +265,10 @@ def test_connect_json_stream_without_a_token_ends_unauthenticated(edge: Edge) ->
     error = json.loads(payload)["error"]
     assert error["code"] == "unauthenticated"
     assert error["message"] == "this call needs an access token"
-    # Not Connect's bare type name, as unary errors have it: the edge rewrites
-    # only unary JSON error bodies, so a stream's end message keeps the
-    # bridge's type URL. Connect clients look details up by the bare name.
+    # Connect's bare type name, which clients look details up by (the bridge
+    # writes the type URL; the edge rewrites the end-stream message).
     (detail,) = error["details"]
-    assert detail["type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    assert detail["type"] == "google.rpc.ErrorInfo"
     info = error_details_pb2.ErrorInfo.FromString(
         base64.b64decode(detail["value"] + "=" * (-len(detail["value"]) % 4))
     )

@@ -80,7 +80,8 @@ export function createNuell({
           useBinaryFormat: true,
           // Calls without side effects as GET: cacheable, and safe to repeat.
           useHttpGet: true,
-          interceptors: [bearer, bareDetailTypes],
+          // Error details arrive with Connect's bare type names: the edge writes them so.
+          interceptors: [bearer],
           defaultTimeoutMs: timeoutMs,
         })
       : createGrpcWebTransport({
@@ -99,47 +100,6 @@ export function createNuell({
     session,
     protocol,
   };
-}
-
-/** A type URL's prefix, which a Connect error detail's `type` should not carry. */
-const TYPE_URL_PREFIX = "type.googleapis.com/";
-
-/** The edge (Envoy's connect_grpc_bridge) writes each detail of a Connect error with its
- *  full type URL, "type.googleapis.com/google.rpc.ErrorInfo", where the Connect protocol
- *  has the bare name "google.rpc.ErrorInfo", which is all findDetails() matches. Without
- *  this, describeError() would find no reason, field violations or retry delay over
- *  Connect. Unary errors are thrown by the call, a stream's while it is read: both are
- *  caught here. */
-const bareDetailTypes: Interceptor = (next) => async (request) => {
-  let response: Awaited<ReturnType<typeof next>>;
-  try {
-    response = await next(request);
-  } catch (error) {
-    throw withBareDetailTypes(error);
-  }
-  if (!response.stream) return response;
-  const messages = response.message;
-  return {
-    ...response,
-    message: (async function* () {
-      try {
-        yield* messages;
-      } catch (error) {
-        throw withBareDetailTypes(error);
-      }
-    })(),
-  };
-};
-
-function withBareDetailTypes(error: unknown): unknown {
-  if (error instanceof ConnectError) {
-    for (const detail of error.details) {
-      if ("type" in detail && detail.type.startsWith(TYPE_URL_PREFIX)) {
-        detail.type = detail.type.slice(TYPE_URL_PREFIX.length);
-      }
-    }
-  }
-  return error;
 }
 
 /** One broken field rule, as the gateway's google.rpc.BadRequest names it. */
