@@ -20,6 +20,7 @@ import unicodedata
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -328,6 +329,21 @@ async def sign_in(
     return (("authorization", f"Bearer {reply.access_token}"),)
 
 
+@dataclass(frozen=True)
+class Run:
+    """What every measurement reads: the options, the corpus and the services."""
+
+    args: argparse.Namespace
+    db: psycopg.Connection[tuple[Any, ...]]
+    compute: ComputeServiceStub
+    posts: PostServiceStub
+    meta: tuple[tuple[str, str], ...]  # a signed-in caller's metadata
+    texts: list[str]
+    copied: list[int]  # as corpus() returns it
+    ids: list[str]  # post i of the corpus is ids[i]
+    index_of: dict[str, int]
+
+
 async def measure(args: argparse.Namespace, compute_addr: str) -> None:
     sa_url = make_url(args.database).set(drivername="postgresql+psycopg")
     texts, copied = corpus(args.posts, random.Random(18))  # noqa: S311
@@ -346,30 +362,24 @@ async def measure(args: argparse.Namespace, compute_addr: str) -> None:
         assert one(db, "SELECT content FROM posts WHERE id = %s", ids[i]) == texts[i]
     meta = await sign_in(db, gateway)
     posts = PostServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}"))
+    run = Run(args, db, compute, posts, meta, texts, copied, ids, index_of)
     try:
         parts = set(args.parts.split(","))
         if "search" in parts:
-            await searches(args, db, compute, posts, meta, texts, index_of)
+            await searches(run)
         if "similar" in parts:
-            await similar(args, db, compute, posts, meta, texts, copied, ids, index_of)
+            await similar(run)
         if "writes" in parts:
-            await writes(args, db, posts, meta)
+            await writes(run)
         if "sizes" in parts:
             sizes(db)
     finally:
         await gateway.stop()
 
 
-async def searches(
-    args: argparse.Namespace,
-    db: psycopg.Connection[tuple[Any, ...]],
-    compute: ComputeServiceStub,
-    posts: PostServiceStub,
-    meta: tuple[tuple[str, str], ...],
-    texts: list[str],
-    index_of: dict[str, int],
-) -> None:
-    for kind, queries in pick(texts, random.Random(7)).items():  # noqa: S311
+async def searches(run: Run) -> None:
+    db, posts, meta, index_of = run.db, run.posts, run.meta, run.index_of
+    for kind, queries in pick(run.texts, random.Random(7)).items():  # noqa: S311
         print(kind, "queries (oracle counts):", [(q, len(hits)) for q, hits in queries])
         for order in (ppb.SEARCH_ORDER_RELEVANCE, ppb.SEARCH_ORDER_NEWEST):
             first: list[float] = []
@@ -381,14 +391,15 @@ async def searches(
                     metadata=meta,
                 )
                 first += await timed(call, 1)  # warm-up, reported apart
-                samples += await timed(call, max(1, args.rounds // len(queries)))
+                samples += await timed(call, max(1, run.args.rounds // len(queries)))
             name = ppb.SearchOrder.Name(order)
             print(
                 f"  SearchPosts {name:22} {pct(samples)}  first calls max {max(first) * 1e3:.0f} ms"
             )
         found = []
         for q, hits in queries:
-            reply = await compute.Tokenize(cpb.TokenizeRequest(texts=[p.text for p in chunks(q)]))
+            request = cpb.TokenizeRequest(texts=[p.text for p in chunks(q)])
+            reply = await run.compute.Tokenize(request)
             tsquery = tsquery_literal([(list(t.tokens), False) for t in reply.texts])
             sql = "SELECT id::text FROM posts WHERE search_vector @@ %s::tsquery"
             ours = {index_of[row[0]] for row in db.execute(sql, (tsquery,))}
@@ -407,17 +418,8 @@ async def searches(
         db.execute("RESET enable_bitmapscan")
 
 
-async def similar(
-    args: argparse.Namespace,
-    db: psycopg.Connection[tuple[Any, ...]],
-    compute: ComputeServiceStub,
-    posts: PostServiceStub,
-    meta: tuple[tuple[str, str], ...],
-    texts: list[str],
-    copied: list[int],
-    ids: list[str],
-    index_of: dict[str, int],
-) -> None:
+async def similar(run: Run) -> None:
+    posts, meta, ids, index_of = run.posts, run.meta, run.ids, run.index_of
     rng = random.Random(14)  # noqa: S311
     chosen = rng.sample(range(len(ids)), 200)
     for label in ("first pass", "second pass"):
@@ -427,8 +429,8 @@ async def similar(
             samples += await timed(partial(posts.ListSimilarPosts, request, metadata=meta), 1)
         print(f"ListSimilarPosts, 200 posts, {label}: {pct(samples)}")
     # Recall against the exact all-pairs Jaccard of a sample.
-    sample = similar_sample(copied, args.similar_sample, rng)
-    sets = await shingle_sets(compute, [texts[i] for i in sample])
+    sample = similar_sample(run.copied, run.args.similar_sample, rng)
+    sets = await shingle_sets(run.compute, [run.texts[i] for i in sample])
     threshold = Settings.model_fields["similar_posts_threshold"].default
     pairs = {(sample[a], sample[b]) for a, b in exact_pairs(sets, threshold)}
     asked = sorted({i for pair in pairs for i in pair})
@@ -460,17 +462,13 @@ async def similar(
     )
 
 
-async def writes(
-    args: argparse.Namespace,
-    db: psycopg.Connection[tuple[Any, ...]],
-    posts: PostServiceStub,
-    meta: tuple[tuple[str, str], ...],
-) -> None:
+async def writes(run: Run) -> None:
     """CreatePost with its search index (Tokenize, vector, band keys) and without, interleaved."""
-    texts, copied = corpus(3 * args.writes, random.Random(99))  # noqa: S311
+    db, posts, meta, writes = run.db, run.posts, run.meta, run.args.writes
+    texts, copied = corpus(3 * writes, random.Random(99))  # noqa: S311
     # No near copies: the author's own near-duplicate check would refuse them.
     fresh = [text for text, source in zip(texts, copied, strict=True) if source < 0]
-    fresh = fresh[: 2 * args.writes]
+    fresh = fresh[: 2 * writes]
     real_analyze = post_analysis.analyze
 
     async def analyze_only(compute: Any, content: str, via: Any) -> post_analysis.Analysis:
