@@ -30,6 +30,7 @@ from deploy.tests.support import (
     Edge,
     Reply,
     grpc_web_call,
+    grpc_web_frame,
     http_request,
     mark_verified,
 )
@@ -204,8 +205,8 @@ END_STREAM = 0x02
 
 
 def envelope(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message).encode()
-    return struct.pack(">BI", 0, len(data)) + data
+    """A Connect stream's message: the same 5-byte envelope as gRPC-Web's frame."""
+    return grpc_web_frame(json.dumps(message).encode())
 
 
 def read_envelope(response: http.client.HTTPResponse) -> tuple[int, bytes]:
@@ -251,7 +252,7 @@ def test_connect_json_stream_delivers_events_with_japanese_text(
 @pytest.mark.parametrize("codec", ["json", "proto"])
 def test_connect_stream_without_a_token_ends_unauthenticated(edge: Edge, codec: str) -> None:
     # An empty request: `{}` in JSON, no bytes in proto.
-    body = envelope({}) if codec == "json" else struct.pack(">BI", 0, 0)
+    body = envelope({}) if codec == "json" else grpc_web_frame(b"")
     headers = CONNECT_JSON_STREAM | {"content-type": f"application/connect+{codec}"}
     with closing(http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=15)) as stream:
         stream.request("POST", WATCH, body, headers)
