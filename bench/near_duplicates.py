@@ -80,34 +80,40 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def verified(sets: list[set[str]], pairs: Iterable[tuple[int, int]]) -> Pairs:
-    return {(i, j) for i, j in pairs if i < j and jaccard(sets[i], sets[j]) >= THRESHOLD}
+def verified(sets: list[set[str]], pairs: Iterable[tuple[int, int]], threshold: float) -> Pairs:
+    return {(i, j) for i, j in pairs if i < j and jaccard(sets[i], sets[j]) >= threshold}
 
 
-def ground_truth(sets: list[set[str]]) -> Pairs:
-    """All pairs at >= THRESHOLD: prefix filtering (rarest |A| - ceil(t|A|) + 1 shingles)."""
+def ground_truth(sets: list[set[str]], threshold: float = THRESHOLD) -> Pairs:
+    """Every pair (i < j) at Jaccard >= threshold: prefix filtering, then exact Jaccard.
+
+    Two sets at Jaccard >= t share a shingle among the first |A| - ceil(t |A|) + 1
+    of each, in any one global order (rarest first keeps the candidate lists short).
+    """
     frequency = Counter(s for shingle_set in sets for s in shingle_set)
     index, candidates = defaultdict[str, list[int]](list), Pairs()
     for i, shingle_set in enumerate(sets):
         rare = sorted(shingle_set, key=lambda s: (frequency[s], s))
-        for s in rare[: len(rare) + int((-THRESHOLD * len(rare) + 1e-9) // 1) + 1]:
+        for s in rare[: len(rare) + int((-threshold * len(rare) + 1e-9) // 1) + 1]:
             candidates.update((j, i) for j in index[s])
             index[s].append(i)
-    return verified(sets, candidates)
+    return verified(sets, candidates, threshold)
 
 
 def peer(name: str, texts: list[str]) -> Pairs:
     sets = [shingles(text) for text in texts]
     if name == RENSA:
-        minhashes = rensa.RMinHash.from_token_sets(sets, PERMS, 1)
-        lsh = rensa.RMinHashLSH(THRESHOLD, PERMS, BANDS)
-        lsh.insert_many(minhashes)
-        return verified(sets, ((i, j) for i, js in enumerate(lsh.query_all(minhashes)) for j in js))
-    minhashes = datasketch.MinHash.bulk([[s.encode() for s in x] for x in sets], num_perm=PERMS)
-    lsh = datasketch.MinHashLSH(THRESHOLD, PERMS)
-    for i, minhash in enumerate(minhashes):
-        lsh.insert(i, minhash)
-    return verified(sets, ((i, j) for i, m in enumerate(minhashes) for j in lsh.query(m)))
+        rminhashes = rensa.RMinHash.from_token_sets(sets, PERMS, 1)
+        rlsh = rensa.RMinHashLSH(THRESHOLD, PERMS, BANDS)
+        rlsh.insert_many(rminhashes)
+        found = ((i, j) for i, js in enumerate(rlsh.query_all(rminhashes)) for j in js)
+    else:
+        minhashes = datasketch.MinHash.bulk([[s.encode() for s in x] for x in sets], num_perm=PERMS)
+        lsh = datasketch.MinHashLSH(THRESHOLD, PERMS)
+        for i, minhash in enumerate(minhashes):
+            lsh.insert(i, minhash)
+        found = ((i, j) for i, m in enumerate(minhashes) for j in lsh.query(m))
+    return verified(sets, found, THRESHOLD)
 
 
 def request(texts: list[str], start: int = 0) -> Any:

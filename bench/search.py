@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import math
 import os
 import random
 import secrets
@@ -18,7 +17,6 @@ import tempfile
 import time
 import unicodedata
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +39,8 @@ from nuell_gateway.search_terms import chunks, tsquery_literal, tsvector_literal
 from nuell_gateway.server import Gateway
 from sqlalchemy.engine import make_url
 
+from bench.driver import percentile
+from bench.near_duplicates import ground_truth
 from deploy import stack
 from deploy.launcher import Launcher, free_port
 from deploy.settings import Address, StackSettings
@@ -184,9 +184,8 @@ def one(db: psycopg.Connection[tuple[Any, ...]], sql: str, *params: object) -> A
 
 
 def pct(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"p50 {statistics.median(ordered) * 1000:8.2f} ms  p99 {p99 * 1000:8.2f} ms"
+    p50, p99 = (1000 * percentile(sorted(samples), p) for p in (50, 99))
+    return f"p50 {p50:8.2f} ms  p99 {p99:8.2f} ms"
 
 
 async def timed(call: Callable[[], Awaitable[object]], rounds: int) -> list[float]:
@@ -224,30 +223,7 @@ def recall(found: set[int], expected: set[int]) -> str:
     return f"recall {hit / max(1, len(expected)):.4f} precision {hit / max(1, len(found)):.4f}"
 
 
-def exact_pairs(sets: list[frozenset[str]], threshold: float) -> set[tuple[int, int]]:
-    """Every pair (i < j) with Jaccard >= threshold: prefix filtering, then exact Jaccard.
-
-    Two sets at Jaccard >= t share a shingle among the first |x| - ceil(t |x|) + 1
-    of each, in any one global order (rarest first keeps the candidate lists short).
-    """
-    frequency = Counter(shingle for shingles in sets for shingle in shingles)
-    index: dict[str, list[int]] = defaultdict(list)
-    pairs = set()
-    for i, x in enumerate(sets):
-        if not x:
-            continue
-        ranked = sorted(x, key=lambda shingle: (frequency[shingle], shingle))
-        candidates: set[int] = set()
-        for shingle in ranked[: len(x) - math.ceil(threshold * len(x)) + 1]:
-            candidates.update(index[shingle])
-            index[shingle].append(i)
-        for j in candidates:
-            if len(x & sets[j]) >= threshold * len(x | sets[j]):
-                pairs.add((j, i))
-    return pairs
-
-
-async def shingle_sets(compute: ComputeServiceStub, texts: list[str]) -> list[frozenset[str]]:
+async def shingle_sets(compute: ComputeServiceStub, texts: list[str]) -> list[set[str]]:
     """Spec §4 shingles from rust_compute's tokens."""
     sets = []
     for at in range(0, len(texts), BATCH):
@@ -255,9 +231,9 @@ async def shingle_sets(compute: ComputeServiceStub, texts: list[str]) -> list[fr
         for tokenized in reply.texts:
             terms = [token.term for token in tokenized.tokens]
             if len(terms) >= 3:
-                sets.append(frozenset(" ".join(terms[k : k + 3]) for k in range(len(terms) - 2)))
+                sets.append(set(" ".join(terms[k : k + 3]) for k in range(len(terms) - 2)))
             else:
-                sets.append(frozenset(terms))
+                sets.append(set(terms))
     return sets
 
 
@@ -432,7 +408,7 @@ async def similar(run: Run) -> None:
     sample = similar_sample(run.copied, run.args.similar_sample, rng)
     sets = await shingle_sets(run.compute, [run.texts[i] for i in sample])
     threshold = Settings.model_fields["similar_posts_threshold"].default
-    pairs = {(sample[a], sample[b]) for a, b in exact_pairs(sets, threshold)}
+    pairs = {(sample[a], sample[b]) for a, b in ground_truth(sets, threshold)}
     asked = sorted({i for pair in pairs for i in pair})
     listed: dict[int, set[int]] = {}
     full_pages = 0
