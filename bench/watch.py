@@ -6,12 +6,14 @@ repeated, the gateway's CPU per delivered event and memory per open stream."""
 import asyncio
 import multiprocessing
 import random
+import re
 import struct
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import grpc  # type: ignore[import-untyped]
 from nuell.posts.v1 import post_service_pb2 as pb  # type: ignore[import-untyped]
@@ -37,12 +39,12 @@ class Watchers:
     grpc_web: bool
     tokens: list[str]  # one bearer token per watcher
     authors: list[str]  # the author each follows, "" for everyone
-    until: float  # time.time() at which to stop
+    stop: Any  # a Manager Event, set once the writes are done and their events due
 
 
-async def _grpc(plan: Watchers, n: int, seen: dict[str, float], ready: Any) -> None:
+async def _grpc(plan: Watchers, n: int, seen: dict[str, float], ready: Any) -> str:
     """One gRPC stream, on one of CHANNELS connections (each may reach another gateway
-    process: SO_REUSEPORT places connections, not streams)."""
+    process: SO_REUSEPORT places connections, not streams); how it ended."""
     if n < CHANNELS:
         _channels.append(grpc.aio.insecure_channel(plan.target, options=CHANNEL_OPTIONS))
     await asyncio.sleep(0)  # every watcher's turn after the first CHANNELS made theirs
@@ -54,12 +56,16 @@ async def _grpc(plan: Watchers, n: int, seen: dict[str, float], ready: Any) -> N
     )
     await call.initial_metadata()
     ready()
-    async for event in call:
-        _seen(seen, event)
+    try:
+        async for event in call:
+            _seen(seen, event)
+    except grpc.aio.AioRpcError as exc:
+        return str(exc.details() or exc.code().name)
+    return "OK"
 
 
-async def _grpc_web(plan: Watchers, n: int, seen: dict[str, float], ready: Any) -> None:
-    """One gRPC-Web stream over HTTP/1.1: the request whole, the reply chunked."""
+async def _grpc_web(plan: Watchers, n: int, seen: dict[str, float], ready: Any) -> str:
+    """One gRPC-Web stream over HTTP/1.1: the request whole, the reply chunked; how it ended."""
     host, _, port = plan.target.rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     body = pb.WatchPostsRequest(author_id=plan.authors[n]).SerializeToString()
@@ -74,16 +80,21 @@ async def _grpc_web(plan: Watchers, n: int, seen: dict[str, float], ready: Any) 
     )
     await reader.readuntil(b"\r\n\r\n")  # headers: the stream is open
     ready()
-    buffer = b""
+    buffer, ended = b"", "closed without trailers"
     while size := int((await reader.readline()).strip() or b"0", 16):  # chunked encoding
         buffer += (await reader.readexactly(size + 2))[:-2]
         while len(buffer) >= 5 and len(buffer) >= 5 + (
             length := struct.unpack(">I", buffer[1:5])[0]
         ):
-            if not buffer[0] & 0x80:  # not the trailers
+            if buffer[0] & 0x80:  # the trailers: grpc-message, else grpc-status
+                text = buffer[5 : 5 + length].decode()
+                trailers = dict(re.findall(r"(grpc-\w+):\s*(.*?)\r\n", text))
+                ended = unquote(trailers.get("grpc-message", "")) or trailers["grpc-status"]
+            else:
                 _seen(seen, pb.PostEvent.FromString(buffer[5 : 5 + length]))
             buffer = buffer[5 + length :]
     writer.close()
+    return ended
 
 
 def _seen(seen: dict[str, float], event: Any) -> None:
@@ -92,8 +103,10 @@ def _seen(seen: dict[str, float], event: Any) -> None:
         seen[event.post_id] = time.time()
 
 
-def watch(plan: Watchers, opened: Any) -> list[dict[str, float]]:  # in the watchers' process
-    async def run() -> list[dict[str, float]]:
+def watch(plan: Watchers, opened: Any) -> tuple[list[dict[str, float]], Counter[str]]:
+    """In the watchers' process: what each saw, and how the streams that ended early ended."""
+
+    async def run() -> tuple[list[dict[str, float]], Counter[str]]:
         seen: list[dict[str, float]] = [{"dup": 0} for _ in plan.tokens]
         count = [0]
 
@@ -104,11 +117,13 @@ def watch(plan: Watchers, opened: Any) -> list[dict[str, float]]:  # in the watc
 
         one = _grpc_web if plan.grpc_web else _grpc
         tasks = [asyncio.ensure_future(one(plan, n, seen[n], ready)) for n in range(len(seen))]
-        await asyncio.sleep(plan.until - time.time())
+        await asyncio.to_thread(plan.stop.wait)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return seen
+        ends = await asyncio.gather(*tasks, return_exceptions=True)
+        return seen, Counter(
+            str(end) for end in ends if not isinstance(end, asyncio.CancelledError)
+        )
 
     return asyncio.run(run())
 
@@ -160,17 +175,21 @@ def run(stack: Stack) -> dict[str, Any]:
             per_write, rss = (cpu_seconds(pid) - used) / alone, memory({"g": pid})["rss_mb"]["g"]
             followed = [authors[n % AUTHORS][0] if one_author else "" for n in range(count)]
             tokens = [authors[n % AUTHORS][1] for n in range(count)]
-            until, opened = time.time() + SECONDS + 30, spawn.Manager().Event()
+            manager = spawn.Manager()
+            opened, stop = manager.Event(), manager.Event()
             future = pool.submit(watch, Watchers(stack.addresses[target], target != "gateway",
-                                                 tokens, followed, until), opened)  # fmt: skip
+                                                 tokens, followed, stop), opened)  # fmt: skip
             if not opened.wait(60):
                 raise RuntimeError(f"{label}: the streams did not all open")
             per_stream_kb = 1024 * (memory({"g": pid})["rss_mb"]["g"] - rss) / count
             used = cpu_seconds(pid)
+            began = time.monotonic()
             written = asyncio.run(write(gateway, authors, rate))
+            took = time.monotonic() - began
             time.sleep(2)  # the last events arrive
+            stop.set()
             errors, used = written.pop("errors"), cpu_seconds(pid) - used - per_write * len(written)
-            seen, delays, lost, dup = future.result(), [], 0, 0
+            (seen, ended), delays, lost, dup = future.result(), [], 0, 0
         for follows, got in zip(followed, seen, strict=True):
             dup += int(got.pop("dup"))
             for post, (author, ok) in written.items():
@@ -181,7 +200,13 @@ def run(stack: Stack) -> dict[str, Any]:
         cost = 1000 * used / max(1, len(delays))
         figures[label] = {"events": len(delays), "p50_ms": p50, "p99_ms": p99, "lost": lost,
                           "duplicates": dup, "gateway_cpu_ms_per_event": cost,
-                          "kb_per_stream": per_stream_kb, "write_errors": dict(errors)}  # fmt: skip
+                          "kb_per_stream": per_stream_kb, "write_errors": dict(errors),
+                          "write_seconds": took,
+                          "streams_ended_early": dict(ended)}  # fmt: skip
         say(f"{label:<48} {len(delays):>7} {ms(p50, 1):>7} {ms(p99, 1):>7} {lost:>5} {dup:>4} "
             f"{cost:>12.3f} {per_stream_kb:>9.1f}  {codes(errors) or '-'}")  # fmt: skip
+        if ended:  # before the writes were done: `lost` counts what came after
+            say(f"    streams that ended early: {codes(ended)}")
+        if took > 1.5 * SECONDS:  # the calls queued in the gateway: it was saturated
+            say(f"    the {SECONDS:g} s of writes took {took:.0f} s to answer")
     return figures
