@@ -169,13 +169,16 @@ def run(stack: Stack) -> dict[str, Any]:
         f"{'CPU ms/event':>12} {'KB/stream':>9}  write errors")  # fmt: skip
     spawn = multiprocessing.get_context("spawn")
     for label, target, count, one_author, rate in LEGS:
-        with stack.serving((target,)), ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        with (
+            stack.serving((target,)),
+            ProcessPoolExecutor(1, mp_context=spawn) as pool,
+            spawn.Manager() as manager,
+        ):
             used = cpu_seconds(pid)
             alone = len(asyncio.run(write(gateway, authors, rate))) - 1
             per_write, rss = (cpu_seconds(pid) - used) / alone, memory({"g": pid})["rss_mb"]["g"]
             followed = [authors[n % AUTHORS][0] if one_author else "" for n in range(count)]
             tokens = [authors[n % AUTHORS][1] for n in range(count)]
-            manager = spawn.Manager()
             opened, stop = manager.Event(), manager.Event()
             future = pool.submit(watch, Watchers(stack.addresses[target], target != "gateway",
                                                  tokens, followed, stop), opened)  # fmt: skip
