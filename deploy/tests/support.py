@@ -182,6 +182,12 @@ def envoy_ready(admin_port: int) -> bool:
 
 # On the session edge's allowlist besides the test page's own origins.
 ALLOWED_ORIGIN = "https://nue-japan.com"
+# What browsers may send to the edge, pinned in words rather than read from
+# settings.py: a change to it must change the tests too.
+CORS_ALLOW_HEADERS_PINNED = (
+    "authorization,content-type,x-grpc-web,x-user-agent,grpc-timeout,"
+    "connect-protocol-version,connect-timeout-ms"
+)
 
 
 @dataclass(frozen=True)

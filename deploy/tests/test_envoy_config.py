@@ -35,6 +35,7 @@ from deploy.settings import (
     StackSettings,
 )
 from deploy.tests.support import (
+    CORS_ALLOW_HEADERS_PINNED,
     ENVOY,
     RENDER,
     REPO,
@@ -483,12 +484,7 @@ def test_cors_allowlist_is_exact(config_dump: dict[str, Any]) -> None:
         {"exact": "https://app.nue-japan.com"},
     ]
     assert policy["allow_methods"] == "GET,POST,PUT,PATCH,DELETE,OPTIONS"
-    # Pinned here in words, not read from settings.py: a change to what
-    # browsers may send must change this test too.
-    assert policy["allow_headers"] == (
-        "authorization,content-type,x-grpc-web,x-user-agent,grpc-timeout,"
-        "connect-protocol-version,connect-timeout-ms"
-    )
+    assert policy["allow_headers"] == CORS_ALLOW_HEADERS_PINNED
     assert set(policy["expose_headers"].split(",")) == {
         "grpc-status",
         "grpc-message",

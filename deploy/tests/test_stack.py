@@ -23,9 +23,10 @@ from nuell.posts.v1 import post_service_pb2
 from nuell.sessions.v1 import session_service_pb2  # noqa: F401 - registers the service
 from nuell.users.v1 import user_service_pb2
 
-from deploy.settings import CORS_ALLOW_HEADERS, EDGE_GRPC_SERVICES, EDGE_SECURITY_HEADERS
+from deploy.settings import EDGE_GRPC_SERVICES, EDGE_SECURITY_HEADERS
 from deploy.tests.support import (
     ALLOWED_ORIGIN,
+    CORS_ALLOW_HEADERS_PINNED,
     Backend,
     Edge,
     Reply,
@@ -437,8 +438,7 @@ def test_preflight_from_allowed_origin(stack: Stack) -> None:
     methods = set(response.headers["access-control-allow-methods"].split(","))
     assert methods == {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
     allowed = set(response.headers["access-control-allow-headers"].split(","))
-    # The rendered list is pinned in test_envoy_config; here, that Envoy serves it.
-    assert allowed == set(CORS_ALLOW_HEADERS)
+    assert allowed == set(CORS_ALLOW_HEADERS_PINNED.split(","))
     assert 0 < int(response.headers["access-control-max-age"]) <= 7200
 
 
